@@ -1,0 +1,29 @@
+"""The ``ingest`` job kind: an HTTP API, page by page, to a cleaned, checked Parquet partition.
+
+Modules, one job each: ``spec`` (the frozen config model), ``http`` (session, retries, rate
+limit, deadline, redaction), ``paginate`` (which request comes next), ``expr`` (safe column
+expressions), ``transform`` (declarative cleaning steps and rejects), ``keys`` (compact key sets
+for dedupe, unique and merge), ``checks`` (gates before publishing), ``sink`` (atomic Parquet
+publishing) and ``pipeline`` (the run: a fetch thread feeding batches to transform and write).
+
+Importing this package is cheap: pandas, pyarrow and requests are imported only when a run
+starts, so the daemon can load ingest specs without them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.kinds.base import RunContext
+    from scheduler.kinds.ingest.spec import IngestJob
+
+
+def execute(spec: "IngestJob", ctx: "RunContext") -> dict[str, Any]:
+    """Run one ingest attempt; see :func:`scheduler.kinds.ingest.pipeline.run` for the result keys."""
+    from scheduler.kinds.ingest.pipeline import run
+
+    return run(spec, ctx)
+
+
+__all__ = ["execute"]
