@@ -1,0 +1,64 @@
+"""Reaching a Docker engine: ``docker.host``, else ``DOCKER_HOST``, else the local socket.
+
+``tcp://`` hosts use TLS from ``docker.tls`` or, as the docker CLI does, from
+``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH``; ``ssh://`` hosts go through the ``ssh`` client
+(``~/.ssh/config`` and agent apply) unless ``use_ssh_client: false`` selects paramiko.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import docker
+import docker.errors
+import docker.tls
+
+from scheduler.errors import JobFailed
+from scheduler.kinds.container.spec import DockerSettings
+
+DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+
+class EngineUnavailable(JobFailed):
+    """The engine could not be reached (socket missing, daemon down, TLS refused)."""
+
+
+def resolve_host(settings: DockerSettings | None, environ: Mapping[str, str] | None = None) -> str:
+    """The engine address in effect: the setting, then ``DOCKER_HOST``, then the local socket."""
+    environ = os.environ if environ is None else environ
+    if settings is not None and settings.host:
+        return settings.host
+    return environ.get("DOCKER_HOST") or DEFAULT_HOST
+
+
+def _tls_config(settings: DockerSettings, host: str, environ: Mapping[str, str]) -> Any:
+    if settings.tls is not None:
+        tls = settings.tls
+        return docker.tls.TLSConfig(
+            client_cert=(tls.client_cert, tls.client_key) if tls.client_cert and tls.client_key else None,
+            ca_cert=tls.ca_cert,
+            verify=tls.ca_cert if (tls.verify and tls.ca_cert) else tls.verify,
+        )
+    if host.startswith("tcp://") and (environ.get("DOCKER_TLS_VERIFY") or environ.get("DOCKER_CERT_PATH")):
+        return docker.utils.kwargs_from_env(environment=dict(environ)).get("tls")
+    return None
+
+
+def make_client(settings: DockerSettings | None = None, environ: Mapping[str, str] | None = None) -> docker.DockerClient:
+    """A client for the configured engine.  Raises :class:`EngineUnavailable` with the address."""
+    settings = settings or DockerSettings()
+    environ = os.environ if environ is None else environ
+    host = resolve_host(settings, environ)
+    tls = _tls_config(settings, host, environ)
+    try:
+        return docker.DockerClient(
+            base_url=host,
+            version=settings.api_version,
+            timeout=int(settings.timeout.total_seconds()) or 60,
+            tls=tls or False,
+            use_ssh_client=settings.use_ssh_client and host.startswith("ssh://"),
+        )
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"cannot reach the Docker engine at {host}: {exc}") from None

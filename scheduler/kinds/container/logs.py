@@ -1,0 +1,82 @@
+"""Forward a container's output into the run's log, line by line, as it arrives.
+
+The attach stream delivers frames in the order the container wrote them, each tagged stdout or
+stderr; frames are not lines (one may hold several, or half of one), so each stream keeps its own
+partial-line buffer.  A line that never ends is cut at ``MAX_LINE`` bytes rather than held.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+MAX_LINE = 64 * 1024
+
+
+class LineStreamer:
+    """Reads ``(stdout_chunk, stderr_chunk)`` pairs on a daemon thread and logs complete lines.
+
+    ``frames`` is the demuxed attach stream (a ``CancellableStream``); ``log`` gets
+    ``info(line, stream="stdout"|"stderr")``.  ``lines`` counts what
+    was forwarded.
+    """
+
+    def __init__(self, frames: Iterable[tuple[bytes | None, bytes | None]], log: Any) -> None:
+        self._frames = frames
+        self._log = log
+        self._buffers = {"stdout": b"", "stderr": b""}
+        self._thread = threading.Thread(target=self._run, name="container-output", daemon=True)
+        self.lines = 0
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the stream to end; on timeout close it.  True when it ended by itself."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.close()
+            self._thread.join(1.0)
+            return False
+        return True
+
+    def close(self) -> None:
+        close = getattr(self._frames, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # closing a half-dead socket may fail; the stream is over either way
+                pass
+
+    def _run(self) -> None:
+        try:
+            for out, err in self._frames:
+                if out:
+                    self._feed("stdout", out)
+                if err:
+                    self._feed("stderr", err)
+        except Exception as exc:  # a closed socket ends the stream; the exit state decides the run
+            self.error = exc
+        finally:
+            for stream, rest in self._buffers.items():
+                if rest:
+                    self._emit(stream, rest)
+            self._buffers = {"stdout": b"", "stderr": b""}
+
+    def _feed(self, stream: str, chunk: bytes) -> None:
+        data = self._buffers[stream] + chunk
+        *complete, rest = data.split(b"\n")
+        for line in complete:
+            self._emit(stream, line)
+        while len(rest) > MAX_LINE:
+            self._emit(stream, rest[:MAX_LINE])
+            rest = rest[MAX_LINE:]
+        self._buffers[stream] = rest
+
+    def _emit(self, stream: str, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").rstrip("\r")
+        self.lines += 1
+        # Same level for both: programs write ordinary progress to stderr (Python's logging does).
+        self._log.info(line, stream=stream)

@@ -1,0 +1,436 @@
+"""Config models for the ``container`` kind and the global ``docker:`` section.
+
+Security is decided here, at load time, before any call reaches an engine:
+
+- keys that would widen a container's reach (``privileged``, ``cap_add``, ``pid: host``,
+  ``network: host``, ``devices`` ...) are refused with a one-line reason instead of the generic
+  "extra inputs are not permitted";
+- capabilities: all are dropped; a job may keep a few by name, only from Docker's default set;
+- host paths and named volumes, and images, are checked against the global allowlists by
+  :func:`check_against_settings`, which the config loader calls for every container job.
+
+This module imports no Docker SDK: validating a config never needs an engine.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+import shlex
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+
+from scheduler.config.jobs import JobBase
+from scheduler.config.types import Duration, Model
+
+LABEL_PREFIX = "org.cron-scheduler."
+LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
+LABEL_JOB = LABEL_PREFIX + "job"
+LABEL_RUN_ID = LABEL_PREFIX + "run-id"
+LABEL_INSTANCE = LABEL_PREFIX + "instance"
+MANAGED_BY = "scheduler"
+
+# Docker's default capability set: a job may keep these (all others are never granted).
+DEFAULT_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+        "NET_BIND_SERVICE", "NET_RAW", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT",
+    }
+)  # fmt: skip
+
+# Keys people copy from `docker run` / compose that would widen a container's reach.  Each gets a
+# reason, so the one line a user sees says why rather than "extra inputs are not permitted".
+FORBIDDEN_KEYS: dict[str, str] = {
+    "privileged": "containers never run privileged",
+    "cap_add": "capabilities beyond Docker's defaults are never added; keep defaults with 'capabilities'",
+    "cap_drop": "all capabilities are always dropped; keep some with 'capabilities'",
+    "capabilities_add": "capabilities beyond Docker's defaults are never added",
+    "security_opt": "security options are fixed (no-new-privileges, default seccomp/AppArmor)",
+    "pid": "the host PID namespace is never shared",
+    "pid_mode": "the host PID namespace is never shared",
+    "ipc": "the host IPC namespace is never shared",
+    "ipc_mode": "the host IPC namespace is never shared",
+    "userns": "the user namespace is never changed",
+    "userns_mode": "the user namespace is never changed",
+    "uts": "the host UTS namespace is never shared",
+    "uts_mode": "the host UTS namespace is never shared",
+    "network_mode": "use 'network' with a named network or 'none'",
+    "devices": "host devices are never passed in; GPUs go through 'gpus'",
+    "device_requests": "use 'gpus'",
+    "device_cgroup_rules": "host devices are never passed in",
+    "sysctls": "kernel parameters are never changed",
+    "volumes_from": "volumes are mounted only as listed in 'volumes'",
+    "mounts": "use 'volumes' (host paths only from docker.allowed_host_paths)",
+    "binds": "use 'volumes' (host paths only from docker.allowed_host_paths)",
+    "runtime": "the runtime is the engine's default",
+    "cgroup_parent": "the cgroup parent is the engine's default",
+    "cgroupns": "the cgroup namespace is the engine's default",
+    "oom_kill_disable": "the out-of-memory killer is never disabled",
+    "ulimits": "not supported; use the resource limits",
+    "extra_hosts": "not supported",
+    "ports": "container jobs publish no ports",
+    "publish": "container jobs publish no ports",
+}
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+
+
+def parse_size(value: Any) -> int:
+    """``"512m"``, ``"2g"``, ``"64MiB"``, ``1048576`` -> bytes (binary units, as Docker reads them)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a size like 512m or 2g")
+    if isinstance(value, int):
+        result = value
+    elif isinstance(value, str) and (m := _SIZE.match(value)):
+        result = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    else:
+        raise ValueError(f"invalid size {value!r}: use bytes or a number with k, m, g (like 512m)")
+    if result <= 0:
+        raise ValueError("must be positive")
+    return result
+
+
+def format_size(size: int) -> str:
+    """Inverse of :func:`parse_size`: the largest unit that divides exactly (``67108864`` -> ``64m``)."""
+    for unit, factor in (("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
+Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str)]
+
+
+def _argv(value: Any) -> Any:
+    """A command given as a string is split like a shell would (no shell runs it)."""
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return value
+
+
+Argv = Annotated[tuple[str, ...], BeforeValidator(_argv)]
+
+
+class Limits(Model):
+    """Resource limits; a job's own values win over ``docker.defaults``."""
+
+    memory: Size | None = None
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    pids_limit: int | None = Field(default=None, ge=1)
+    shm_size: Size | None = None
+
+
+class Volume(Model):
+    """One mount: a host path (must be under ``docker.allowed_host_paths``) or a named volume."""
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    @property
+    def is_host_path(self) -> bool:
+        return self.source.startswith("/")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            parts = value.split(":")
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+                raise ValueError(f"invalid volume {value!r}: use SOURCE:TARGET or SOURCE:TARGET:ro")
+            return {"source": parts[0], "target": parts[1], "read_only": len(parts) == 3 and parts[2] == "ro"}
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value.startswith("/"):
+            if ".." in value.split("/"):
+                raise ValueError(f"host path {value!r} must not contain '..'")
+            return posixpath.normpath(value)
+        if not _VOLUME_NAME.match(value):
+            raise ValueError(f"{value!r} is neither an absolute host path nor a volume name")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if not value.startswith("/") or ".." in value.split("/"):
+            raise ValueError(f"target {value!r} must be an absolute path without '..'")
+        return posixpath.normpath(value)
+
+
+def _check_network(value: str) -> str:
+    if value == "host" or value.startswith("container:"):
+        raise ValueError(f"network {value!r} is not allowed: use a named network or 'none'")
+    if not _NETWORK_NAME.match(value):
+        raise ValueError(f"invalid network name {value!r}")
+    return value
+
+
+class ContainerJob(JobBase):
+    """Run an image as a sibling container through the Docker Engine API.
+
+    The container's environment is exactly ``env`` plus the scheduler variables named in
+    ``pass_env`` (and ``SCHEDULER_*`` run facts): nothing of the scheduler's own environment,
+    secrets included, reaches a container unless listed for it.
+    """
+
+    kind: Literal["container"]
+    image: str
+    command: Argv | None = None
+    entrypoint: Argv | None = None
+    pass_env: tuple[str, ...] = ()
+    working_dir: str | None = None
+    user: str | None = None
+    network: str | None = None
+    data_mount: str | None = None
+    volumes: tuple[Volume, ...] = ()
+    memory: Size | None = None
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    pids_limit: int | None = Field(default=None, ge=1)
+    shm_size: Size | None = None
+    gpus: Literal["all"] | int | tuple[str, ...] | None = None
+    gpu_policy: Literal["required", "preferred"] = "required"
+    capabilities: tuple[str, ...] = ()
+    pull: Literal["never", "missing", "always"] = "missing"
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_forbidden(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key in FORBIDDEN_KEYS:
+                    raise ValueError(f"'{key}' is not allowed: {FORBIDDEN_KEYS[key]}")
+        return data
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"invalid image reference {value!r}")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        return None if value is None else _check_network(value)
+
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?", value):
+            raise ValueError(f"invalid user {value!r}: use NAME, UID or UID:GID")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _container_path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or ".." in value.split("/")):
+            raise ValueError(f"{value!r} must be an absolute path without '..'")
+        return value
+
+    @field_validator("data_mount")
+    @classmethod
+    def _data_mount(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path, _, mode = value.partition(":")
+        if not path.startswith("/") or ".." in path.split("/") or mode not in ("", "ro", "rw"):
+            raise ValueError(f"invalid data_mount {value!r}: use an absolute container path, optionally with :ro")
+        return value
+
+    @field_validator("pass_env", mode="before")
+    @classmethod
+    def _env_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        for name in value or ():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"invalid environment variable name {name!r}")
+        return value
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("use 'all', a count, or a list of device ids")
+        if isinstance(value, int) and value < 1:
+            raise ValueError("a GPU count must be at least 1")
+        if isinstance(value, str) and value != "all":
+            if value.isdigit():
+                return int(value)
+            raise ValueError(f"invalid gpus {value!r}: use 'all', a count, or a list of device ids")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("the list of GPU device ids must not be empty")
+            ids = [str(v) for v in value]
+            for dev in ids:
+                if not _DEVICE_ID.match(dev):
+                    raise ValueError(f"invalid GPU device id {dev!r}")
+            return ids
+        return value
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capabilities(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        out = []
+        for cap in value or ():
+            name = str(cap).upper().removeprefix("CAP_")
+            if name not in DEFAULT_CAPABILITIES:
+                raise ValueError(
+                    f"capability {cap!r} is not allowed: only Docker's defaults can be kept "
+                    f"({', '.join(sorted(DEFAULT_CAPABILITIES))})"
+                )
+            out.append(name)
+        return out
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key.startswith(LABEL_PREFIX):
+                raise ValueError(f"label {key!r} is reserved: '{LABEL_PREFIX}*' labels are set by the scheduler")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ContainerJob":
+        targets = [v.target for v in self.volumes] + ([self.data_target] if self.data_mount else [])
+        dupes = sorted({t for t in targets if targets.count(t) > 1})
+        if dupes:
+            raise ValueError(f"more than one volume mounted at {', '.join(dupes)}")
+        return self
+
+    @property
+    def data_target(self) -> str:
+        """Where the data volume is mounted in the container ('' when not mounted)."""
+        return (self.data_mount or "").partition(":")[0]
+
+    @property
+    def data_read_only(self) -> bool:
+        return (self.data_mount or "").endswith(":ro")
+
+    def effective_limits(self, defaults: Limits | None) -> Limits:
+        """The job's own limits where set, else the global ``docker.defaults``."""
+        defaults = defaults or Limits()
+        return Limits(**{
+            name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
+            for name in Limits.model_fields
+        })
+
+
+class DockerTLS(Model):
+    """Client TLS for ``tcp://`` hosts (``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` are read too)."""
+
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    verify: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self) -> "DockerTLS":
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("set both 'client_cert' and 'client_key', or neither")
+        return self
+
+
+class DockerSettings(Model):
+    """The global ``docker:`` section: how to reach the engine and what jobs may ask of it."""
+
+    host: str | None = None
+    tls: DockerTLS | None = None
+    use_ssh_client: bool = True
+    api_version: str = "auto"
+    timeout: Duration = timedelta(seconds=60)
+    instance: str = "default"
+    allowed_images: tuple[str, ...] = ("*",)
+    allowed_host_paths: tuple[str, ...] = ()
+    allowed_volumes: tuple[str, ...] = ()
+    data_volume: str | None = None
+    network: str = "none"
+    defaults: Limits = Limits()
+    stop_grace: Duration = timedelta(seconds=10)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(unix|tcp|ssh|npipe|http|https)://", value):
+            raise ValueError(f"invalid docker host {value!r}: use unix://, tcp:// or ssh://")
+        return value
+
+    @field_validator("allowed_host_paths")
+    @classmethod
+    def _abs_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for path in value:
+            if not path.startswith("/") or ".." in path.split("/"):
+                raise ValueError(f"allowed host path {path!r} must be absolute, without '..'")
+        return tuple(posixpath.normpath(p) for p in value)
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        return _check_network(value)
+
+    @field_validator("instance")
+    @classmethod
+    def _instance(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
+            raise ValueError(f"invalid instance name {value!r}")
+        return value
+
+    @field_validator("data_volume")
+    @classmethod
+    def _data_volume(cls, value: str | None) -> str | None:
+        if value is not None:
+            Volume(source=value, target="/data")  # same rules as a job's volume source
+        return value
+
+
+def image_allowed(image: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``image`` matches one of the glob ``patterns``; ``busybox`` also counts as
+    ``busybox:latest`` and ``docker.io/library/busybox:latest``."""
+    names = {image}
+    last = image.rsplit("/", 1)[-1]
+    if "@" not in image and ":" not in last:
+        names.add(image + ":latest")
+    for name in list(names):
+        first = name.split("/", 1)[0]
+        if "/" not in name:
+            names.add("docker.io/library/" + name)
+        elif "." not in first and ":" not in first and first != "localhost":
+            names.add("docker.io/" + name)
+    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
+
+
+def _under(path: str, roots: tuple[str, ...]) -> bool:
+    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -> list[tuple[str, str]]:
+    """Checks that need the global ``docker:`` section: ``(field, message)`` for each problem."""
+    settings = settings or DockerSettings()
+    problems: list[tuple[str, str]] = []
+    if not image_allowed(job.image, settings.allowed_images):
+        problems.append(
+            ("image", f"image {job.image!r} is not in docker.allowed_images ({', '.join(settings.allowed_images) or 'empty'})")
+        )
+    for i, vol in enumerate(job.volumes):
+        if vol.is_host_path and not _under(vol.source, settings.allowed_host_paths):
+            problems.append(
+                (f"volumes[{i}]", f"host path {vol.source!r} is not under docker.allowed_host_paths")
+            )
+        elif not vol.is_host_path and vol.source not in settings.allowed_volumes:
+            problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
+    return problems
