@@ -1,0 +1,23 @@
+"""The single time seam.
+
+Everything that asks "what time is it" calls :func:`now` (or receives a ``Clock``), so tests pin
+time with freezegun or a fake clock instead of sleeping.  Times are always timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+Clock = Callable[[], datetime]
+
+
+def now() -> datetime:
+    """Current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def monotonic() -> float:
+    """Monotonic seconds, for durations and timeouts (never for slot times)."""
+    return time.monotonic()

@@ -1,0 +1,336 @@
+"""The config pipeline: files -> YAML with lines -> merge -> typed models -> semantic checks.
+
+No raw dict leaves this module: the result is a frozen :class:`Config`.  Every problem becomes a
+:class:`ConfigIssue` with file, line, job and field, and all of them are raised together as one
+:class:`ConfigError` (exit 2).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from scheduler.config.jobs import CommandJob, JobBase, PythonJob
+from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
+from scheduler.config.yamlsrc import YamlDoc, load_yaml
+from scheduler.errors import ConfigError, ConfigIssue
+try:  # TEMP-INTEGRATION
+    from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
+    from scheduler.kinds.ingest.spec import IngestJob
+except ImportError:  # TEMP-INTEGRATION
+    from scheduler.config.types import Model as DockerSettings  # type: ignore
+    ContainerJob = IngestJob = None  # type: ignore
+    def check_against_settings(job, settings): return []  # type: ignore
+from scheduler.schedule import Schedule
+
+JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({
+    "command": CommandJob,
+    "python": PythonJob,
+    **({"ingest": IngestJob, "container": ContainerJob} if IngestJob else {}),
+})
+SECTIONS: Mapping[str, type[BaseModel]] = MappingProxyType({
+    "daemon": DaemonSettings,
+    "state": StateSettings,
+    "http": HttpSettings,
+    "docker": DockerSettings,
+})
+TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
+_MERGED_DICTS = ("env", "params")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration.  Immutable; ``digest`` identifies its content."""
+
+    jobs: Mapping[str, JobBase]
+    daemon: DaemonSettings
+    state: StateSettings
+    http: HttpSettings
+    docker: DockerSettings
+    secrets: frozenset[str] = frozenset()
+    sources: tuple[str, ...] = ()
+    digest: str = ""
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+
+    def job(self, name: str) -> JobBase:
+        return self.jobs[name]
+
+
+def config_files(path: Path) -> list[Path]:
+    """The YAML files a config path stands for: the file itself, or a directory's ``*.yaml`` sorted."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return [path]
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _pydantic_issues(exc: ValidationError, locate: Any, job: str | None, section: str | None = None,
+                     fields: list[str] | None = None) -> list[ConfigIssue]:
+    """Turn pydantic errors into ConfigIssues; ``locate(loc) -> (file, line)``."""
+    issues = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key '{loc[-1]}'{_suggest(str(loc[-1]), fields or []) if len(loc) == 1 else ''}"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
+            message = f"must be one of {err['ctx']['expected']}, got {err['input']!r}"
+        file, line = locate(loc)
+        dotted = ".".join(str(p) for p in loc) or None
+        if section:
+            dotted = f"{section}.{dotted}" if dotted else section
+        issues.append(ConfigIssue(message, file=file, line=line, job=job, field=dotted))
+    return issues
+
+
+class _Merge:
+    """Files merged into one view, remembering which document each part came from."""
+
+    def __init__(self) -> None:
+        self.issues: list[ConfigIssue] = []
+        self.defaults: dict[str, tuple[Any, YamlDoc]] = {}
+        self.jobs: dict[str, tuple[Any, YamlDoc]] = {}
+        self.sections: dict[str, tuple[Any, YamlDoc]] = {}
+        self.secrets: set[str] = set()
+
+    def add(self, doc: YamlDoc) -> None:
+        self.issues.extend(doc.issues)
+        self.secrets |= doc.secrets
+        if doc.data is None:
+            return
+        if not isinstance(doc.data, dict):
+            self.issues.append(ConfigIssue("top level must be a mapping with 'jobs:'", file=doc.file, line=1))
+            return
+        for key, value in doc.data.items():
+            line = doc.line_of((key,))
+            if key not in TOP_LEVEL:
+                self.issues.append(ConfigIssue(f"unknown top-level key '{key}'{_suggest(str(key), list(TOP_LEVEL))}",
+                                               file=doc.file, line=line))
+            elif key in ("defaults", "jobs"):
+                if value is None:
+                    continue
+                if not isinstance(value, dict):
+                    self.issues.append(ConfigIssue(f"'{key}' must be a mapping", file=doc.file, line=line))
+                    continue
+                target = self.defaults if key == "defaults" else self.jobs
+                for name, body in value.items():
+                    if name in target:
+                        other = target[name][1]
+                        where = f"{other.file}:{other.line_of((key, name))}"
+                        what = f"job '{name}'" if key == "jobs" else f"defaults key '{name}'"
+                        self.issues.append(ConfigIssue(f"{what} is defined twice (first in {where})",
+                                                       file=doc.file, line=doc.line_of((key, name))))
+                    else:
+                        target[name] = (body, doc)
+            elif key in self.sections:
+                other = self.sections[key][1]
+                self.issues.append(ConfigIssue(f"section '{key}' is defined twice (first in {other.file})",
+                                               file=doc.file, line=line))
+            else:
+                self.sections[key] = (value, doc)
+
+
+def _all_job_fields() -> set[str]:
+    return {name for model in JOB_MODELS.values() for name in model.model_fields}
+
+
+def _validate_section(name: str, merge: _Merge) -> tuple[BaseModel | None, list[ConfigIssue]]:
+    model = SECTIONS[name]
+    if name not in merge.sections:
+        return model(), []
+    raw, doc = merge.sections[name]
+    try:
+        return model.model_validate(raw if raw is not None else {}), []
+    except ValidationError as exc:
+        fields = list(model.model_fields)
+        return None, _pydantic_issues(exc, lambda loc: (doc.file, doc.line_of((name, *loc))), None, name, fields)
+
+
+def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge) -> tuple[JobBase | None, list[ConfigIssue]]:
+    line = doc.line_of(("jobs", name))
+    if not isinstance(raw, dict):
+        return None, [ConfigIssue("must be a mapping of job settings", file=doc.file, line=line, job=name)]
+    kind = raw.get("kind", merge.defaults.get("kind", (None,))[0])
+    if kind is None:
+        return None, [ConfigIssue(f"required key is missing (one of {', '.join(JOB_MODELS)})",
+                                  file=doc.file, line=line, job=name, field="kind")]
+    model = JOB_MODELS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return None, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(JOB_MODELS))} "
+                                  f"(one of {', '.join(JOB_MODELS)})", file=doc.file,
+                                  line=doc.line_of(("jobs", name, "kind")), job=name, field="kind")]
+    merged = dict(raw)
+    from_defaults: dict[str, YamlDoc] = {}
+    for key, (value, ddoc) in merge.defaults.items():
+        if key not in model.model_fields:
+            continue
+        if key not in merged:
+            merged[key] = value
+            from_defaults[key] = ddoc
+        elif key in _MERGED_DICTS and isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = {**value, **merged[key]}
+
+    def locate(loc: tuple[Any, ...]) -> tuple[str, int | None]:
+        if loc and loc[0] in from_defaults:
+            ddoc = from_defaults[loc[0]]
+            return ddoc.file, ddoc.line_of(("defaults", *loc))
+        return doc.file, doc.line_of(("jobs", name, *loc))
+
+    try:
+        return model.model_validate(merged), []
+    except ValidationError as exc:
+        return None, _pydantic_issues(exc, locate, name, fields=list(model.model_fields))
+
+
+def _semantic_checks(jobs: dict[str, JobBase], where: dict[str, tuple[YamlDoc, str]],
+                     docker: DockerSettings | None) -> tuple[dict[str, Schedule], list[ConfigIssue]]:
+    issues: list[ConfigIssue] = []
+    schedules: dict[str, Schedule] = {}
+
+    def issue(job: str, field_name: str, message: str) -> None:
+        doc, _ = where[job]
+        issues.append(ConfigIssue(message, file=doc.file, line=doc.line_of(("jobs", job, field_name)),
+                                  job=job, field=field_name))
+
+    for name, spec in jobs.items():
+        try:
+            schedules[name] = Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
+        except ValueError as exc:
+            issue(name, "schedule", str(exc))
+        for upstream in spec.after:
+            if upstream == name:
+                issue(name, "after", "a job cannot run after itself")
+            elif upstream not in where:
+                issue(name, "after", f"unknown job '{upstream}'{_suggest(upstream, list(where))}")
+        if ContainerJob and isinstance(spec, ContainerJob) and docker is not None:  # TEMP-INTEGRATION
+            for field_name, message in check_against_settings(spec, docker):
+                issue(name, field_name, message)
+    # cycles in after: (a -> b -> a)
+    for name in jobs:
+        seen: list[str] = []
+        stack = [(name, [name])]
+        while stack:
+            current, trail = stack.pop()
+            for upstream in jobs[current].after if current in jobs else ():
+                if upstream == name and len(trail) > 1:
+                    seen = trail
+                    break
+                if upstream in jobs and upstream not in trail:
+                    stack.append((upstream, [*trail, upstream]))
+            if seen:
+                break
+        if seen and name == min(seen):
+            issue(name, "after", "dependency cycle: " + " -> ".join([*reversed(seen), name]))
+    return schedules, issues
+
+
+def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config at ``path`` (a file or a directory of ``*.yaml``).
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(ConfigIssue("config path does not exist", file=str(path)))
+    files = config_files(path)
+    if not files:
+        raise ConfigError(ConfigIssue("no *.yaml files in config directory", file=str(path)))
+    merge = _Merge()
+    digest = hashlib.sha256()
+    for file in files:
+        doc = load_yaml(file, os.environ if env is None else env, display=_display(file))
+        digest.update(file.read_bytes() if file.exists() else b"")
+        merge.add(doc)
+
+    issues = list(merge.issues)
+    known = _all_job_fields()
+    for key, (_, ddoc) in merge.defaults.items():
+        if key not in known:
+            issues.append(ConfigIssue(f"unknown key '{key}'{_suggest(key, sorted(known))}", file=ddoc.file,
+                                      line=ddoc.line_of(("defaults", key)), field=f"defaults.{key}"))
+    sections: dict[str, Any] = {}
+    for name in SECTIONS:
+        value, section_issues = _validate_section(name, merge)
+        sections[name] = value
+        issues.extend(section_issues)
+
+    jobs: dict[str, JobBase] = {}
+    where = {name: (doc, name) for name, (_, doc) in merge.jobs.items()}
+    for name, (raw, doc) in merge.jobs.items():
+        spec, job_issues = _validate_job(name, raw, doc, merge)
+        issues.extend(job_issues)
+        if spec is not None:
+            jobs[name] = spec
+    schedules, semantic = _semantic_checks(jobs, where, sections.get("docker"))
+    issues.extend(semantic)
+    if issues:
+        issues.sort(key=lambda i: (i.file or "", i.line or 0))
+        raise ConfigError(issues)
+    secrets = set(merge.secrets)
+    for spec in jobs.values():
+        secrets |= {v for k, v in spec.env.items() if v and _is_secret_name(k)}
+    return Config(
+        jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
+        docker=sections["docker"], secrets=frozenset(s for s in secrets if len(s) >= 4),
+        sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
+        schedules=MappingProxyType(schedules),
+    )
+
+
+def _is_secret_name(name: str) -> bool:
+    from scheduler.config.yamlsrc import SECRET_KEY
+
+    return bool(SECRET_KEY.search(name))
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the config file, for editors (yaml-language-server) and ``scheduler schema``."""
+    from pydantic import TypeAdapter
+
+    job_schemas = {kind: TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
+                   for kind, model in JOB_MODELS.items()}
+    defs: dict[str, Any] = {}
+    variants = []
+    for kind, schema in job_schemas.items():
+        defs.update(schema.pop("$defs", {}))
+        title = JOB_MODELS[kind].__name__
+        defs[title] = schema
+        variants.append({"$ref": f"#/$defs/{title}"})
+    properties: dict[str, Any] = {
+        "defaults": {"type": "object", "description": "Keys merged into every job (the job's own value wins)."},
+        "jobs": {"type": "object", "additionalProperties": {"oneOf": variants}},
+    }
+    for name, model in SECTIONS.items():
+        schema = TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
+        defs.update(schema.pop("$defs", {}))
+        defs[model.__name__] = schema
+        properties[name] = {"$ref": f"#/$defs/{model.__name__}"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "cron-container-scheduler config",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "$defs": defs,
+    }

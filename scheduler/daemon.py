@@ -1,0 +1,276 @@
+"""The foreground PID-1 loop: fire due slots, apply concurrency policy, chain ``after:`` jobs.
+
+Signal handlers only set flags; ``signal.set_wakeup_fd`` turns each signal into a byte on a pipe
+the loop sleeps on, so the loop (never a handler) does the work:
+
+* SIGTERM/SIGINT: stop firing, SIGTERM every run's process group, wait up to ``shutdown_grace``,
+  SIGKILL the rest, record them ``interrupted``, return 0.  A second signal kills at once.
+* SIGHUP: reload the config; a bad new config is logged and the old one kept.
+* SIGCHLD: reap orphaned grandchildren (we are PID 1 or a child subreaper) without touching the
+  exit status of our own children.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+from collections import defaultdict, deque
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler import clock
+from scheduler.config import Config, load_config
+from scheduler.errors import ConfigError
+from scheduler.logs import Redactor, get_logger
+from scheduler.planner import Planner
+from scheduler.process import ChildTable, become_subreaper
+from scheduler.runner import RunHandle, Runner, RunRequest
+from scheduler.state import StateStore
+
+IDLE_TICK = timedelta(seconds=30)
+
+
+class Daemon:
+    """One scheduler process.  Construct, then :meth:`serve` until a stop signal."""
+
+    def __init__(self, config: Config, config_path: Path, data_dir: Path, store: StateStore,
+                 redactor: Redactor | None = None, log_level: str = "info") -> None:
+        self.config = config
+        self.config_path = config_path
+        self.data_dir = data_dir
+        self.store = store
+        self.redactor = redactor
+        self.log_level = log_level
+        self.log = get_logger()
+        self.children = ChildTable()
+        self.runner = Runner(config, store, data_dir, self.children, log_level)
+        self.planner = Planner(config, store)
+        self.active: dict[str, list[RunHandle]] = defaultdict(list)
+        self.backlog: deque[RunRequest] = deque()
+        self.completed: deque[RunHandle] = deque()
+        self.last_tick = clock.now()
+        self.stop_signals = 0
+        self.reload_requested = False
+        self.reap_requested = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.extensions: list[Any] = []  # objects with on_tick(daemon) / on_finished(daemon, handle)
+
+    # --- signals ---------------------------------------------------------------------------
+    def _on_stop(self, signum: int, frame: Any) -> None:
+        self.stop_signals += 1  # flag only; the loop acts
+
+    def _on_hup(self, signum: int, frame: Any) -> None:
+        self.reload_requested = True
+
+    def _on_chld(self, signum: int, frame: Any) -> None:
+        self.reap_requested = True
+
+    def install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGCHLD, self._on_chld)
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full: the loop is already due to wake
+
+    # --- lifecycle -------------------------------------------------------------------------
+    def startup(self) -> None:
+        become_subreaper()
+        for record in self.store.abandon_running():
+            self.log.warning("run abandoned", job=record.job, run_id=record.id,
+                             reason="left running by a previous scheduler process")
+        self._cleanup_container_orphans()
+        self.planner.start(clock.now())
+        self.log.info("scheduler started", jobs=len(self.config.jobs), config=",".join(self.config.sources),
+                      config_digest=self.config.digest, pid=os.getpid(), data_dir=str(self.data_dir))
+
+    def _cleanup_container_orphans(self) -> None:
+        """Remove containers of ours left by a crashed run (in a child: the daemon stays light)."""
+        if not any(spec.kind == "container" for spec in self.config.jobs.values()):
+            return
+        try:
+            out = subprocess.run([sys.executable, "-m", "scheduler.kinds.container.cleanup"],
+                                 input=self.config.docker.model_dump_json(), capture_output=True, text=True,
+                                 timeout=60)
+            for line in out.stdout.splitlines():
+                if line.strip():
+                    self.log.warning("orphan container removed", detail=line.strip())
+            if out.returncode != 0:
+                self.log.warning("orphan container cleanup failed", error=out.stderr.strip()[-500:])
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.log.warning("orphan container cleanup failed", error=str(exc))
+
+    def serve(self) -> int:
+        """Run until stopped; returns the process exit code (0 after a clean shutdown)."""
+        self.install_signals()
+        self.startup()
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while self.stop_signals == 0:
+                self.step()
+                now = clock.now()
+                wakeup = self.planner.next_wakeup(now, IDLE_TICK)
+                timeout = max(0.0, (wakeup - clock.now()).total_seconds())
+                if selector.select(timeout):
+                    self._drain()
+            return self.shutdown(selector)
+        finally:
+            selector.close()
+            signal.set_wakeup_fd(-1)
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def step(self) -> None:
+        """One pass of the loop: reap, reload, collect finished runs, fire due slots."""
+        self.last_tick = clock.now()
+        if self.reap_requested:
+            self.reap_requested = False
+            self.children.reap_orphans()
+        if self.reload_requested:
+            self.reload_requested = False
+            self.reload()
+        while self.completed:
+            self._finished(self.completed.popleft())
+        for request in self.planner.due(clock.now()):
+            self.dispatch(request)
+        for ext in self.extensions:
+            ext.on_tick(self)
+
+    # --- runs ------------------------------------------------------------------------------
+    def running_count(self) -> int:
+        return sum(len(handles) for handles in self.active.values())
+
+    def dispatch(self, request: RunRequest) -> RunHandle | None:
+        """Start a run now, honouring the job's concurrency policy and the parallelism cap."""
+        spec = self.config.jobs[request.job]
+        active = [h for h in self.active[request.job] if not h.finished.is_set()]
+        schedule = self.config.schedules[request.job]
+        if active and spec.concurrency == "forbid":
+            reason = f"previous run {active[0].run_id} still running (concurrency: forbid)"
+            self.store.record_skipped(request.job, request.slot, schedule.logical_date(request.slot),
+                                      request.trigger, reason)
+            self.log.warning("run skipped", job=request.job, slot=request.slot.isoformat(), reason=reason)
+            return None
+        if self.running_count() >= self.config.daemon.max_parallel_runs:
+            self.backlog.append(request)
+            self.log.warning("run queued: parallel run limit reached", job=request.job,
+                             limit=self.config.daemon.max_parallel_runs)
+            return None
+        predecessors: list[RunHandle] = []
+        if active and spec.concurrency == "replace":
+            for old in active:
+                old.cancel("replaced by a newer run (concurrency: replace)")
+            predecessors = active
+        handle = RunHandle(request)
+        self.active[request.job].append(handle)
+        runner = self.runner
+        thread = threading.Thread(target=self._run_thread, args=(runner, handle, predecessors),
+                                  name=f"run-{request.job}", daemon=True)
+        thread.start()
+        return handle
+
+    def _run_thread(self, runner: Runner, handle: RunHandle, predecessors: list[RunHandle]) -> None:
+        for old in predecessors:
+            old.finished.wait()
+        try:
+            runner.execute(handle.request, handle)
+        except Exception as exc:  # noqa: BLE001 - recorded by the runner; keep the loop informed
+            self.log.error("run crashed", job=handle.request.job, error=str(exc))
+            handle.finished.set()
+        self.completed.append(handle)
+        self.wake()
+
+    def _finished(self, handle: RunHandle) -> None:
+        job = handle.request.job
+        if handle in self.active[job]:
+            self.active[job].remove(handle)
+        for ext in self.extensions:
+            ext.on_finished(self, handle)
+        while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
+            self.dispatch(self.backlog.popleft())
+        result = handle.result
+        if result is None or result.status != "success" or self.stop_signals or job not in self.config.jobs:
+            return
+        schedule = self.config.schedules[job]
+        interval = handle.request.interval or schedule.interval_of(handle.request.slot)
+        logical_date = interval[0].astimezone(schedule.tz).date()
+        for name, spec in self.config.jobs.items():
+            if job in spec.after and spec.enabled:
+                if all(self.store.succeeded(up, logical_date) for up in spec.after):
+                    self.log.info("triggering downstream job", job=name, upstream=job,
+                                  logical_date=logical_date.isoformat())
+                    self.dispatch(RunRequest(job=name, slot=handle.request.slot, trigger="after",
+                                             interval=interval))
+
+    def run_now(self, job: str, trigger: str = "api") -> RunHandle | None:
+        """Start a run of ``job`` for its most recent slot (used by the HTTP API)."""
+        schedule = self.config.schedules[job]
+        now = clock.now()
+        slot = schedule.prev_at_or_before(now) if schedule.is_periodic else None
+        request = RunRequest(job=job, slot=slot or now.replace(microsecond=0), trigger=trigger)
+        return self.dispatch(request)
+
+    # --- reload and shutdown ---------------------------------------------------------------
+    def reload(self) -> None:
+        try:
+            config = load_config(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                self.log.error("config reload failed; keeping the running config", problem=str(issue))
+            return
+        carry = dict(self.planner.cursor)
+        self.config = config
+        self.runner = Runner(config, self.store, self.data_dir, self.children, self.log_level)
+        self.planner = Planner(config, self.store)
+        self.planner.start(clock.now(), carry={k: v for k, v in carry.items() if k in config.jobs})
+        if self.redactor is not None:
+            self.redactor.set_secrets(config.secrets)
+        self.log.info("config reloaded", jobs=len(config.jobs), config_digest=config.digest)
+
+    def shutdown(self, selector: selectors.BaseSelector) -> int:
+        handles = [h for hs in self.active.values() for h in hs if not h.finished.is_set()]
+        grace = self.config.daemon.shutdown_grace.total_seconds()
+        self.log.info("shutting down", running=len(handles), grace=grace)
+        self.backlog.clear()
+        for handle in handles:
+            handle.cancel("scheduler shutting down", grace=grace)
+        deadline = clock.monotonic() + grace + 1.0
+        escalated = False
+        while any(not h.finished.is_set() for h in handles):
+            remaining = deadline - clock.monotonic()
+            if (self.stop_signals > 1 or remaining <= 0) and not escalated:
+                escalated = True
+                self.log.warning("killing remaining runs", running=sum(not h.finished.is_set() for h in handles))
+                for handle in handles:
+                    handle.kill()
+                deadline = clock.monotonic() + 5.0
+            elif escalated and remaining <= 0:
+                break
+            if selector.select(min(0.05, max(remaining, 0.0))):
+                self._drain()
+            if self.reap_requested:
+                self.reap_requested = False
+                self.children.reap_orphans()
+        while self.completed:
+            self._finished(self.completed.popleft())
+        self.children.reap_orphans()
+        self.log.info("scheduler stopped")
+        return 0

@@ -1,0 +1,146 @@
+"""Child processes: spawn in a new session, stream output lines, signal the whole group, reap orphans.
+
+Invariants:
+* every job child is a session (and process group) leader, so signalling ``-pid`` reaches every
+  descendant that did not escape with its own ``setsid``;
+* :class:`ChildTable` knows the pid of every child we spawned *before* anything could reap it
+  (spawn and registration happen under one lock), so the orphan reaper never takes the exit
+  status of a child that ``subprocess`` is waiting for (a blanket ``waitpid(-1)`` would, and turn
+  a failed job into exit 0).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping, Sequence
+
+from scheduler import clock
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Ask Linux to reparent orphaned descendants to us even when we are not PID 1."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class ChildTable:
+    """Pids of the children this process spawned and still owns the exit status of."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._pids: set[int] = set()
+
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None,
+              stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
+        """Start ``argv`` in a new session with stdout+stderr on one pipe; registered atomically."""
+        with self.lock:
+            proc = subprocess.Popen(
+                list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
+            )
+            self._pids.add(proc.pid)
+        return proc
+
+    def release(self, pid: int) -> None:
+        with self.lock:
+            self._pids.discard(pid)
+
+    def reap_orphans(self) -> int:
+        """Reap exited children that are not ours to wait for (orphans reparented to us).
+
+        Reads ``/proc`` for zombies whose parent is this process, skipping registered pids; never
+        calls ``waitpid(-1)``.  Returns how many were reaped.
+        """
+        me = os.getpid()
+        reaped = 0
+        with self.lock:
+            for pid in _zombie_children(me):
+                if pid in self._pids:
+                    continue
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        reaped += 1
+                except ChildProcessError:
+                    pass
+        return reaped
+
+
+def _zombie_children(parent: int) -> list[int]:
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # comm may contain spaces and parens: split after the last ')'
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 2 and fields[0] == b"Z" and int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to a process group; False if the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+
+
+def group_alive(pgid: int) -> bool:
+    return signal_group(pgid, 0)
+
+
+def stop_group(pgid: int, grace: float) -> None:
+    """SIGTERM the group, wait up to ``grace`` seconds for it to empty, then SIGKILL what is left."""
+    if not signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = clock.monotonic() + grace
+    while clock.monotonic() < deadline:
+        if not group_alive(pgid):
+            return
+        threading.Event().wait(0.05)
+    signal_group(pgid, signal.SIGKILL)
+
+
+class LinePump(threading.Thread):
+    """Reads a child's output pipe and hands each decoded line to ``on_line`` as it arrives."""
+
+    def __init__(self, pipe: object, on_line: Callable[[str], None], tail: int = 50) -> None:
+        super().__init__(daemon=True, name="line-pump")
+        self.pipe = pipe
+        self.on_line = on_line
+        self.tail: list[str] = []
+        self._tail_size = tail
+
+    def run(self) -> None:
+        for raw in iter(self.pipe.readline, b""):  # type: ignore[attr-defined]
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            self.tail.append(line)
+            if len(self.tail) > self._tail_size:
+                del self.tail[0]
+            try:
+                self.on_line(line)
+            except Exception:  # noqa: BLE001 - a logging failure must not stop draining the pipe
+                pass
+        self.pipe.close()  # type: ignore[attr-defined]
+

@@ -1,0 +1,311 @@
+"""How one run executes: attempts in child processes, timeout, retries, and the record of it all.
+
+The runner is the one code path for scheduled runs (``scheduler run``) and foreground runs
+(``run-job``).  Every attempt is a child process in its own session: ``command`` jobs exec their
+argv directly, the other kinds run in ``python -m scheduler.worker``.  The daemon's process never
+imports pandas or pyarrow.
+
+Invariants: the run row is ``running`` while an attempt or a retry wait is in progress and ends
+in exactly one final status; a watermark is stored only with ``success``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler import clock
+from scheduler.config import Config
+from scheduler.config.jobs import CommandJob, JobBase
+from scheduler.logs import get_logger
+from scheduler.process import ChildTable, LinePump, group_alive, signal_group, stop_group
+from scheduler.state import StateStore
+
+_LEVELS = {"debug", "info", "warning", "error", "critical"}
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A request to run ``job`` for ``slot`` (its logical date follows from the job's schedule)."""
+
+    job: str
+    slot: datetime
+    trigger: str = "schedule"
+    params: Mapping[str, Any] = field(default_factory=dict)
+    interval: tuple[datetime, datetime] | None = None  # inherited from an upstream run (``after:``)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of a run (its last attempt), as recorded."""
+
+    status: str
+    run_id: int
+    attempt: int
+    exit_code: int | None = None
+    signal: int | None = None
+    timed_out: bool = False
+    duration: float = 0.0
+    error: str | None = None
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+
+
+def decide(returncode: int | None, timed_out: bool, cancel_reason: str | None,
+           worker_error: str | None) -> tuple[str, str | None]:
+    """Pure outcome rule: ``(status, error)`` from how an attempt ended."""
+    if cancel_reason is not None:
+        return "interrupted", cancel_reason
+    if timed_out:
+        return "timeout", "timed out"
+    if returncode == 0:
+        return "success", None
+    if worker_error:
+        return "failed", worker_error
+    if returncode is not None and returncode < 0:
+        return "failed", f"killed by signal {signal.Signals(-returncode).name}"
+    return "failed", f"exited with code {returncode}"
+
+
+class RunHandle:
+    """A live run: lets the daemon cancel it (shutdown, ``replace``) or kill it outright."""
+
+    def __init__(self, request: RunRequest) -> None:
+        self.request = request
+        self.run_id: int | None = None
+        self.started = clock.now()
+        self.wake = threading.Event()
+        self.cancel_reason: str | None = None
+        self.cancel_grace: float | None = None
+        self.force = False
+        self.pgid: int | None = None
+        self.finished = threading.Event()
+        self.result: RunResult | None = None
+
+    def cancel(self, reason: str, grace: float | None = None) -> None:
+        """Stop the run: SIGTERM its process group, SIGKILL after ``grace`` (default: kill_grace)."""
+        if self.cancel_reason is None:
+            self.cancel_reason = reason
+        self.cancel_grace = grace
+        self.wake.set()
+
+    def kill(self) -> None:
+        """Escalate at once: SIGKILL the process group now."""
+        self.force = True
+        if self.cancel_reason is None:
+            self.cancel_reason = "killed"
+        if self.pgid is not None:
+            signal_group(self.pgid, signal.SIGKILL)
+        self.wake.set()
+
+
+class Runner:
+    """Executes run requests against one loaded config and records them in the store."""
+
+    def __init__(self, config: Config, store: StateStore, data_dir: Path, children: ChildTable,
+                 log_level: str = "info") -> None:
+        self.config = config
+        self.store = store
+        self.data_dir = data_dir
+        self.children = children
+        self.log_level = log_level
+
+    # --- one run, all attempts -----------------------------------------------------------------
+    def execute(self, request: RunRequest, handle: RunHandle | None = None) -> RunResult:
+        handle = handle or RunHandle(request)
+        spec = self.config.jobs[request.job]
+        schedule = self.config.schedules[request.job]
+        start, end = request.interval or schedule.interval_of(request.slot)
+        logical_date = start.astimezone(schedule.tz).date()
+        run_id = self.store.start_run(request.job, request.slot, logical_date, request.trigger)
+        handle.run_id = run_id
+        log = get_logger(job=request.job, run_id=run_id)
+        log.info("run started", slot=request.slot.isoformat(), logical_date=logical_date.isoformat(),
+                 trigger=request.trigger)
+        began = clock.monotonic()
+        attempt, result = 0, None
+        try:
+            while True:
+                attempt += 1
+                if attempt > 1:
+                    self.store.set_attempt(run_id, attempt)
+                result = self._attempt(spec, request, handle, run_id, attempt, (start, end, logical_date),
+                                       log.bind(attempt=attempt))
+                if result.status in ("success", "interrupted") or attempt > spec.retries:
+                    break
+                delay = min(spec.retry_max_delay.total_seconds(),
+                            spec.retry_delay.total_seconds() * 2 ** (attempt - 1))
+                delay = random.uniform(delay / 2, delay)
+                log.warning("attempt failed, retrying", attempt=attempt, error=result.error, retry_in=round(delay, 2))
+                if _sleep_unless_cancelled(handle, delay):
+                    result = RunResult("interrupted", run_id, attempt, error=handle.cancel_reason)
+                    break
+        except Exception as exc:  # noqa: BLE001 - the record must end in a final status whatever broke
+            result = RunResult("failed", run_id, attempt, error=f"scheduler error: {exc}")
+        duration = clock.monotonic() - began
+        watermark = result.metrics.get("watermark") if result.status == "success" else None
+        self.store.finish_run(run_id, result.status, exit_code=result.exit_code, signal=result.signal,
+                              duration=duration, error=result.error, metrics=dict(result.metrics),
+                              watermark=(request.job, str(watermark)) if watermark is not None else None)
+        level = "info" if result.status == "success" else "error"
+        getattr(log, level)("run finished", status=result.status, attempt=attempt, exit_code=result.exit_code,
+                            duration=round(duration, 3), error=result.error,
+                            **{k: v for k, v in result.metrics.items() if k.startswith(("rows", "pages"))})
+        final = RunResult(result.status, run_id, attempt, result.exit_code, result.signal, result.timed_out,
+                          duration, result.error, result.metrics)
+        handle.result = final
+        handle.finished.set()
+        return final
+
+    # --- one attempt ---------------------------------------------------------------------------
+    def _attempt(self, spec: JobBase, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
+                 interval: tuple[datetime, datetime, Any], log: Any) -> RunResult:
+        start, end, logical_date = interval
+        params = {**spec.params, **request.params}
+        env = {**os.environ, **spec.env,
+               "SCHEDULER_JOB": request.job, "SCHEDULER_RUN_ID": str(run_id), "SCHEDULER_ATTEMPT": str(attempt),
+               "SCHEDULER_SLOT": request.slot.isoformat(), "SCHEDULER_LOGICAL_DATE": logical_date.isoformat(),
+               "SCHEDULER_DATA_INTERVAL_START": start.isoformat(), "SCHEDULER_DATA_INTERVAL_END": end.isoformat(),
+               "SCHEDULER_DATA_DIR": str(self.data_dir), "SCHEDULER_PARAMS": json.dumps(params, default=str)}
+        result_file: Path | None = None
+        if isinstance(spec, CommandJob):
+            argv, stdin_data = spec.argv(), None
+            cwd = spec.cwd
+        else:
+            tmp_dir = self.data_dir / ".scheduler" / "tmp"
+            tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f"run-{run_id}-", suffix=".json", dir=tmp_dir)
+            os.close(fd)
+            result_file = Path(name)
+            argv = [sys.executable, "-m", "scheduler.worker"]
+            cwd = getattr(spec, "cwd", None)
+            stdin_data = json.dumps({
+                "kind": spec.kind, "job": request.job, "spec": spec.model_dump(mode="json"),
+                "run_id": run_id, "attempt": attempt, "slot": request.slot.isoformat(),
+                "logical_date": logical_date.isoformat(), "data_interval_start": start.isoformat(),
+                "data_interval_end": end.isoformat(), "data_dir": str(self.data_dir), "params": params,
+                "watermark": self.store.watermark(request.job), "result_path": str(result_file),
+                "docker": self.config.docker.model_dump(mode="json"), "log_level": self.log_level,
+                "secrets": sorted(self.config.secrets),
+            }, default=str).encode()
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        began = clock.monotonic()
+        try:
+            proc = self.children.spawn(argv, env=env, cwd=cwd,
+                                       stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL)
+        except OSError as exc:
+            return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+        handle.pgid = proc.pid
+        log.debug("child started", pid=proc.pid, argv=argv if isinstance(spec, CommandJob) else None)
+        pump = LinePump(proc.stdout, lambda line: _relay(log, line))
+        pump.start()
+        if stdin_data is not None:
+            _feed(proc, stdin_data)
+        exited = threading.Event()
+
+        def _wait() -> None:
+            proc.wait()
+            exited.set()
+            handle.wake.set()
+
+        threading.Thread(target=_wait, daemon=True, name=f"wait-{proc.pid}").start()
+        timeout = spec.timeout.total_seconds() if spec.timeout else None
+        deadline = began + timeout if timeout else None
+        timed_out = False
+        try:
+            while not exited.is_set():
+                remaining = None if deadline is None else max(0.0, deadline - clock.monotonic())
+                handle.wake.wait(remaining)
+                handle.wake.clear()
+                if exited.is_set():
+                    break
+                if handle.cancel_reason is not None:
+                    grace = spec.kill_grace.total_seconds() if handle.cancel_grace is None else handle.cancel_grace
+                    log.warning("stopping run", reason=handle.cancel_reason, grace=grace)
+                    stop_group(proc.pid, 0 if handle.force else grace)
+                    exited.wait()
+                    break
+                if deadline is not None and clock.monotonic() >= deadline:
+                    timed_out = True
+                    log.error("run timed out", timeout=timeout, kill_grace=spec.kill_grace.total_seconds())
+                    stop_group(proc.pid, spec.kill_grace.total_seconds())
+                    exited.wait()
+                    break
+            # The leader is gone; descendants left in its group (background jobs) go with it.
+            if group_alive(proc.pid):
+                stop_group(proc.pid, min(2.0, spec.kill_grace.total_seconds()))
+        finally:
+            self.children.release(proc.pid)
+            handle.pgid = None
+        pump.join(timeout=5)
+        duration = clock.monotonic() - began
+        worker = _read_result(result_file)
+        status, error = decide(proc.returncode, timed_out, handle.cancel_reason, worker.get("error"))
+        code = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
+        sig = -proc.returncode if proc.returncode is not None and proc.returncode < 0 else None
+        metrics = dict(worker.get("metrics") or {})
+        if status != "success" and pump.tail:
+            metrics["last_lines"] = pump.tail[-10:]
+        return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
+
+
+def _sleep_unless_cancelled(handle: RunHandle, seconds: float) -> bool:
+    """Wait ``seconds``; True (early) if the run was cancelled meanwhile."""
+    deadline = clock.monotonic() + seconds
+    while handle.cancel_reason is None:
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            return False
+        handle.wake.clear()
+        if handle.cancel_reason is None:
+            handle.wake.wait(remaining)
+    return True
+
+
+def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _read_result(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if text.strip() else {}
+    except (OSError, ValueError):
+        return {}
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _relay(log: Any, line: str) -> None:
+    """Log one line of child output; structured lines from the worker keep their level and fields."""
+    if line.startswith("{") and line.endswith("}"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if isinstance(event, dict) and "event" in event:
+            level = str(event.pop("level", "info")).lower()
+            event.pop("timestamp", None)
+            for key in ("job", "run_id", "attempt", "logger"):
+                event.pop(key, None)
+            message = str(event.pop("event"))
+            getattr(log, level if level in _LEVELS else "info")(message, **event)
+            return
+    log.info("output", line=line)

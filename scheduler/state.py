@@ -1,0 +1,280 @@
+"""The state store: run records, watermarks and the last fired slot per job, in SQLite (WAL).
+
+Invariants:
+* one row per ``(job, slot)``: a rerun of the same slot (a retry, ``run-job --date`` again, a
+  backfill) updates that row, so records stay idempotent;
+* a watermark is only written together with the success of the run that published its data;
+* timestamps are stored as ISO-8601 UTC strings, which sort chronologically.
+
+The store is safe to share between threads of one process (one connection behind a lock) and
+between processes (WAL plus a busy timeout), so ``run-job`` may run beside the daemon.  The
+interface is small on purpose so another backend (PostgreSQL) can implement it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from scheduler import clock
+
+SCHEMA_VERSION = 1
+FINAL_STATUSES = ("success", "failed", "timeout", "interrupted", "skipped", "abandoned")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    logical_date TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    status TEXT NOT NULL,
+    exit_code INTEGER,
+    signal INTEGER,
+    started_at TEXT,
+    ended_at TEXT,
+    duration REAL,
+    rows INTEGER,
+    metrics TEXT,
+    error TEXT,
+    pid INTEGER,
+    host TEXT,
+    UNIQUE (job, slot)
+);
+CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status);
+CREATE TABLE IF NOT EXISTS watermarks (job TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS last_fired (job TEXT PRIMARY KEY, slot TEXT NOT NULL);
+"""
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.astimezone(timezone.utc).isoformat()
+
+
+def parse_time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A row of the ``runs`` table as read back."""
+
+    id: int
+    job: str
+    slot: datetime
+    logical_date: date
+    trigger: str
+    attempt: int
+    status: str
+    exit_code: int | None
+    signal: int | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    duration: float | None
+    rows: int | None
+    metrics: dict[str, Any]
+    error: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "job": self.job, "slot": _iso(self.slot), "logical_date": self.logical_date.isoformat(),
+            "trigger": self.trigger, "attempt": self.attempt, "status": self.status,
+            "exit_code": self.exit_code, "signal": self.signal, "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at), "duration": self.duration, "rows": self.rows,
+            "metrics": self.metrics, "error": self.error,
+        }
+
+
+def _record(row: sqlite3.Row) -> RunRecord:
+    return RunRecord(
+        id=row["id"], job=row["job"], slot=datetime.fromisoformat(row["slot"]),
+        logical_date=date.fromisoformat(row["logical_date"]), trigger=row["trigger"], attempt=row["attempt"],
+        status=row["status"], exit_code=row["exit_code"], signal=row["signal"],
+        started_at=parse_time(row["started_at"]), ended_at=parse_time(row["ended_at"]), duration=row["duration"],
+        rows=row["rows"], metrics=json.loads(row["metrics"]) if row["metrics"] else {}, error=row["error"],
+    )
+
+
+class StateStore:
+    """SQLite-backed records.  Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path) -> "StateStore":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        return cls(conn, path)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        with self._lock:
+            return self._conn.execute("SELECT 1").fetchone()[0] == 1
+
+    # --- runs -------------------------------------------------------------------------------
+    def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1) -> int:
+        """Mark ``(job, slot)`` running (inserting or resetting its row); return the run id."""
+        now = _iso(clock.now())
+        with self._tx() as db:
+            row = db.execute(
+                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host)
+                   VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)
+                   ON CONFLICT (job, slot) DO UPDATE SET
+                     trigger = excluded.trigger, attempt = excluded.attempt, status = 'running',
+                     started_at = excluded.started_at, ended_at = NULL, duration = NULL, exit_code = NULL,
+                     signal = NULL, rows = NULL, metrics = NULL, error = NULL, pid = excluded.pid,
+                     host = excluded.host, logical_date = excluded.logical_date
+                   RETURNING id""",
+                (job, _iso(slot), logical_date.isoformat(), trigger, attempt, now, os.getpid(), socket.gethostname()),
+            ).fetchone()
+        return int(row[0])
+
+    def set_attempt(self, run_id: int, attempt: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET attempt = ?, status = 'running', error = NULL WHERE id = ?", (attempt, run_id))
+
+    def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None, signal: int | None = None,
+                   duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
+                   watermark: tuple[str, str] | None = None) -> None:
+        """Record a run's outcome; with ``watermark=(job, value)`` store it in the same transaction."""
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"not a final status: {status}")
+        metrics = metrics or {}
+        rows = metrics.get("rows_written", metrics.get("rows"))
+        with self._tx() as db:
+            db.execute(
+                """UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?, duration = ?, error = ?,
+                   metrics = ?, rows = ? WHERE id = ?""",
+                (status, exit_code, signal, _iso(clock.now()), duration, error,
+                 json.dumps(metrics, default=str) if metrics else None, rows, run_id),
+            )
+            if watermark is not None:
+                db.execute(
+                    "INSERT INTO watermarks (job, value, updated_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (job) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    (watermark[0], watermark[1], _iso(clock.now())),
+                )
+
+    def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str) -> None:
+        """Record a slot that was not run (``concurrency: forbid`` while a run was active)."""
+        now = _iso(clock.now())
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
+                   VALUES (?, ?, ?, ?, 0, 'skipped', ?, ?, ?)
+                   ON CONFLICT (job, slot) DO UPDATE SET status = 'skipped', ended_at = excluded.ended_at,
+                     error = excluded.error WHERE runs.status NOT IN ('running', 'success')""",
+                (job, _iso(slot), logical_date.isoformat(), trigger, now, now, reason),
+            )
+
+    def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
+        """Mark every ``running`` row ``abandoned`` (called on daemon start after a crash)."""
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+            db.execute("UPDATE runs SET status = 'abandoned', ended_at = ?, error = ? WHERE status = 'running'",
+                       (_iso(clock.now()), reason))
+        return [_record(r) for r in rows]
+
+    def get_run(self, run_id: int) -> RunRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _record(row) if row else None
+
+    def find_run(self, job: str, slot: datetime) -> RunRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM runs WHERE job = ? AND slot = ?", (job, _iso(slot))).fetchone()
+        return _record(row) if row else None
+
+    def history(self, job: str | None = None, limit: int = 20) -> list[RunRecord]:
+        """Newest first."""
+        query = "SELECT * FROM runs" + (" WHERE job = ?" if job else "") + " ORDER BY started_at DESC, id DESC LIMIT ?"
+        args: tuple[Any, ...] = (job, limit) if job else (limit,)
+        with self._lock:
+            return [_record(r) for r in self._conn.execute(query, args).fetchall()]
+
+    def last_runs(self) -> dict[str, RunRecord]:
+        """The newest finished or running record per job."""
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT * FROM runs r WHERE id = (SELECT id FROM runs WHERE job = r.job AND status != 'skipped'
+                   ORDER BY started_at DESC, id DESC LIMIT 1)""").fetchall()
+        return {r["job"]: _record(r) for r in rows}
+
+    def succeeded(self, job: str, logical_date: date) -> bool:
+        """True when ``job`` has a successful run for ``logical_date``."""
+        with self._lock:
+            row = self._conn.execute("SELECT 1 FROM runs WHERE job = ? AND logical_date = ? AND status = 'success' "
+                                     "LIMIT 1", (job, logical_date.isoformat())).fetchone()
+        return row is not None
+
+    def last_success(self, job: str) -> datetime | None:
+        with self._lock:
+            row = self._conn.execute("SELECT MAX(ended_at) FROM runs WHERE job = ? AND status = 'success'",
+                                     (job,)).fetchone()
+        return parse_time(row[0]) if row and row[0] else None
+
+    def failure_streak(self, job: str) -> int:
+        """How many of the job's newest finished runs failed in a row."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT status FROM runs WHERE job = ? AND status NOT IN ('skipped', 'running') "
+                "ORDER BY started_at DESC, id DESC LIMIT 1000", (job,)).fetchall()
+        streak = 0
+        for row in rows:
+            if row[0] == "success":
+                break
+            streak += 1
+        return streak
+
+    # --- watermarks and last fired slots ------------------------------------------------------
+    def watermark(self, job: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM watermarks WHERE job = ?", (job,)).fetchone()
+        return row[0] if row else None
+
+    def last_fired(self, job: str) -> datetime | None:
+        with self._lock:
+            row = self._conn.execute("SELECT slot FROM last_fired WHERE job = ?", (job,)).fetchone()
+        return parse_time(row[0]) if row else None
+
+    def set_last_fired(self, job: str, slot: datetime) -> None:
+        """Advance the job's last fired slot (never moves it backwards)."""
+        with self._tx() as db:
+            db.execute("INSERT INTO last_fired (job, slot) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET "
+                       "slot = excluded.slot WHERE excluded.slot > last_fired.slot", (job, _iso(slot)))

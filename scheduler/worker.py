@@ -1,0 +1,68 @@
+"""Child-process entry point for in-process kinds: ``python -m scheduler.worker``.
+
+Reads one JSON payload from stdin (job spec, run context, settings), runs the kind's executor,
+writes ``{"metrics": ..., "error": ...}`` to the payload's ``result_path`` and exits 0 on success,
+1 on failure.  Logs are JSON lines on stdout, which the runner relays line by line.  A SIGTERM
+(timeout, shutdown, ``replace``) raises ``SystemExit(143)`` so ``finally`` blocks and the kinds'
+own handlers (stopping a container) run.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import traceback
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from scheduler.config.loader import JOB_MODELS, SECTIONS
+from scheduler.kinds import executor_for
+from scheduler.kinds.base import RunContext
+from scheduler.logs import configure, get_logger
+
+
+def _on_term(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _write_result(path: str, payload: dict[str, Any]) -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(json.dumps(payload, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+def main() -> int:
+    payload = json.loads(sys.stdin.read())
+    redactor = configure(payload.get("log_level", "info"), "json", payload.get("secrets", ()), stream=sys.stdout)
+    signal.signal(signal.SIGTERM, _on_term)
+    log = get_logger(job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"])
+    result_path = payload["result_path"]
+    try:
+        spec = JOB_MODELS[payload["kind"]].model_validate(payload["spec"])
+        ctx = RunContext(
+            job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"],
+            slot=datetime.fromisoformat(payload["slot"]), logical_date=date.fromisoformat(payload["logical_date"]),
+            data_interval_start=datetime.fromisoformat(payload["data_interval_start"]),
+            data_interval_end=datetime.fromisoformat(payload["data_interval_end"]),
+            data_dir=Path(payload["data_dir"]), params=payload.get("params") or {},
+            watermark=payload.get("watermark"), log=log,
+            docker=SECTIONS["docker"].model_validate(payload["docker"]) if payload.get("docker") else None,
+        )
+        metrics = executor_for(payload["kind"])(spec, ctx) or {}
+    except SystemExit as exc:
+        _write_result(result_path, {"error": f"stopped by signal (exit {exc.code})"})
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded reason
+        message = redactor.redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
+        _write_result(result_path, {"error": message})
+        return 1
+    _write_result(result_path, {"metrics": metrics})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    raise SystemExit(main())
