@@ -1,0 +1,132 @@
+"""Helpers shared by the container-kind tests: the test image, a recording logger, contexts."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scheduler.kinds.base import RunContext
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_MANAGED_BY, ContainerJob, DockerSettings
+
+TEST_IMAGE = "scheduler-test-busybox:latest"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def no_engine(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Docker engine required under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"no Docker engine: {reason}")
+
+
+def busybox_rootfs_tar() -> bytes:
+    """The test image's root filesystem (FROM scratch + static busybox), as .ci/docker-up.sh makes it."""
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        raise FileNotFoundError("/bin/busybox (install busybox-static)")
+    applets = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777), ("proc", 0o755), ("sys", 0o755),
+                           ("dev", 0o755), ("data", 0o755)):  # fmt: skip
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        tar.add(str(busybox), arcname="bin/busybox")
+        for applet in applets:
+            if applet != "busybox":
+                info = tarfile.TarInfo(f"bin/{applet}")
+                info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(info)
+        for name, text in (("etc/passwd", "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"),
+                           ("etc/group", "root:x:0:\nnogroup:x:65534:\n")):  # fmt: skip
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def ensure_test_image(client: Any) -> str:
+    """Import the busybox test image into ``client``'s engine unless it is there already."""
+    import docker.errors
+
+    try:
+        client.api.inspect_image(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        client.api.import_image_from_data(
+            busybox_rootfs_tar(), repository=TEST_IMAGE.split(":")[0], tag="latest",
+            changes=['CMD ["/bin/sh"]', "ENV PATH=/bin"],
+        )  # fmt: skip
+    return TEST_IMAGE
+
+
+@dataclass
+class RecordingLog:
+    """Stands in for the run's structlog logger; records (monotonic time, level, event, fields)."""
+
+    records: list[tuple[float, str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def _add(self, level: str, event: str, **kw: Any) -> None:
+        self.records.append((time.monotonic(), level, event, kw))
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._add("info", event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._add("warning", event, **kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._add("error", event, **kw)
+
+    def output(self) -> list[tuple[str, str]]:
+        """``(stream, line)`` of each container output line, in arrival order."""
+        return [(kw["stream"], event) for _, _, event, kw in self.records if "stream" in kw]
+
+    def lines(self) -> list[str]:
+        return [line for _, line in self.output()]
+
+
+def make_ctx(
+    data_dir: Path, *, job: str = "test_job", run_id: int = 1, log: Any = None, docker: DockerSettings | None = None
+) -> RunContext:
+    start = datetime(2026, 11, 5, tzinfo=timezone.utc)
+    kwargs: dict[str, Any] = dict(
+        job=job, run_id=run_id, attempt=1, slot=start, logical_date=date(2026, 11, 5),
+        data_interval_start=start, data_interval_end=start, data_dir=data_dir, log=log,
+    )  # fmt: skip
+    if "docker" in RunContext.__dataclass_fields__:
+        kwargs["docker"] = docker
+    else:  # RunContext predates the docker field: attach it the way the worker would
+        ctx = RunContext(**kwargs)
+        object.__setattr__(ctx, "docker", docker)
+        return ctx
+    return RunContext(**kwargs)
+
+
+def container_job(**fields: Any) -> ContainerJob:
+    return ContainerJob.model_validate({"kind": "container", "image": TEST_IMAGE, **fields})
+
+
+def ours(client: Any, settings: DockerSettings) -> list[dict[str, Any]]:
+    return client.api.containers(all=True, filters={"label": [f"{LABEL_INSTANCE}={settings.instance}"]})
+
+
+def all_ours(client: Any) -> list[dict[str, Any]]:
+    return client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED_BY}=scheduler"]})
+
+
+def docker_cli() -> str:
+    cli = shutil.which("docker")
+    if cli is None:
+        no_engine("the docker CLI is not installed")
+    return cli  # type: ignore[return-value]
