@@ -53,6 +53,7 @@ class Daemon:
         self.active: dict[str, list[RunHandle]] = defaultdict(list)
         self.backlog: deque[RunRequest] = deque()
         self.completed: deque[RunHandle] = deque()
+        self.requested: deque[RunRequest] = deque()  # from other threads (HTTP API); dispatched by the loop
         self.last_tick = clock.now()
         self.stop_signals = 0
         self.reload_requested = False
@@ -149,6 +150,8 @@ class Daemon:
             self.reload()
         while self.completed:
             self._finished(self.completed.popleft())
+        while self.requested:
+            self.dispatch(self.requested.popleft())
         for request in self.planner.due(clock.now()):
             self.dispatch(request)
         for ext in self.extensions:
@@ -220,13 +223,15 @@ class Daemon:
                     self.dispatch(RunRequest(job=name, slot=handle.request.slot, trigger="after",
                                              interval=interval))
 
-    def run_now(self, job: str, trigger: str = "api") -> RunHandle | None:
-        """Start a run of ``job`` for its most recent slot (used by the HTTP API)."""
+    def request_run(self, job: str, trigger: str = "api") -> RunRequest:
+        """Thread-safe: queue a run of ``job`` for its most recent slot; the loop dispatches it."""
         schedule = self.config.schedules[job]
         now = clock.now()
         slot = schedule.prev_at_or_before(now) if schedule.is_periodic else None
         request = RunRequest(job=job, slot=slot or now.replace(microsecond=0), trigger=trigger)
-        return self.dispatch(request)
+        self.requested.append(request)
+        self.wake()
+        return request
 
     # --- reload and shutdown ---------------------------------------------------------------
     def reload(self) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 from scheduler import clock
 from scheduler.config import Config
 from scheduler.config.jobs import CommandJob, JobBase
-from scheduler.logs import get_logger
+from scheduler.logs import Redactor, get_logger
 from scheduler.process import ChildTable, LinePump, group_alive, signal_group, stop_group
 from scheduler.state import StateStore
 
@@ -119,6 +119,7 @@ class Runner:
         self.data_dir = data_dir
         self.children = children
         self.log_level = log_level
+        self.redactor = Redactor(config.secrets)
 
     # --- one run, all attempts -----------------------------------------------------------------
     def execute(self, request: RunRequest, handle: RunHandle | None = None) -> RunResult:
@@ -153,6 +154,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - the record must end in a final status whatever broke
             result = RunResult("failed", run_id, attempt, error=f"scheduler error: {exc}")
         duration = clock.monotonic() - began
+        result = self._redacted(result)
         watermark = result.metrics.get("watermark") if result.status == "success" else None
         self.store.finish_run(run_id, result.status, exit_code=result.exit_code, signal=result.signal,
                               duration=duration, error=result.error, metrics=dict(result.metrics),
@@ -166,6 +168,15 @@ class Runner:
         handle.result = final
         handle.finished.set()
         return final
+
+    def _redacted(self, result: RunResult) -> RunResult:
+        """The result with secrets masked in everything that is stored or alerted on."""
+        metrics = dict(result.metrics)
+        if "last_lines" in metrics:
+            metrics["last_lines"] = [self.redactor.redact(str(line)) for line in metrics["last_lines"]]
+        error = self.redactor.redact(result.error) if result.error else result.error
+        return RunResult(result.status, result.run_id, result.attempt, result.exit_code, result.signal,
+                         result.timed_out, result.duration, error, metrics)
 
     # --- one attempt ---------------------------------------------------------------------------
     def _attempt(self, spec: JobBase, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
@@ -198,7 +209,7 @@ class Runner:
                 "docker": self.config.docker.model_dump(mode="json"), "log_level": self.log_level,
                 "secrets": sorted(self.config.secrets),
             }, default=str).encode()
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, os.getcwd(), env.get("PYTHONPATH")]))
         began = clock.monotonic()
         try:
             proc = self.children.spawn(argv, env=env, cwd=cwd,

@@ -22,19 +22,15 @@ from scheduler.config.jobs import CommandJob, JobBase, PythonJob
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-try:  # TEMP-INTEGRATION
-    from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
-    from scheduler.kinds.ingest.spec import IngestJob
-except ImportError:  # TEMP-INTEGRATION
-    from scheduler.config.types import Model as DockerSettings  # type: ignore
-    ContainerJob = IngestJob = None  # type: ignore
-    def check_against_settings(job, settings): return []  # type: ignore
+from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
+from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.schedule import Schedule
 
 JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({
     "command": CommandJob,
     "python": PythonJob,
-    **({"ingest": IngestJob, "container": ContainerJob} if IngestJob else {}),
+    "ingest": IngestJob,
+    "container": ContainerJob,
 })
 SECTIONS: Mapping[str, type[BaseModel]] = MappingProxyType({
     "daemon": DaemonSettings,
@@ -223,7 +219,7 @@ def _semantic_checks(jobs: dict[str, JobBase], where: dict[str, tuple[YamlDoc, s
                 issue(name, "after", "a job cannot run after itself")
             elif upstream not in where:
                 issue(name, "after", f"unknown job '{upstream}'{_suggest(upstream, list(where))}")
-        if ContainerJob and isinstance(spec, ContainerJob) and docker is not None:  # TEMP-INTEGRATION
+        if isinstance(spec, ContainerJob) and docker is not None:
             for field_name, message in check_against_settings(spec, docker):
                 issue(name, field_name, message)
     # cycles in after: (a -> b -> a)

@@ -1,0 +1,54 @@
+"""Suite-wide fixtures and the rule that Docker tests may not be skipped in CI.
+
+Tests marked ``docker`` skip on a laptop without an engine; with ``CI=true`` a skip of such a test
+is turned into a failure, so a missing engine can never pass CI silently.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and item.get_closest_marker("docker") and os.environ.get("CI") == "true":
+        report.outcome = "failed"
+        report.longrepr = f"docker test skipped under CI=true: {report.longrepr}"
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write YAML (dedented) to a file in tmp_path and return its path."""
+
+    def write(text: str, name: str = "jobs.yaml") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def scheduler_env() -> dict[str, str]:
+    """Environment for ``python -m scheduler`` child processes started by tests."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("SCHEDULER_CONFIG", None)
+    env.pop("SCHEDULER_DATA_DIR", None)
+    return env
+
+
+@pytest.fixture
+def scheduler_cmd() -> list[str]:
+    return [sys.executable, "-m", "scheduler"]

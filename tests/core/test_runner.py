@@ -1,0 +1,240 @@
+"""Runner behaviour with real /bin/sh processes and a real SQLite store."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import datetime, timezone
+
+import pytest
+
+from scheduler.config import load_config
+from scheduler.logs import configure
+from scheduler.process import ChildTable
+from scheduler.runner import RunHandle, Runner, RunRequest, decide
+from scheduler.state import StateStore
+
+from coretools import processes_with, wait_for
+
+SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=timezone.utc)
+
+
+class LogBuffer(io.StringIO):
+    """A thread-safe text sink for structlog that can be searched while runs are live."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self.lock:
+            return super().write(text)
+
+    def events(self) -> list[dict]:
+        with self.lock:
+            return [json.loads(line) for line in self.getvalue().splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def logs() -> LogBuffer:
+    buf = LogBuffer()
+    configure("debug", "json", stream=buf)
+    return buf
+
+
+@pytest.fixture
+def make_runner(write_config, tmp_path, logs):
+    """Build a Runner (and its store) for a YAML config; logs go to ``logs`` with its secrets."""
+
+    def make(text: str) -> tuple[Runner, StateStore]:
+        config = load_config(write_config(text))
+        configure("debug", "json", config.secrets, stream=logs)
+        store = StateStore.open(tmp_path / "state.db")
+        return Runner(config, store, tmp_path / "data", ChildTable(), "debug"), store
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("returncode", "timed_out", "cancel", "worker_error", "expected"),
+    [
+        (0, False, None, None, ("success", None)),
+        (3, False, None, None, ("failed", "exited with code 3")),
+        (1, False, None, "ValueError: boom", ("failed", "ValueError: boom")),
+        (-9, False, None, None, ("failed", "killed by signal SIGKILL")),
+        (-15, True, None, None, ("timeout", "timed out")),
+        (-15, False, "scheduler shutting down", None, ("interrupted", "scheduler shutting down")),
+    ],
+)
+def test_decide_outcome_table(returncode, timed_out, cancel, worker_error, expected):
+    assert decide(returncode, timed_out, cancel, worker_error) == expected
+
+
+def test_exit_code_is_recorded(make_runner, tmp_path):
+    runner, store = make_runner("""
+        jobs:
+          three: {kind: command, shell: "echo going; exit 3"}
+    """)
+    result = runner.execute(RunRequest("three", SLOT))
+    assert (result.status, result.exit_code) == ("failed", 3)
+    record = store.get_run(result.run_id)
+    assert record.status == "failed" and record.exit_code == 3 and record.error == "exited with code 3"
+    assert record.metrics["last_lines"] == ["going"]
+
+
+def test_timeout_kills_whole_process_group(make_runner, tmp_path):
+    runner, store = make_runner("""
+        jobs:
+          slow: {kind: command, shell: "sleep 101 & sleep 102", timeout: 1s, kill_grace: 1s}
+    """)
+    result = runner.execute(RunRequest("slow", SLOT))
+    assert result.status == "timeout" and result.timed_out
+    assert processes_with("sleep 101") == [] and processes_with("sleep 102") == []
+    assert store.get_run(result.run_id).status == "timeout"
+
+
+def test_timeout_escalates_to_sigkill_when_term_is_ignored(make_runner, tmp_path):
+    runner, _ = make_runner("""
+        jobs:
+          stubborn: {kind: command, shell: "trap '' TERM; sleep 103 & wait; sleep 103", timeout: 0.5s, kill_grace: 0.5s}
+    """)
+    result = runner.execute(RunRequest("stubborn", SLOT))
+    assert result.status == "timeout"
+    assert processes_with("sleep 103") == []
+
+
+def test_background_children_do_not_outlive_a_finished_run(make_runner, tmp_path):
+    runner, _ = make_runner("""
+        jobs:
+          leaky: {kind: command, shell: "sleep 104 & echo done", kill_grace: 1s}
+    """)
+    result = runner.execute(RunRequest("leaky", SLOT))
+    assert result.status == "success"
+    assert processes_with("sleep 104") == []
+
+
+def test_retries_with_backoff_until_success(make_runner, tmp_path):
+    counter = tmp_path / "count"
+    runner, store = make_runner(f"""
+        jobs:
+          flaky:
+            kind: command
+            shell: "n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
+            retries: 3
+            retry_delay: 0.05s
+            retry_max_delay: 0.2s
+    """)
+    result = runner.execute(RunRequest("flaky", SLOT))
+    assert (result.status, result.attempt) == ("success", 3)
+    assert store.get_run(result.run_id).attempt == 3
+
+
+def test_retries_exhausted_records_failure(make_runner, tmp_path):
+    runner, store = make_runner("""
+        jobs:
+          broken: {kind: command, command: ["false"], retries: 2, retry_delay: 0.01s}
+    """)
+    result = runner.execute(RunRequest("broken", SLOT))
+    assert (result.status, result.attempt, result.exit_code) == ("failed", 3, 1)
+
+
+def test_output_is_streamed_while_the_job_runs(make_runner, tmp_path, logs):
+    gate = tmp_path / "gate"
+    runner, _ = make_runner(f"""
+        jobs:
+          chatty: {{kind: command, shell: "echo first; while [ ! -e {gate} ]; do sleep 0.05; done; echo second",
+                   timeout: 30s}}
+    """)
+    handle = RunHandle(RunRequest("chatty", SLOT))
+    thread = threading.Thread(target=runner.execute, args=(handle.request, handle))
+    thread.start()
+    # The job only finishes after we saw its first line: streaming after exit would deadlock here.
+    wait_for(lambda: any(e.get("line") == "first" for e in logs.events()), what="first line while running")
+    assert not handle.finished.is_set()
+    gate.touch()
+    thread.join(30)
+    events = [e for e in logs.events() if e.get("event") == "output"]
+    assert [e["line"] for e in events] == ["first", "second"]
+    assert all(e["job"] == "chatty" and e["run_id"] == handle.run_id and e["attempt"] == 1 for e in events)
+
+
+def test_cancel_records_interrupted(make_runner, tmp_path):
+    runner, store = make_runner("""
+        jobs:
+          long: {kind: command, shell: "sleep 105"}
+    """)
+    handle = RunHandle(RunRequest("long", SLOT))
+    thread = threading.Thread(target=runner.execute, args=(handle.request, handle))
+    thread.start()
+    wait_for(lambda: processes_with("sleep 105"), what="job start")
+    handle.cancel("scheduler shutting down", grace=2)
+    thread.join(10)
+    assert handle.result.status == "interrupted"
+    assert store.get_run(handle.run_id).error == "scheduler shutting down"
+    assert processes_with("sleep 105") == []
+
+
+def test_rerun_of_same_slot_updates_one_record(make_runner, tmp_path):
+    runner, store = make_runner("""
+        jobs:
+          once: {kind: command, command: ["true"]}
+    """)
+    first = runner.execute(RunRequest("once", SLOT))
+    second = runner.execute(RunRequest("once", SLOT, trigger="manual"))
+    assert first.run_id == second.run_id
+    assert len(store.history("once")) == 1
+
+
+def test_python_job_gets_context_and_returns_metrics(make_runner, tmp_path):
+    (tmp_path / "mod_ctx.py").write_text(
+        "def job(ctx):\n"
+        "    ctx.log.info('hello from python', value=ctx.params['value'])\n"
+        "    return {'rows_written': 7, 'watermark': ctx.logical_date.isoformat(),\n"
+        "            'seen': [ctx.job, ctx.run_id, ctx.attempt, str(ctx.data_dir)]}\n")
+    runner, store = make_runner(f"""
+        jobs:
+          py:
+            kind: python
+            schedule: "15 2 * * *"
+            function: mod_ctx:job
+            cwd: {tmp_path}
+            params: {{value: 5}}
+    """)
+    result = runner.execute(RunRequest("py", SLOT))
+    assert result.status == "success", result.error
+    record = store.get_run(result.run_id)
+    assert record.rows == 7 and record.logical_date.isoformat() == "2026-11-05"
+    assert record.metrics["seen"] == ["py", result.run_id, 1, str(tmp_path / "data")]
+    assert store.watermark("py") == "2026-11-05"
+
+
+def test_python_job_exception_fails_with_reason_and_keeps_watermark(make_runner, tmp_path):
+    (tmp_path / "mod_fail.py").write_text("def job(ctx):\n    raise ValueError('boom at ' + ctx.job)\n")
+    runner, store = make_runner(f"""
+        jobs:
+          py: {{kind: python, function: "mod_fail:job", cwd: {tmp_path}}}
+    """)
+    result = runner.execute(RunRequest("py", SLOT))
+    assert (result.status, result.error) == ("failed", "ValueError: boom at py")
+    assert store.watermark("py") is None
+
+
+def test_python_job_import_error_is_a_clear_failure(make_runner, tmp_path):
+    runner, _ = make_runner("""
+        jobs:
+          py: {kind: python, function: "no_such_module_xyz:job"}
+    """)
+    result = runner.execute(RunRequest("py", SLOT))
+    assert result.status == "failed"
+    assert "No module named 'no_such_module_xyz'" in result.error
+
+
+def test_missing_executable_is_a_failed_run(make_runner, tmp_path):
+    runner, store = make_runner("""
+        jobs:
+          ghost: {kind: command, command: ["/nonexistent/binary"]}
+    """)
+    result = runner.execute(RunRequest("ghost", SLOT))
+    assert result.status == "failed" and "cannot start /nonexistent/binary" in result.error
+    assert store.get_run(result.run_id).status == "failed"
