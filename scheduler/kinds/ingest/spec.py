@@ -62,6 +62,11 @@ class BearerAuth(Model):
     type: Literal["bearer"]
     token: str = ""
 
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty(cls, value: Any) -> Any:
+        return "" if value is None else value
+
 
 class ApiKeyAuth(Model):
     """An API key in a header (default ``X-API-Key``) or a query parameter (``in: query``)."""
@@ -406,7 +411,7 @@ class Sink(Model):
 
     dataset: str
     rejects: str | None = None
-    schema_: dict[str, str] = Field(default_factory=dict, alias="schema")
+    schema_: dict[str, str] = Field(alias="schema", min_length=1)
     partition_by: str | None = None
     partition_timezone: TimezoneName = "UTC"
     mode: Literal["replace_partition", "append", "merge"] = "replace_partition"
@@ -443,7 +448,7 @@ class Sink(Model):
             raise ValueError("mode 'merge' needs 'merge_key'")
         if self.rejects is not None and self.rejects == self.dataset:
             raise ValueError("'rejects' must differ from 'dataset'")
-        if self.schema_ and self.partition_by and self.partition_by not in self.schema_:
+        if self.partition_by and self.partition_by not in self.schema_:
             raise ValueError(f"partition_by column {self.partition_by!r} is not in 'schema'")
         return self
 
@@ -469,6 +474,13 @@ class IngestJob(JobBase):
     sink: Sink
     incremental: Incremental | None = None
 
+    @field_validator("transform")
+    @classmethod
+    def _one_dedupe(cls, value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if sum(isinstance(step, DedupeStep) for step in value) > 1:
+            raise ValueError("at most one 'dedupe' step")
+        return value
+
     @model_validator(mode="after")
     def _templates(self) -> "IngestJob":
         known = TEMPLATE_VARS | set(self.params)
@@ -480,7 +492,7 @@ class IngestJob(JobBase):
                     f"unknown placeholder {{{sorted(unknown)[0]}}} in {text!r}; known: {', '.join(sorted(known))}"
                 )
         if self.sink.mode == "merge":
-            missing = set(self.sink.merge_key) - set(self.sink.schema_) if self.sink.schema_ else set()
+            missing = set(self.sink.merge_key) - set(self.sink.schema_)
             if missing:
                 raise ValueError(f"merge_key column(s) {sorted(missing)} not in sink schema")
         return self

@@ -1,0 +1,275 @@
+"""HTTP for ingest: one requests ``Session`` with urllib3 ``Retry``, a rate limit, a deadline, redaction.
+
+Invariants:
+- 429, the configured 5xx and connection/read errors are retried by urllib3's ``Retry`` with
+  exponential backoff and jitter, honouring ``Retry-After`` (seconds or HTTP date) up to
+  ``retry_after_max``; other 4xx fail at once.  Errors while reading a body are retried with the
+  same ``Retry`` state.
+- No request starts sooner than ``1 / rate_limit`` seconds after the previous one, retries included.
+- Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
+  shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
+- Secret values (and their URL-quoted and base64 forms) never appear in log records of this
+  module or urllib3, nor in the text or the chained context of the errors raised here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, quote_plus, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError
+from urllib3.util.retry import Retry
+
+from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
+
+_URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
+_CHUNK = 256 * 1024
+
+
+class FetchError(Exception):
+    """The source could not deliver a page; the message is redacted and safe to record."""
+
+
+class DeadlineExceeded(FetchError):
+    """The overall fetch deadline passed."""
+
+
+class Redactor:
+    """Replaces every secret (raw, URL-quoted, base64 of basic auth) with ``***``."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret and len(secret) >= 3:
+                forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
+        self._forms = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: object) -> str:
+        out = str(text)
+        for form in self._forms:
+            out = out.replace(form, "***")
+        return out
+
+    @classmethod
+    def for_source(cls, source: Source, extra: Iterable[str] = ()) -> "Redactor":
+        auth, secrets = source.auth, list(extra)
+        if isinstance(auth, BearerAuth):
+            secrets.append(auth.token)
+        elif isinstance(auth, ApiKeyAuth):
+            secrets.append(auth.key)
+        elif isinstance(auth, BasicAuth):
+            secrets += [auth.password, base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()]
+        return cls(secrets)
+
+
+class _RedactFilter(logging.Filter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self._redact(record.getMessage()), ()
+        return True
+
+
+class RateLimiter:
+    """Spaces request starts at least ``1 / per_second`` apart (thread safe)."""
+
+    def __init__(self, per_second: float | None) -> None:
+        self._interval = 1.0 / per_second if per_second else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self, deadline: float) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            if start > deadline:
+                raise DeadlineExceeded("deadline reached while waiting for the rate limit")
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class _Retry(Retry):
+    """urllib3 ``Retry`` that also respects the run deadline and the rate limit between attempts."""
+
+    deadline: float = float("inf")
+    limiter: RateLimiter | None = None
+
+    def new(self, **kw: Any) -> "_Retry":
+        retry = super().new(**kw)
+        retry.deadline, retry.limiter = self.deadline, self.limiter
+        return retry
+
+    def sleep(self, response: Any = None) -> None:
+        wait = None
+        if self.respect_retry_after_header and response is not None:
+            wait = self.get_retry_after(response)
+        if wait is None:
+            wait = self.get_backoff_time()
+        if time.monotonic() + wait > self.deadline:
+            raise DeadlineExceeded(f"deadline reached: the next retry would wait {wait:.1f}s")
+        super().sleep(response)
+        if self.limiter is not None:
+            self.limiter.acquire(self.deadline)
+
+
+class _Adapter(HTTPAdapter):
+    def __init__(self, limiter: RateLimiter, retry: _Retry) -> None:
+        self._limiter = limiter
+        super().__init__(max_retries=retry, pool_connections=1, pool_maxsize=2)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        self._limiter.acquire(self.max_retries.deadline)  # type: ignore[attr-defined]
+        return super().send(request, **kwargs)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One fetched page: parsed JSON ``body``, response ``headers``, final ``url`` (unredacted)."""
+
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    links: Mapping[str, Mapping[str, str]]
+    body: Any
+    nbytes: int
+
+
+class Fetcher:
+    """Fetches pages of one source until :meth:`close`; the deadline starts at construction."""
+
+    def __init__(self, source: Source, redact: Redactor, log: Any, deadline: float | None = None) -> None:
+        self.source, self.redact, self.log = source, redact, log
+        self.deadline = deadline if deadline is not None else time.monotonic() + source.deadline.total_seconds()
+        self.requests = 0
+        policy = source.retries
+        self._retry = _Retry(
+            total=policy.total, connect=policy.total, read=policy.total, status=policy.total, other=0,
+            redirect=5, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
+            backoff_factor=policy.backoff.total_seconds(), backoff_max=policy.backoff_max.total_seconds(),
+            backoff_jitter=policy.jitter.total_seconds(), retry_after_max=policy.retry_after_max.total_seconds(),
+            respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=True,
+        )
+        self._retry.deadline = self.deadline
+        self._retry.limiter = RateLimiter(source.rate_limit)
+        self.session = requests.Session()
+        self.session.verify = source.verify_tls
+        self.session.trust_env = False  # no proxy or .netrc surprises: the spec says where to go
+        adapter = _Adapter(self._retry.limiter, self._retry)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self._headers, self._auth_params = self._auth_headers(source)
+        self._filter = _RedactFilter(redact)
+        for name in _URLLIB3_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+
+    @staticmethod
+    def _auth_headers(source: Source) -> tuple[dict[str, str], dict[str, str]]:
+        auth, headers, params = source.auth, {"Accept": "application/json"}, {}
+        if isinstance(auth, BearerAuth) and auth.token:
+            headers["Authorization"] = f"Bearer {auth.token}"
+        elif isinstance(auth, ApiKeyAuth):
+            (headers if auth.in_ == "header" else params)[auth.name] = auth.key
+        elif isinstance(auth, BasicAuth):
+            token = base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return headers, params
+
+    def close(self) -> None:
+        self.session.close()
+        for name in _URLLIB3_LOGGERS:
+            logging.getLogger(name).removeFilter(self._filter)
+
+    def __enter__(self) -> "Fetcher":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
+        """GET one page and parse it as JSON; raises :class:`FetchError` (redacted, no chained context)."""
+        error: str | None = None
+        error_type: type[FetchError] = FetchError
+        try:
+            return self._get(url, params, headers)
+        except DeadlineExceeded as exc:
+            error, error_type = str(exc), DeadlineExceeded
+        except FetchError as exc:
+            error, error_type = str(exc), type(exc)
+        except (requests.RequestException, Urllib3Error, OSError) as exc:
+            error = f"request to {url} failed: {type(exc).__name__}: {exc}"
+        # raised outside the except blocks so the unredacted original is not chained as __context__
+        raise error_type(self.redact(error))
+
+    def _get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
+        if params is not None:
+            merged_params: dict[str, str] | None = {**params, **self._auth_params}
+        else:  # a next URL carries its own query; add the API key unless the server echoed it
+            query = urlsplit(url).query
+            merged_params = {k: v for k, v in self._auth_params.items() if f"{quote_plus(k)}=" not in query} or None
+        retry: Retry = self._retry
+        while True:
+            left = self.remaining()
+            if left <= 0:
+                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {url}")
+            timeout = (min(self.source.connect_timeout.total_seconds(), left), min(self.source.read_timeout.total_seconds(), left))
+            self.requests += 1
+            try:
+                resp = self.session.get(url, params=merged_params, headers={**self._headers, **headers}, stream=True, timeout=timeout)
+            except requests.exceptions.RetryError as exc:
+                raise FetchError(f"giving up on {url} after retries: {exc}") from None
+            try:
+                if resp.status_code >= 400:
+                    snippet = self._read(resp, limit=500).decode("utf-8", "replace")
+                    retried = resp.status_code in self.source.retries.statuses
+                    what = f"after {self.source.retries.total} retries" if retried else "(not retried)"
+                    raise FetchError(f"HTTP {resp.status_code} from {resp.url} {what}: {snippet.strip()[:300]}")
+                try:
+                    body = self._read(resp)
+                except (requests.RequestException, Urllib3Error, OSError) as exc:
+                    try:
+                        retry = retry.increment(method="GET", url=url, error=exc)  # type: ignore[arg-type]
+                    except MaxRetryError:
+                        raise FetchError(f"reading the body of {resp.url} failed after retries: {exc}") from None
+                    self.log.warning("ingest.body_retry", url=self.redact(resp.url), error=self.redact(exc))
+                    retry.sleep()
+                    continue
+            finally:
+                resp.close()
+            try:
+                parsed = json.loads(body)
+            except ValueError as exc:
+                raise FetchError(f"invalid JSON from {resp.url} ({len(body)} bytes): {exc}") from None
+            return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links, body=parsed, nbytes=len(body))
+
+    def _read(self, resp: requests.Response, limit: int | None = None) -> bytes:
+        """Read the body chunk by chunk so the deadline can end a trickling response."""
+        chunks: list[bytes] = []
+        size = 0
+        raw = resp.raw
+        while limit is None or size < limit:
+            if time.monotonic() > self.deadline:
+                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {resp.url}")
+            chunk = raw.read1(_CHUNK, decode_content=True)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)

@@ -1,0 +1,116 @@
+"""Compact key sets for cross-batch dedupe, ``unique`` checks and ``merge`` publishing.
+
+Keys are stored as sorted 64-bit SipHash digests (pandas ``hash_pandas_object``), 8 bytes per
+key instead of a Python string object and set slot (~90 bytes), so memory grows with the number
+of distinct keys at a few bytes each and never with the raw data.  Two distinct keys share a
+digest with probability about n^2 / 2^65 (below 3e-6 for 10 million keys in one run).
+
+Invariant: the digest arrays stay sorted and unique, so membership is a binary search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """One uint64 per row for the key ``columns``; the same key hashes alike in any batch and dtype."""
+    keys = pd.DataFrame({c: frame[c].astype("str") for c in columns})
+    return pd.util.hash_pandas_object(keys, index=False, categorize=False).to_numpy(np.uint64)
+
+
+def _find(sorted_digests: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``probe`` in ``sorted_digests`` and whether each is present."""
+    pos = np.searchsorted(sorted_digests, probe)
+    inside = pos < len(sorted_digests)
+    found = np.zeros(len(probe), dtype=bool)
+    found[inside] = sorted_digests[pos[inside]] == probe[inside]
+    return pos, found
+
+
+class KeySet:
+    """Digests of keys seen so far."""
+
+    def __init__(self) -> None:
+        self._digests = np.empty(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def contains(self, probe: np.ndarray) -> np.ndarray:
+        return _find(self._digests, probe)[1]
+
+    def add(self, new: np.ndarray) -> None:
+        """Add digests (duplicates and known ones are ignored)."""
+        merged = np.concatenate([self._digests, np.unique(new)])
+        merged.sort(kind="stable")  # two sorted runs: a linear merge
+        keep = np.ones(len(merged), dtype=bool)
+        keep[1:] = merged[1:] != merged[:-1]
+        self._digests = merged[keep]
+
+    def first_seen(self, probe: np.ndarray) -> np.ndarray:
+        """Mask of rows whose key is new (neither known nor earlier in ``probe``), then remember them."""
+        fresh = ~self.contains(probe)
+        if fresh.any():
+            _, first_index = np.unique(probe, return_index=True)
+            first = np.zeros(len(probe), dtype=bool)
+            first[first_index] = True
+            fresh &= first
+            self.add(probe[fresh])
+        return fresh
+
+
+class WinnerIndex:
+    """For ``keep: last`` or ``by``: the winning (value, batch) per key across batches.
+
+    ``offer`` returns which rows of a batch must be written (new keys and rows beating the
+    current winner); keys whose earlier written row lost are collected in ``conflicts`` so the
+    sink can drop the superseded rows in a final pass using :meth:`winner_batch`.
+    """
+
+    def __init__(self, keep: str, by_values: bool) -> None:
+        self._keep, self._by = keep, by_values
+        self._digests = np.empty(0, dtype=np.uint64)
+        self._batches = np.empty(0, dtype=np.int32)
+        self._values: np.ndarray = np.empty(0, dtype=object)
+        self.conflicts: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def _beats(self, new: Any, old: Any) -> bool:
+        if not self._by:
+            return self._keep == "last"
+        if pd.isna(new):
+            return False
+        if pd.isna(old):
+            return True
+        return bool(new > old) if self._keep == "last" else bool(new < old)
+
+    def offer(self, probe: np.ndarray, values: np.ndarray, batch: int) -> np.ndarray:
+        pos, found = _find(self._digests, probe)
+        write = ~found
+        for i in np.flatnonzero(found):  # cross-batch duplicates are rare: a Python loop is fine
+            j = pos[i]
+            if self._beats(values[i], self._values[j]):
+                self._values[j], self._batches[j] = values[i], batch
+                self.conflicts.add(int(probe[i]))
+                write[i] = True
+        if (~found).any():
+            digests_all = np.concatenate([self._digests, probe[~found]])
+            order = np.argsort(digests_all, kind="stable")
+            self._digests = digests_all[order]
+            self._batches = np.concatenate([self._batches, np.full((~found).sum(), batch, dtype=np.int32)])[order]
+            self._values = np.concatenate([self._values, np.asarray(values, dtype=object)[~found]])[order]
+        return write
+
+    def winner_batch(self, probe: np.ndarray) -> np.ndarray:
+        """Batch number of the winning row for each digest (-1 if unknown)."""
+        pos, found = _find(self._digests, probe)
+        out = np.full(len(probe), -1, dtype=np.int64)
+        out[found] = self._batches[pos[found]]
+        return out

@@ -1,0 +1,296 @@
+"""Declarative cleaning steps applied in order to one batch (a DataFrame) at a time.
+
+Invariant: every input row ends up in exactly one place: the output frame, the rejects frame
+(with the step and a reason naming the bad value), or a counter (``duplicates`` for rows dropped
+by ``dedupe``, ``filtered`` for ``filter`` with ``on_fail: drop`` and rows a hook removed).
+Nothing disappears silently.  Steps are pure per batch; cross-batch dedupe lives in ``keys``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from scheduler.kinds.ingest import spec as s
+from scheduler.kinds.ingest.expr import parse_expression
+
+REJECT_COLUMNS = ("reason", "step", "record")
+_NUMBER_JUNK = re.compile(r"[^0-9eE+\-.]")
+_DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
+
+
+class TransformError(Exception):
+    """A step cannot run at all (e.g. a hook failed); the run fails."""
+
+
+@dataclass
+class BatchResult:
+    frame: pd.DataFrame
+    rejects: list[pd.DataFrame] = field(default_factory=list)
+    duplicates: int = 0
+    filtered: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return sum(len(r) for r in self.rejects)
+
+
+def records_to_frame(records: list[Any]) -> pd.DataFrame:
+    """A frame from JSON records; non-object records are an error."""
+    if records and not isinstance(records[0], dict):
+        raise TransformError(f"records must be JSON objects, got {type(records[0]).__name__}")
+    return pd.DataFrame.from_records(records) if records else pd.DataFrame()
+
+
+def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.DataFrame:
+    """The rows of ``frame`` under ``mask`` as rejects: reason, step, record (the row as JSON)."""
+    bad = frame.loc[mask]
+    plain = bad.astype(object).where(bad.notna(), None)
+    records = [json.dumps(r, default=str, ensure_ascii=False) for r in plain.to_dict("records")]
+    reasons = reason.loc[mask].astype(str).tolist() if isinstance(reason, pd.Series) else [str(reason)] * len(bad)
+    return pd.DataFrame({"reason": reasons, "step": [step] * len(bad), "record": records})
+
+
+def load_hook(ref: str) -> Callable[..., Any]:
+    module_name, _, attr = ref.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise TransformError(f"cannot load hook {ref!r}: {exc}") from None
+
+
+def _is_stringy(col: pd.Series) -> bool:
+    return col.dtype == object or pd.api.types.is_string_dtype(col.dtype)
+
+
+def _text(col: pd.Series) -> pd.Series:
+    """Values as strings (nulls stay null)."""
+    if isinstance(col.dtype, pd.StringDtype) or col.dtype == "str":
+        return col
+    return col.astype("str").where(col.notna(), None)
+
+
+class Transformer:
+    """Compiled steps; ``apply`` runs them on one batch.  ``dedupe`` is the spec's dedupe (or None)."""
+
+    def __init__(self, steps: Sequence[Any], warn: Callable[[str, str], None]) -> None:
+        self.steps = list(steps)
+        self.warn = warn
+        self.dedupe: s.DedupeSpec | None = next((st.dedupe for st in steps if isinstance(st, s.DedupeStep)), None)
+        self._hooks = {st.hook: load_hook(st.hook) for st in steps if isinstance(st, s.HookStep)}
+
+    def apply(self, frame: pd.DataFrame) -> BatchResult:
+        result = BatchResult(frame)
+        for index, step in enumerate(self.steps):
+            name = f"{index}:{next(iter(type(step).model_fields))}"
+            result.frame = self._step(step, name, result.frame, result)
+        return result
+
+    def _present(self, frame: pd.DataFrame, columns: Sequence[str], step: str) -> list[str]:
+        for column in columns:
+            if column not in frame.columns:
+                self.warn(column, step)
+        return [c for c in columns if c in frame.columns]
+
+    def _step(self, step: Any, name: str, df: pd.DataFrame, out: BatchResult) -> pd.DataFrame:
+        if isinstance(step, s.FlattenStep):
+            return self._flatten(df, step.separator(), name, out)
+        if isinstance(step, s.RenameStep):
+            return df.rename(columns={k: v for k, v in step.rename.items() if k in df.columns})
+        if isinstance(step, s.SelectStep):
+            for column in step.select:
+                if column not in df.columns:
+                    self.warn(column, name)
+                    df[column] = None
+            return df[list(step.select)]
+        if isinstance(step, s.CastStep):
+            for column, target in step.cast.items():
+                if column in self._present(df, [column], name):
+                    df = self._cast(df, column, target, name, out)
+            return df
+        if isinstance(step, s.ParseNumberStep):
+            for column in self._present(df, step.parse_number, name):
+                df = self._parse_number(df, column, name, out)
+            return df
+        if isinstance(step, (s.LowerStep, s.UpperStep, s.StripStep)):
+            op = "lower" if isinstance(step, s.LowerStep) else "upper" if isinstance(step, s.UpperStep) else "strip"
+            for column in self._present(df, getattr(step, op), name):
+                col = df[column]
+                changed = getattr(col.str, op)() if _is_stringy(col) else col
+                df[column] = changed.where(changed.notna(), col)  # non-strings pass through unchanged
+            return df
+        if isinstance(step, s.DedupeStep):
+            return self._dedupe(df, step.dedupe, name, out)
+        if isinstance(step, s.DeriveStep):
+            for column, text in step.derive.items():
+                value = parse_expression(text).evaluate(df)
+                df[column] = value
+            return df
+        if isinstance(step, s.FilterStep):
+            keep = parse_expression(step.filter.expr).evaluate(df)
+            keep = pd.Series(keep, index=df.index) if not isinstance(keep, pd.Series) else keep
+            keep = keep.fillna(False).astype(bool)
+            if (~keep).any():
+                if step.filter.on_fail == "reject":
+                    out.rejects.append(reject_frame(df, ~keep, name, f"filter failed: {step.filter.expr}"))
+                else:
+                    out.filtered += int((~keep).sum())
+            return df[keep]
+        if isinstance(step, s.HookStep):
+            return self._hook(df, step.hook, name, out)
+        raise AssertionError(f"unknown step {step!r}")
+
+    def _flatten(self, df: pd.DataFrame, sep: str, name: str, out: BatchResult) -> pd.DataFrame:
+        for _ in range(32):  # nesting depth bound
+            nested = [c for c in df.columns if df[c].dtype == object and any(isinstance(v, dict) for v in df[c])]
+            if not nested:
+                return df
+            for column in nested:
+                col = df[column]
+                bad = col.map(lambda v: v is not None and not isinstance(v, dict) and not (isinstance(v, float) and np.isnan(v)))
+                if bad.any():
+                    out.rejects.append(reject_frame(df, bad, name, f"flatten {column}: expected an object"))
+                    df, col = df[~bad], col[~bad]
+                inner = pd.DataFrame.from_records([v if isinstance(v, dict) else {} for v in col], index=df.index)
+                inner.columns = [f"{column}{sep}{c}" for c in inner.columns]
+                position = list(df.columns).index(column)
+                left, right = df.iloc[:, :position], df.iloc[:, position + 1:]
+                df = pd.concat([left, inner, right], axis=1)
+        raise TransformError("flatten: objects nested more than 32 levels deep")
+
+    def _fail(self, df: pd.DataFrame, bad: pd.Series, column: str, what: str, name: str, out: BatchResult) -> pd.DataFrame:
+        if not bad.any():
+            return df
+        reason = f"{column}: cannot {what}: " + df.loc[bad, column].astype(str).map(repr)
+        out.rejects.append(reject_frame(df, bad, name, reason.reindex(df.index)))
+        return df[~bad]
+
+    def _cast(self, df: pd.DataFrame, column: str, target: s.CastSpec, name: str, out: BatchResult) -> pd.DataFrame:
+        col, kind = df[column], target.type
+        if kind in ("int", "float"):
+            if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+                num = col.astype("float64") if kind == "float" else col
+            else:
+                num = pd.to_numeric(_text(col).str.strip() if _is_stringy(col) else col, errors="coerce")
+            bad = col.notna() & num.isna()
+            if kind == "int":
+                bad |= num.notna() & ((num % 1) != 0)
+            df = self._fail(df, bad, column, f"cast to {kind}", name, out)
+            num = num[~bad]
+            df[column] = num.astype("Int64") if kind == "int" else num.astype("float64")
+        elif kind == "string":
+            if not (col.dtype == "str"):
+                df[column] = col.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else (None if pd.isna(v) else str(v))).astype("str")
+        elif kind == "bool":
+            if not pd.api.types.is_bool_dtype(col.dtype):
+                lowered = _text(col).str.strip().str.lower()
+                mapping = {**{v: True for v in target.true_values}, **{v: False for v in target.false_values}}
+                parsed = lowered.map(mapping)
+                bad = col.notna() & parsed.isna()
+                df = self._fail(df, bad, column, "cast to bool", name, out)
+                df[column] = parsed[~bad].astype("boolean")
+        elif kind in ("timestamp", "date"):
+            parsed = self._timestamps(col, target)
+            bad = col.notna() & parsed.isna()
+            df = self._fail(df, bad, column, f"parse as {kind}", name, out)
+            parsed = parsed[~bad]
+            if kind == "date":  # the calendar date where the value was recorded, not in UTC
+                parsed = parsed.dt.tz_convert(target.timezone or "UTC").dt.tz_localize(None).dt.normalize()
+            df[column] = parsed
+        elif (m := _DECIMAL.match(kind)):
+            precision, scale = int(m.group(1) or 18), int(m.group(2) or 2)
+            quantum = Decimal(1).scaleb(-scale)
+
+            def to_decimal(v: Any) -> Any:
+                if v is None or (isinstance(v, float) and np.isnan(v)):
+                    return None
+                try:
+                    d = Decimal(str(v).strip()).quantize(quantum)
+                except (InvalidOperation, ValueError):
+                    return "bad"
+                return d if len(d.as_tuple().digits) <= precision and d.is_finite() else "bad"
+
+            values = col.map(to_decimal)
+            bad = values.map(lambda v: isinstance(v, str))
+            df = self._fail(df, bad, column, f"cast to {kind}", name, out)
+            arrow = pa.array(values[~bad].tolist(), type=pa.decimal128(precision, scale))
+            df[column] = pd.Series(arrow, index=df.index, dtype=pd.ArrowDtype(arrow.type))
+        return df
+
+    @staticmethod
+    def _timestamps(col: pd.Series, target: s.CastSpec) -> pd.Series:
+        """Parse to ``datetime64[us, UTC]``; failures become NaT.  Naive values are in ``timezone``."""
+        tz = target.timezone or "UTC"
+        if pd.api.types.is_datetime64_any_dtype(col.dtype):
+            parsed = col
+        elif target.format in ("unix", "unix_ms"):
+            numbers = pd.to_numeric(col, errors="coerce")
+            parsed = pd.to_datetime(numbers, unit="s" if target.format == "unix" else "ms", utc=True, errors="coerce")
+        else:
+            text = _text(col) if _is_stringy(col) else col.astype("str")
+            fmt = target.format or "ISO8601"
+            try:
+                parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=target.timezone is None)
+            except (ValueError, TypeError):  # mixed naive and aware values: naive ones are read as UTC
+                parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
+        if getattr(parsed.dt, "tz", None) is None:
+            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+        return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+
+    def _parse_number(self, df: pd.DataFrame, column: str, name: str, out: BatchResult) -> pd.DataFrame:
+        col = df[column]
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            return df
+        text = _text(col).str.replace(",", "", regex=False).str.replace(_NUMBER_JUNK, "", regex=True)
+        negative = _text(col).str.strip().str.match(r"^\(.*\)$").fillna(False)  # accounting style (12.50)
+        num = pd.to_numeric(text.where(text != "", None), errors="coerce")
+        num = num.where(~negative.astype(bool), -num)
+        bad = col.notna() & num.isna()
+        df = self._fail(df, bad, column, "parse a number from", name, out)
+        df[column] = num[~bad].astype("float64")
+        return df
+
+    def _dedupe(self, df: pd.DataFrame, spec: s.DedupeSpec, name: str, out: BatchResult) -> pd.DataFrame:
+        present = self._present(df, list(spec.key) + ([spec.by] if spec.by else []), name)
+        if len(present) < len(spec.key) + (1 if spec.by else 0):
+            raise TransformError(f"dedupe: column(s) missing from the data: {sorted(set(spec.key) - set(present))}")
+        null_key = df[list(spec.key)].isna().any(axis=1)
+        if null_key.any():
+            out.rejects.append(reject_frame(df, null_key, name, f"dedupe key {list(spec.key)} is null"))
+            df = df[~null_key]
+        ordered = df
+        if spec.by:  # nulls sort so they lose: last for keep first, first for keep last
+            ordered = df.sort_values(spec.by, kind="stable", na_position="last" if spec.keep == "first" else "first")
+        dup = ordered.duplicated(list(spec.key), keep=spec.keep)
+        out.duplicates += int(dup.sum())
+        return ordered[~dup].sort_index() if spec.by else ordered[~dup]
+
+    def _hook(self, df: pd.DataFrame, ref: str, name: str, out: BatchResult) -> pd.DataFrame:
+        before = len(df)
+        try:
+            returned = self._hooks[ref](df)
+        except Exception as exc:  # the hook is user code: name it in the failure
+            raise TransformError(f"hook {ref} failed: {type(exc).__name__}: {exc}") from exc
+        rejects = None
+        if isinstance(returned, tuple) and len(returned) == 2:
+            returned, rejects = returned
+        if not isinstance(returned, pd.DataFrame):
+            raise TransformError(f"hook {ref} must return a DataFrame, got {type(returned).__name__}")
+        n_rejected = 0
+        if rejects is not None and len(rejects):
+            reasons = rejects["reason"] if "reason" in rejects.columns else pd.Series("rejected by hook", index=rejects.index)
+            out.rejects.append(reject_frame(rejects.drop(columns=["reason"], errors="ignore"), slice(None), name, reasons))
+            n_rejected = len(rejects)
+        lost = before - len(returned) - n_rejected
+        if lost > 0:
+            out.filtered += lost
+        return returned
