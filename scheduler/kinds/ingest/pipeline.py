@@ -194,7 +194,7 @@ class _Run:
         self.counts["rows_filtered"] += result.filtered
         dedupe = self.transformer.dedupe
         if dedupe is not None and len(frame):
-            probe = digests(frame, dedupe.key)
+            probe = digests(frame, dedupe.columns)
             if self.first_keys is not None:
                 keep = self.first_keys.first_seen(probe)
             else:
@@ -231,7 +231,7 @@ class _Run:
         if not self.counts["rows_rejected"] and sink.mode != "append" and (self.rejects.dir / f"date={self.day}").is_dir():
             self.rejects.ensure(self.day)  # clear the rejects of an earlier run of this date
         dedupe = self.transformer.dedupe
-        superseded = self.out.finish(self.winners, dedupe.key if dedupe else (), observe=self.stats.observe,
+        superseded = self.out.finish(self.winners, dedupe.columns if dedupe else (), observe=self.stats.observe,
                                      on_rewrite=self.stats.reset)
         self.counts["rows_written"] -= superseded
         self.counts["rows_duplicate"] += superseded

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase
 from scheduler.config.types import Duration, Model, TimezoneName
@@ -70,6 +70,8 @@ class BearerAuth(Model):
 
 class ApiKeyAuth(Model):
     """An API key in a header (default ``X-API-Key``) or a query parameter (``in: query``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     type: Literal["api_key"]
     key: str
@@ -291,13 +293,16 @@ class StripStep(Model):
 
 
 class DedupeSpec(Model):
-    """Keep one row per ``key``: the first or last in arrival order, or ordered by ``by``."""
+    """Keep one row per ``columns`` value: the first or last in arrival order, or ordered by ``by``.
 
-    key: tuple[str, ...]
+    (Not called ``key``: values of keys named key/token/password/secret are redacted from logs.)
+    """
+
+    columns: tuple[str, ...]
     keep: Literal["first", "last"] = "first"
     by: str | None = None
 
-    @field_validator("key", mode="before")
+    @field_validator("columns", mode="before")
     @classmethod
     def _one_key(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -408,6 +413,8 @@ class Checks(Model):
 
 class Sink(Model):
     """A hive-partitioned Parquet dataset under the data dir."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     dataset: str
     rejects: str | None = None

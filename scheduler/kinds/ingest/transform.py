@@ -260,17 +260,17 @@ class Transformer:
         return df
 
     def _dedupe(self, df: pd.DataFrame, spec: s.DedupeSpec, name: str, out: BatchResult) -> pd.DataFrame:
-        present = self._present(df, list(spec.key) + ([spec.by] if spec.by else []), name)
-        if len(present) < len(spec.key) + (1 if spec.by else 0):
-            raise TransformError(f"dedupe: column(s) missing from the data: {sorted(set(spec.key) - set(present))}")
-        null_key = df[list(spec.key)].isna().any(axis=1)
+        present = self._present(df, list(spec.columns) + ([spec.by] if spec.by else []), name)
+        if len(present) < len(spec.columns) + (1 if spec.by else 0):
+            raise TransformError(f"dedupe: column(s) missing from the data: {sorted(set(spec.columns) - set(present))}")
+        null_key = df[list(spec.columns)].isna().any(axis=1)
         if null_key.any():
-            out.rejects.append(reject_frame(df, null_key, name, f"dedupe key {list(spec.key)} is null"))
+            out.rejects.append(reject_frame(df, null_key, name, f"dedupe key {list(spec.columns)} is null"))
             df = df[~null_key]
         ordered = df
         if spec.by:  # nulls sort so they lose: last for keep first, first for keep last
             ordered = df.sort_values(spec.by, kind="stable", na_position="last" if spec.keep == "first" else "first")
-        dup = ordered.duplicated(list(spec.key), keep=spec.keep)
+        dup = ordered.duplicated(list(spec.columns), keep=spec.keep)
         out.duplicates += int(dup.sum())
         return ordered[~dup].sort_index() if spec.by else ordered[~dup]
 
