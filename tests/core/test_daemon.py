@@ -1,0 +1,217 @@
+"""The real daemon as a subprocess: signals, concurrency policies, reload, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from scheduler.state import StateStore
+
+from coretools import processes_with, wait_for
+
+
+class DaemonProc:
+    """A ``scheduler run`` child with its JSON log lines collected as they arrive."""
+
+    def __init__(self, cmd: list[str], config: Path, data: Path, env: dict[str, str]) -> None:
+        self.log_path = data.parent / f"daemon-{time.monotonic_ns()}.log"
+        self.log_file = self.log_path.open("wb")
+        self.data = data
+        self.proc = subprocess.Popen([*cmd, "run", "--config", str(config), "--data-dir", str(data),
+                                      "--log-format", "json"], stdout=self.log_file, stderr=subprocess.STDOUT,
+                                     env=env)
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "raw", "line": line})
+        return out
+
+    def has(self, event: str, **fields) -> bool:
+        return any(e.get("event") == event and all(e.get(k) == v for k, v in fields.items()) for e in self.events())
+
+    def runs(self, job: str | None = None):
+        store = StateStore.open(self.data / ".scheduler" / "state.db")
+        try:
+            return store.history(job, 1000)
+        finally:
+            store.close()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log_file.close()
+
+
+@pytest.fixture
+def daemon(scheduler_cmd, scheduler_env, tmp_path):
+    started: list[DaemonProc] = []
+
+    def start(config: Path) -> DaemonProc:
+        d = DaemonProc(scheduler_cmd, config, tmp_path / "data", scheduler_env)
+        started.append(d)
+        wait_for(lambda: d.has("scheduler started") or d.proc.poll() is not None, what="daemon start")
+        assert d.proc.poll() is None, d.log_path.read_text()
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+
+
+def test_sigterm_interrupts_running_job_and_exits_zero_within_grace(daemon, write_config):
+    grace = 2.0
+    d = daemon(write_config(f"""
+        daemon: {{shutdown_grace: {grace}s}}
+        jobs:
+          stubborn: {{kind: command, every: 1s, shell: "trap '' TERM; sleep 211 & wait; sleep 211"}}
+    """))
+    wait_for(lambda: processes_with("sleep 211"), what="job running")
+    began = time.monotonic()
+    code = d.stop(signal.SIGTERM)
+    elapsed = time.monotonic() - began
+    assert code == 0
+    assert elapsed < grace + 2, f"took {elapsed:.1f}s"
+    runs = d.runs("stubborn")
+    assert runs and all(r.status == "interrupted" for r in runs)
+    assert processes_with("sleep 211") == []
+
+
+def test_second_signal_escalates_at_once(daemon, write_config):
+    d = daemon(write_config("""
+        daemon: {shutdown_grace: 30s}
+        jobs:
+          stubborn: {kind: command, every: 1s, shell: "trap '' TERM; sleep 212 & wait; sleep 212"}
+    """))
+    wait_for(lambda: processes_with("sleep 212"), what="job running")
+    d.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: d.has("shutting down"), what="shutdown start")
+    began = time.monotonic()
+    d.proc.send_signal(signal.SIGINT)
+    assert d.proc.wait(10) == 0
+    assert time.monotonic() - began < 10
+    assert processes_with("sleep 212") == []
+    assert all(r.status == "interrupted" for r in d.runs("stubborn"))
+
+
+def test_forbid_records_skipped_runs(daemon, write_config):
+    d = daemon(write_config("""
+        jobs:
+          slow: {kind: command, every: 1s, shell: "sleep 2.5", concurrency: forbid}
+    """))
+    wait_for(lambda: any(r.status == "skipped" for r in d.runs("slow")), what="a skipped slot")
+    assert d.stop() == 0
+    runs = d.runs("slow")
+    skipped = [r for r in runs if r.status == "skipped"]
+    assert skipped and "concurrency: forbid" in skipped[0].error
+    # never two at once: executed runs do not overlap
+    executed = sorted((r for r in runs if r.status != "skipped"), key=lambda r: r.started_at)
+    for earlier, later in zip(executed, executed[1:]):
+        assert earlier.ended_at <= later.started_at
+
+
+def test_allow_runs_overlap(daemon, write_config):
+    d = daemon(write_config("""
+        jobs:
+          slow: {kind: command, every: 1s, shell: "sleep 2.5", concurrency: allow}
+    """))
+    wait_for(lambda: len(processes_with("sleep 2.5")) >= 2, what="two overlapping runs")
+    d.stop()
+    assert not any(r.status == "skipped" for r in d.runs("slow"))
+
+
+def test_replace_stops_the_running_one_first(daemon, write_config):
+    d = daemon(write_config("""
+        jobs:
+          slow: {kind: command, every: 1s, command: [sleep, "213"], concurrency: replace, kill_grace: 1s}
+    """))
+    wait_for(lambda: any(r.status == "interrupted" for r in d.runs("slow")), what="a replaced run")
+    assert len(processes_with("sleep 213")) <= 1
+    d.stop()
+    replaced = [r for r in d.runs("slow") if r.error and "replaced by a newer run" in r.error]
+    assert replaced
+
+
+def test_after_job_runs_on_success_with_upstream_logical_date(daemon, write_config):
+    d = daemon(write_config("""
+        jobs:
+          up: {kind: command, every: 1s, command: ["true"]}
+          down: {kind: command, after: up, shell: "echo $SCHEDULER_LOGICAL_DATE"}
+          blocked: {kind: command, after: broken, command: ["true"]}
+          broken: {kind: command, every: 1s, command: ["false"]}
+    """))
+    wait_for(lambda: d.runs("down"), what="downstream run")
+    wait_for(lambda: d.runs("broken"), what="broken run")
+    d.stop()
+    up = {r.slot: r for r in d.runs("up")}
+    for run in d.runs("down"):
+        assert run.trigger == "after" and run.slot in up
+        assert run.logical_date == up[run.slot].logical_date
+    assert d.runs("blocked") == []
+
+
+def test_sighup_reloads_and_bad_config_keeps_old(daemon, write_config, tmp_path):
+    path = write_config("""
+        jobs:
+          first: {kind: command, every: 1s, command: ["true"]}
+    """)
+    d = daemon(path)
+    wait_for(lambda: d.runs("first"), what="first job runs")
+    path.write_text("jobs:\n  first: {kind: command, every: 1s, command: [\"true\"], schedul: x}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.has("config reload failed; keeping the running config"), what="reload refusal")
+    count = len(d.runs("first"))
+    wait_for(lambda: len(d.runs("first")) > count, what="old config still running")
+    path.write_text("jobs:\n  second: {kind: command, every: 1s, command: [\"true\"]}\n")
+    d.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: d.runs("second"), what="new job after reload")
+    assert d.stop() == 0
+
+
+def test_runs_left_running_by_a_crash_become_abandoned(daemon, write_config, tmp_path):
+    store = StateStore.open(tmp_path / "data" / ".scheduler" / "state.db")
+    run_id = store.start_run("ghost", datetime(2026, 1, 1, tzinfo=timezone.utc), date(2025, 12, 31), "schedule")
+    store.close()
+    d = daemon(write_config("""
+        jobs:
+          idle: {kind: command, schedule: "0 0 1 1 *", command: ["true"]}
+    """))
+    d.stop()
+    record = [r for r in d.runs("ghost") if r.id == run_id][0]
+    assert record.status == "abandoned"
+    assert d.has("run abandoned", job="ghost", run_id=run_id)
+
+
+def test_daemon_never_imports_pandas_or_pyarrow(scheduler_env, write_config, tmp_path):
+    path = write_config("""
+        jobs:
+          idle: {kind: command, schedule: "0 0 1 1 *", command: ["true"]}
+    """)
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from scheduler.config import load_config\n"
+        "from scheduler.daemon import Daemon\n"
+        "from scheduler.state import StateStore\n"
+        f"cfg = load_config(Path({str(path)!r}))\n"
+        f"store = StateStore.open(Path({str(tmp_path / 's.db')!r}))\n"
+        f"Daemon(cfg, Path({str(path)!r}), Path({str(tmp_path)!r}), store).step()\n"
+        "heavy = [m for m in ('pandas', 'pyarrow', 'numpy', 'docker', 'requests') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(["python", "-c", code], capture_output=True, text=True, env=scheduler_env, check=True)
+    assert out.stdout.strip() == ""
