@@ -62,6 +62,8 @@ def build_parser(prog: str = "scheduler") -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=20)
     add("schema", "print the JSON Schema of the config file")
+    p = add("health", "exit 0 if the scheduler using this data dir is alive (for HEALTHCHECK)")
+    p.add_argument("--max-age", type=float, default=None, help="seconds since the last loop tick (default 65)")
     from scheduler.ops import cli as ops_cli
 
     ops_cli.add_subcommands(add)
@@ -201,6 +203,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 when a daemon's loop ticked recently and the state store answers (for HEALTHCHECK)."""
+    import time
+
+    from scheduler.daemon import IDLE_TICK, heartbeat_path
+
+    config = load_config(config_path(args))
+    root = data_dir(args)
+    limit = max(args.max_age or 0, IDLE_TICK.total_seconds() * 2 + 5)
+    try:
+        age = time.time() - heartbeat_path(root).stat().st_mtime
+    except FileNotFoundError:
+        print("unhealthy: no heartbeat (is the scheduler running with this --data-dir?)")
+        return 1
+    if age > limit:
+        print(f"unhealthy: scheduler loop last ticked {age:.0f}s ago (limit {limit:.0f}s)")
+        return 1
+    store = open_store(config, root)
+    try:
+        store.ping()
+    except Exception as exc:  # noqa: BLE001 - any store failure makes the check fail
+        print(f"unhealthy: state store does not answer: {exc}")
+        return 1
+    finally:
+        store.close()
+    print(f"healthy: loop ticked {age:.0f}s ago")
+    return 0
+
+
 def slot_for(config: Config, job: str, day: date | None) -> datetime:
     """The slot a foreground run of ``job`` stands for: ``day``'s, or the most recent one."""
     schedule = config.schedules[job]
@@ -255,7 +286,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "run-job": cmd_run_job, "list": cmd_list, "validate": cmd_validate,
-    "history": cmd_history, "schema": cmd_schema,
+    "history": cmd_history, "schema": cmd_schema, "health": cmd_health,
 }
 
 

@@ -35,6 +35,11 @@ from scheduler.state import StateStore
 IDLE_TICK = timedelta(seconds=30)
 
 
+def heartbeat_path(data_dir: Path) -> Path:
+    """File whose mtime the loop refreshes at least every ``IDLE_TICK``."""
+    return data_dir / ".scheduler" / "heartbeat"
+
+
 class Daemon:
     """One scheduler process.  Construct, then :meth:`serve` until a stop signal."""
 
@@ -61,6 +66,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        self.heartbeat = heartbeat_path(data_dir)
         self.extensions: list[Any] = []  # objects with on_tick(daemon) / on_finished(daemon, handle)
 
     # --- signals ---------------------------------------------------------------------------
@@ -142,6 +148,7 @@ class Daemon:
     def step(self) -> None:
         """One pass of the loop: reap, reload, collect finished runs, fire due slots."""
         self.last_tick = clock.now()
+        self._beat()
         if self.reap_requested:
             self.reap_requested = False
             self.children.reap_orphans()
@@ -156,6 +163,16 @@ class Daemon:
             self.dispatch(request)
         for ext in self.extensions:
             ext.on_tick(self)
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file ``scheduler health`` reads (the loop is alive)."""
+        try:
+            os.utime(self.heartbeat)
+        except FileNotFoundError:
+            self.heartbeat.parent.mkdir(parents=True, exist_ok=True)
+            self.heartbeat.touch()
+        except OSError:
+            pass
 
     # --- runs ------------------------------------------------------------------------------
     def running_count(self) -> int:

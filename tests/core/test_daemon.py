@@ -215,3 +215,16 @@ def test_daemon_never_imports_pandas_or_pyarrow(scheduler_env, write_config, tmp
     )
     out = subprocess.run(["python", "-c", code], capture_output=True, text=True, env=scheduler_env, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_health_command_follows_the_loop(daemon, write_config, scheduler_cmd, scheduler_env, tmp_path):
+    config = write_config("""
+        jobs:
+          idle: {kind: command, schedule: "0 0 1 1 *", command: ["true"]}
+    """)
+    check = [*scheduler_cmd, "health", "--config", str(config), "--data-dir", str(tmp_path / "data")]
+    assert subprocess.run(check, capture_output=True, env=scheduler_env).returncode == 1
+    d = daemon(config)
+    proc = subprocess.run(check, capture_output=True, text=True, env=scheduler_env)
+    assert proc.returncode == 0 and proc.stdout.startswith("healthy")
+    d.stop()
