@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from container_helpers import no_engine, ensure_test_image
+from container_helpers import all_ours, ensure_test_image, no_engine
 
 from scheduler.kinds.container.spec import LABEL_INSTANCE, DockerSettings
 
@@ -31,7 +31,14 @@ def docker_client() -> Iterator[Any]:
         no_engine(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
     ensure_test_image(client)
     yield client
-    client.close()
+    # After the whole session: nothing the scheduler labelled may be left on the engine.
+    try:
+        leftovers = all_ours(client)
+        for c in leftovers:
+            client.api.remove_container(c["Id"], force=True)
+        assert not leftovers, f"containers left after the suite: {[c['Names'] for c in leftovers]}"
+    finally:
+        client.close()
 
 
 @pytest.fixture

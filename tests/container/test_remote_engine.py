@@ -40,9 +40,15 @@ def tcp_engine() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
     host = f"tcp://127.0.0.1:{free_port()}"
     log_file = (root / "dockerd.log").open("w")
+    # Its own bridge: with --bridge=none dockerd deletes docker0, breaking the first engine's
+    # default network; a non-default bridge name must exist before dockerd starts.
+    bridge = f"sdbr{os.getpid() % 10000}"
+    if shutil.which("ip") is None:
+        no_engine("the 'ip' tool (iproute2) is needed to give the second dockerd a bridge")
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
     proc = subprocess.Popen(
         [dockerd, "--host", host, "--data-root", str(root / "data"), "--exec-root", str(root / "x"),
-         "--pidfile", str(root / "dockerd.pid"), "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+         "--pidfile", str(root / "dockerd.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false"],
         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -68,6 +74,7 @@ def tcp_engine() -> Iterator[str]:
             proc.kill()
             proc.wait(10)
         log_file.close()
+        subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,0 +1,93 @@
+"""Dispatch overhead of a container job against the docker CLI.
+
+    python bench/container_bench.py [--runs 20] [--image scheduler-test-busybox:latest] [--network none]
+
+Times a ``container`` job running ``true`` (``execute()`` as a worker calls it: new client, image
+check, create, attach, start, wait, inspect, remove) against ``docker run --rm IMAGE true`` from
+the CLI, on the same engine, image and network, alternating the two so drift hits both alike.
+Prints the medians and the ratio; the goal is a ratio of at most 1.2.  Exit code 1 when above
+``--max-ratio``.  Needs a running engine (``bash .ci/docker-up.sh``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scheduler.kinds.base import RunContext  # noqa: E402
+from scheduler.kinds.container import execute  # noqa: E402
+from scheduler.kinds.container.engine import resolve_host  # noqa: E402
+from scheduler.kinds.container.spec import ContainerJob, DockerSettings  # noqa: E402
+
+
+class _Quiet:
+    def info(self, *a: object, **k: object) -> None: ...
+
+    warning = error = info
+
+
+def _ctx(run_id: int, settings: DockerSettings) -> RunContext:
+    start = datetime.now(timezone.utc)
+    ctx = RunContext(
+        job="bench_true", run_id=run_id, attempt=1, slot=start, logical_date=date.today(),
+        data_interval_start=start, data_interval_end=start, data_dir=Path("data"), log=_Quiet(),
+    )  # fmt: skip
+    object.__setattr__(ctx, "docker", settings)  # works whether or not RunContext declares the field
+    return ctx
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--image", default="scheduler-test-busybox:latest")
+    parser.add_argument("--network", default="none")
+    parser.add_argument("--max-ratio", type=float, default=1.2)
+    args = parser.parse_args()
+    cli = shutil.which("docker")
+    if cli is None:
+        print("the docker CLI is not installed", file=sys.stderr)
+        return 2
+    settings = DockerSettings(instance="bench", network=args.network)
+    spec = ContainerJob.model_validate({"kind": "container", "image": args.image, "command": ["true"], "pull": "never"})
+    cli_argv = [cli, "-H", resolve_host(settings), "run", "--rm", "--network", args.network, args.image, "true"]
+
+    def job(i: int) -> float:
+        t = time.perf_counter()
+        execute(spec, _ctx(i, settings))
+        return time.perf_counter() - t
+
+    def docker_run() -> float:
+        t = time.perf_counter()
+        subprocess.run(cli_argv, check=True, stdout=subprocess.DEVNULL)
+        return time.perf_counter() - t
+
+    for i in range(2):  # warm the engine, the page cache and our imports
+        job(-1 - i)
+        docker_run()
+    ours, theirs = [], []
+    for i in range(args.runs):
+        if i % 2:
+            theirs.append(docker_run())
+            ours.append(job(i))
+        else:
+            ours.append(job(i))
+            theirs.append(docker_run())
+    m_ours, m_cli = statistics.median(ours), statistics.median(theirs)
+    ratio = m_ours / m_cli
+    print(f"runs: {args.runs}  image: {args.image}  network: {args.network}  engine: {resolve_host(settings)}")
+    print(f"container job (execute): median {m_ours * 1000:7.1f} ms  min {min(ours) * 1000:7.1f} ms  max {max(ours) * 1000:7.1f} ms")
+    print(f"docker run --rm (CLI):   median {m_cli * 1000:7.1f} ms  min {min(theirs) * 1000:7.1f} ms  max {max(theirs) * 1000:7.1f} ms")
+    print(f"ratio (median job / median CLI): {ratio:.2f}  (goal <= {args.max_ratio})")
+    return 0 if ratio <= args.max_ratio else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
