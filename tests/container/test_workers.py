@@ -73,3 +73,30 @@ def test_sigterm_to_the_worker_stops_and_removes_its_container(docker_client, se
     assert "error Interrupted: interrupted by signal 15" in out
     assert worker.returncode == 143
     assert ours(docker_client, settings) == []
+
+
+def test_cleanup_command_the_daemon_runs_on_start(docker_client, settings, tmp_path: Path) -> None:
+    worker = start_worker(settings, {"command": ["sleep", "600"]}, tmp_path, run_id=43)
+    try:
+        wait_running(docker_client, settings)
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.kinds.container.cleanup"], input=settings.model_dump_json(),
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["job=child_job run_id=43"]
+    assert ours(docker_client, settings) == []
+
+
+def test_cleanup_command_fails_clearly_without_an_engine() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.kinds.container.cleanup"], input='{"host": "unix:///nonexistent.sock"}',
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("cannot reach the Docker engine at unix:///nonexistent.sock")
