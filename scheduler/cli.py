@@ -62,6 +62,10 @@ def build_parser(prog: str = "scheduler") -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=20)
     add("schema", "print the JSON Schema of the config file")
+    p = add("demo", "quick start: run daily_sales against the bundled sample sales API")
+    p.add_argument("--date", help="logical date YYYY-MM-DD (default: yesterday)")
+    p.add_argument("--records", type=int, default=5_000, help="records the sample API serves for the date")
+    p.add_argument("--job", default="daily_sales")
     p = add("health", "exit 0 if the scheduler using this data dir is alive (for HEALTHCHECK)")
     p.add_argument("--max-age", type=float, default=None, help="seconds since the last loop tick (default 65)")
     from scheduler.ops import cli as ops_cli
@@ -232,6 +236,12 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from scheduler.demo import cmd_demo
+
+    return cmd_demo(args)
+
+
 def slot_for(config: Config, job: str, day: date | None) -> datetime:
     """The slot a foreground run of ``job`` stands for: ``day``'s, or the most recent one."""
     schedule = config.schedules[job]
@@ -286,7 +296,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "run": cmd_run, "run-job": cmd_run_job, "list": cmd_list, "validate": cmd_validate,
-    "history": cmd_history, "schema": cmd_schema, "health": cmd_health,
+    "history": cmd_history, "schema": cmd_schema, "health": cmd_health, "demo": _demo,
 }
 
 
