@@ -83,8 +83,9 @@ def main() -> int:
     m_ours, m_cli = statistics.median(ours), statistics.median(theirs)
     ratio = m_ours / m_cli
     print(f"runs: {args.runs}  image: {args.image}  network: {args.network}  engine: {resolve_host(settings)}")
-    print(f"container job (execute): median {m_ours * 1000:7.1f} ms  min {min(ours) * 1000:7.1f} ms  max {max(ours) * 1000:7.1f} ms")
-    print(f"docker run --rm (CLI):   median {m_cli * 1000:7.1f} ms  min {min(theirs) * 1000:7.1f} ms  max {max(theirs) * 1000:7.1f} ms")
+    for label, times in (("container job (execute)", ours), ("docker run --rm (CLI)  ", theirs)):
+        print(f"{label}: median {statistics.median(times) * 1000:7.1f} ms  "
+              f"min {min(times) * 1000:7.1f} ms  max {max(times) * 1000:7.1f} ms")
     print(f"ratio (median job / median CLI): {ratio:.2f}  (goal <= {args.max_ratio})")
     return 0 if ratio <= args.max_ratio else 1
 

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 DOW_FEATURES = 6  # Monday is the baseline; Tuesday..Sunday get a column each
 MIN_TRAIN_DAYS = 14
 RIDGE = 1e-3
+COEFFICIENTS = ("level", "trend_per_week", "dow_tue", "dow_wed", "dow_thu", "dow_fri", "dow_sat", "dow_sun")
 
 
 def partitions(dataset_dir: Path, until: date | None, window_days: int) -> dict[date, list[Path]]:
@@ -69,7 +70,7 @@ def daily_units(parts: dict[date, list[Path]]) -> tuple[list[date], dict[int, np
             if table.num_rows == 0:
                 continue
             grouped = table.group_by("store_id").aggregate([("quantity", "sum")])
-            for store, units in zip(grouped["store_id"].to_pylist(), grouped["quantity_sum"].to_pylist()):
+            for store, units in zip(grouped["store_id"].to_pylist(), grouped["quantity_sum"].to_pylist(), strict=True):
                 series = per_store.setdefault(int(store), np.zeros(len(days)))
                 series[index[day]] += units or 0
     return days, per_store, counts
@@ -102,7 +103,10 @@ class Solver:
                 pass
             if device == "cuda" and self.torch is None:
                 raise SystemExit("error: --device cuda but torch with CUDA is not available")
-        self.backend = f"torch {self.torch.__version__} on {self.torch.cuda.get_device_name(0)}" if self.torch else f"numpy {np.__version__} on cpu"
+        if self.torch is not None:
+            self.backend = f"torch {self.torch.__version__} on {self.torch.cuda.get_device_name(0)}"
+        else:
+            self.backend = f"numpy {np.__version__} on cpu"
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         penalty = RIDGE * np.eye(x.shape[1])
@@ -150,9 +154,8 @@ def train(days: list[date], per_store: dict[int, np.ndarray], holdout_days: int,
         w = solver.fit(x, y)  # the published model uses every day
         forecast = np.clip(x_future @ w, 0, None)
         models[str(store)] = {
-            "coefficients": dict(zip(["level", "trend_per_week"] + [f"dow_{d}" for d in ("tue", "wed", "thu", "fri", "sat", "sun")],
-                                     (round(float(v), 6) for v in w))),  # fmt: skip
-            "forecast": {d.isoformat(): round(float(v), 3) for d, v in zip(future, forecast)},
+            "coefficients": {name: round(float(v), 6) for name, v in zip(COEFFICIENTS, w, strict=True)},
+            "forecast": {d.isoformat(): round(float(v), 3) for d, v in zip(future, forecast, strict=True)},
             "train_days": len(days),
             "units_total": float(y.sum()),
         }

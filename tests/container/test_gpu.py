@@ -48,7 +48,8 @@ def test_required_gpu_without_runtime_fails_clearly(docker_client, settings, tmp
         pytest.skip("this engine has a GPU runtime")
     spec = container_job(command=["echo", "should not run"], gpus="all", gpu_policy="required")
     log = RecordingLog()
-    with pytest.raises(GpuUnavailable, match="^GPU required but the Docker engine cannot provide one: could not select device driver"):
+    expected = "^GPU required but the Docker engine cannot provide one: could not select device driver"
+    with pytest.raises(GpuUnavailable, match=expected):
         execute(spec, make_ctx(tmp_path, log=log, docker=settings))
     assert log.lines() == []
 

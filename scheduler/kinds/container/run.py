@@ -14,7 +14,6 @@ the worker is SIGKILLed before it could clean up; such containers keep our label
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from scheduler.config.types import format_duration
 from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.container.engine import make_client
@@ -88,7 +88,13 @@ def _terminate_on_sigterm() -> Iterator[None]:
     the runner's SIGKILL plus :func:`cleanup_orphans` remain the safety net.
     """
 
+    fired = False
+
     def handler(signum: int, frame: Any) -> None:
+        nonlocal fired
+        if fired:  # already stopping the container: a repeated SIGTERM must not abort that
+            return
+        fired = True
         raise _Terminated(signum)
 
     try:
@@ -257,8 +263,6 @@ def _attempt(
 
 
 def _fmt(td: timedelta | None) -> str:
-    from scheduler.config.types import format_duration
-
     return format_duration(td) if td is not None else "-"
 
 
