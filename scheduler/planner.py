@@ -29,6 +29,7 @@ class Planner:
         self.store = store
         self.cursor: dict[str, datetime | None] = {}
         self.next_slot: dict[str, datetime | None] = {}
+        self.missed: dict[str, int] = {}  # slots decided but not fired (catch-up policy), per job
 
     def _periodic(self) -> list[tuple[str, Schedule]]:
         return [(name, self.config.schedules[name]) for name, spec in self.config.jobs.items()
@@ -68,6 +69,10 @@ class Planner:
                 trigger = "schedule" if now - s <= on_time else "catchup"
                 requests.append(RunRequest(job=name, slot=s, trigger=trigger))
             decided = slots[-1] if slots else schedule.prev_at_or_before(now - on_time)
+            if cursor is not None and decided is not None:
+                dropped = _count_slots(schedule, cursor, decided) - len(slots)
+                if dropped > 0:
+                    self.missed[name] = self.missed.get(name, 0) + dropped
             if decided is not None and (cursor is None or decided > cursor):
                 self.cursor[name] = decided
                 self.store.set_last_fired(name, decided)
@@ -82,6 +87,16 @@ class Planner:
             if slot is not None:
                 best = min(best, self.fire_at(name, slot))
         return best
+
+
+def _count_slots(schedule: Schedule, after: datetime, upto: datetime, cap: int = 10_000) -> int:
+    """How many slots lie in ``(after, upto]``, counting at most ``cap`` (a bound on the work)."""
+    count = 0
+    for slot in schedule.iter_after(after):
+        if slot > upto or count >= cap:
+            break
+        count += 1
+    return count
 
 
 def next_fire_times(config: Config, name: str, now: datetime, count: int = 3) -> list[datetime]:

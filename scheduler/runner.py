@@ -132,7 +132,7 @@ class Runner:
         handle.run_id = run_id
         log = get_logger(job=request.job, run_id=run_id)
         log.info("run started", slot=request.slot.isoformat(), logical_date=logical_date.isoformat(),
-                 trigger=request.trigger)
+                 trigger=request.trigger, attempt=1)
         began = clock.monotonic()
         attempt, result = 0, None
         try:
