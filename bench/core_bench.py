@@ -48,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 from scheduler.schedule import Schedule
 
 MB = 1024 * 1024
-UTC = UTC
 FAR_SCHEDULES = ["0 0 1 1 *", "30 4 29 2 *", "15 3 1 7 *"]  # New Year, leap day, July: never within a run
 JITTER = timedelta(seconds=1)
 
