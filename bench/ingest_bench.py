@@ -1,0 +1,155 @@
+"""Ingest benchmark: the floor, a naive pandas baseline and the real ``daily_sales`` run, in one go.
+
+The sample sales API runs in its own process (so it does not share a GIL with the measured
+process) and serves ``--records`` records for one date in pages of ``--per-page``.  Each leg runs
+in a child process; we record its wall time and the peak RSS of its whole process tree (psutil,
+polled every 20 ms), and report times as ratios to the floor of the same run:
+
+- ``floor``: fetch every page with a requests ``Session`` and parse its JSON, nothing else;
+- ``naive``: requests + pandas, every page kept in memory, ``json_normalize``, the same
+  cleaning, one ``to_parquet``;
+- ``ours``: ``python -m scheduler run-job daily_sales --date D --config CFG --data-dir DIR`` with
+  ``SALES_API_URL`` set; CFG is ``config/jobs.yaml`` without the job's ``rate_limit``.
+
+Usage (README snippet)::
+
+    python bench/ingest_bench.py --records 200000          # quick
+    python bench/ingest_bench.py --records 1000000         # the full run
+    python bench/ingest_bench.py --records 1000000 --legs floor,ours --json results.json
+
+Goals: ours <= 1.5x the floor in time; ours' peak RSS <= 250 MB and flat from 200k to 1M records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DAY = "2026-11-05"
+
+FLOOR = textwrap.dedent("""
+    import json, sys, requests
+    url, pages, per_page = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    session, rows = requests.Session(), 0
+    for page in range(1, pages + 1):
+        resp = session.get(url + "/v1/sales", params={"date": sys.argv[4], "page": page, "per_page": per_page}, timeout=60)
+        resp.raise_for_status()
+        rows += len(json.loads(resp.content)["data"])
+    print(rows)
+""")
+
+NAIVE = textwrap.dedent("""
+    import sys, requests, pandas as pd
+    url, pages, per_page, day, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    session, records = requests.Session(), []
+    for page in range(1, pages + 1):
+        resp = session.get(url + "/v1/sales", params={"date": day, "page": page, "per_page": per_page}, timeout=60)
+        resp.raise_for_status()
+        records.extend(resp.json()["data"])
+    df = pd.json_normalize(records, sep="_")
+    df["sold_at"] = pd.to_datetime(df["sold_at"], format="ISO8601", utc=True, errors="coerce")
+    df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce")
+    df["unit_price"] = pd.to_numeric(df["unit_price"].astype(str).str.replace(r"[^0-9.\\-]", "", regex=True), errors="coerce")
+    df["store_id"] = df["store_id"].astype("Int64")
+    df["sku"] = df["sku"].str.lower()
+    df["customer_email"] = df["customer_email"].str.lower()
+    rejects = df[df["sold_at"].isna() | df["quantity"].isna() | df["unit_price"].isna()]
+    df = df.drop(rejects.index).drop_duplicates("order_id")
+    df["quantity"] = df["quantity"].astype("int64")
+    df["revenue"] = df["quantity"] * df["unit_price"]
+    df.to_parquet(out, compression="zstd", index=False)
+    print(len(df))
+""")
+
+
+def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run ``argv``; wall seconds and peak RSS (MB) summed over the process and its descendants."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    handle = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [handle, *handle.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv[:4]} failed with exit code {proc.returncode}:\n{err[-3000:]}")
+    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+
+
+def start_api(records: int, per_page: int) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.sample_api", "--port", "0", "--records-per-day", str(records), "--per-page", str(per_page)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline().strip()
+
+
+def bench_config(directory: Path) -> Path:
+    """``config/jobs.yaml`` with daily_sales' rate limit removed (the sample API has no limit)."""
+    doc = yaml.safe_load((ROOT / "config" / "jobs.yaml").read_text())
+    doc["jobs"]["daily_sales"]["source"].pop("rate_limit", None)
+    doc["jobs"]["daily_sales"]["retries"] = 0
+    path = directory / "jobs.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--per-page", type=int, default=1_000)
+    parser.add_argument("--legs", default="floor,naive,ours", help="comma-separated subset of floor,naive,ours")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+    legs = args.legs.split(",")
+    pages = -(-args.records // args.per_page)
+    api, url = start_api(args.records, args.per_page)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
+            work = Path(tmp)
+            common = [url, str(pages), str(args.per_page), DAY]
+            if "floor" in legs or "ours" in legs:
+                results["floor"] = measure([sys.executable, "-c", FLOOR, *common])
+            if "naive" in legs:
+                results["naive"] = measure([sys.executable, "-c", NAIVE, *common, str(work / "naive.parquet")])
+            if "ours" in legs:
+                env = {**os.environ, "SALES_API_URL": url, "PYTHONPATH": str(ROOT)}
+                env.pop("SALES_API_TOKEN", None)
+                results["ours"] = measure([sys.executable, "-m", "scheduler", "run-job", "daily_sales", "--date", DAY,
+                                           "--config", str(bench_config(work)), "--data-dir", str(work / "data"),
+                                           "--log-level", "warning"], env)
+    finally:
+        api.terminate()
+        api.wait(timeout=10)
+    floor = results.get("floor", {}).get("seconds")
+    print(f"records={args.records} per_page={args.per_page} pages={pages} cpus={os.cpu_count()}")
+    print(f"{'leg':<6} {'seconds':>8} {'x floor':>8} {'peak RSS MB':>12}")
+    for leg, r in results.items():
+        ratio = f"{r['seconds'] / floor:.2f}" if floor else "-"
+        r["x_floor"] = float(ratio) if floor else None  # type: ignore[assignment]
+        print(f"{leg:<6} {r['seconds']:>8.2f} {ratio:>8} {r['peak_rss_mb']:>12.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({"records": args.records, "per_page": args.per_page, **results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
