@@ -1,9 +1,43 @@
-"""Operations: health/metrics endpoint, alerts, freshness, backfill and status."""
+"""Operations: health/metrics endpoint, alerts, freshness, backfill and status.
+
+:func:`attach` wires the daemon-side features into a :class:`~scheduler.daemon.Daemon` before it
+serves.  Alerts and freshness checks are always installed (they cost nothing without notifiers or
+``expect_success_within``, and so follow config reloads); the HTTP endpoint and its metrics only
+when ``http.listen`` is set at start, and only then is prometheus-client imported.
+"""
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 
 def attach(daemon: Any) -> None:
-    """Wire the configured operations features into a daemon before it serves."""
+    """Wire the configured operations features into a daemon before it serves.
+
+    Raises ``ConfigError`` when ``http.listen`` is set but cannot be bound.
+    """
+    from scheduler import clock
+    from scheduler.ops.alerts import AlertSender, RunAlerts
+    from scheduler.ops.freshness import FreshnessWatch
+
+    redactor = daemon.redactor
+    metrics = None
+    if daemon.config.http.listen:
+        from scheduler.ops.metrics import OpsMetrics
+
+        metrics = OpsMetrics(daemon)
+        daemon.extensions.append(metrics)
+    sender = AlertSender(daemon.log, redactor.redact if redactor is not None else None,
+                         on_outcome=metrics.count_alert if metrics is not None else None)
+    daemon.extensions.append(RunAlerts(sender))
+    daemon.extensions.append(FreshnessWatch(sender, clock.now(),
+                                            on_change=metrics.set_overdue if metrics is not None else None))
+    # Alerts raised during shutdown (runs ending) still go out, within a bounded time.
+    atexit.register(sender.close, 5.0)
+    if metrics is not None:
+        from scheduler.ops.http import OpsServer
+
+        server = OpsServer(daemon, metrics)
+        server.start()
+        atexit.register(server.close)

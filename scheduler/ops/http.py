@@ -1,0 +1,256 @@
+"""The operations endpoint: ``/healthz``, ``/metrics`` and, with an API token, ``/jobs``.
+
+The server runs on threads of its own and never takes a lock the loop holds for long: health
+reads ``daemon.last_tick`` (an attribute, atomic to read) and pings the state store on a helper
+thread with a bounded wait; run requests go through ``daemon.request_run``, which is thread-safe
+and leaves dispatching to the loop.
+
+A heartbeat thread wakes the loop every ``stale_after / 3`` (when that is shorter than the loop's
+idle tick), so a healthy but idle loop steps often enough to stay fresh; a loop stuck inside a
+step cannot answer the wake-up, and health turns 503.
+
+The API token is compared in constant time and never logged; the request log carries method,
+path and status only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import socket
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from scheduler import clock
+from scheduler.errors import ConfigError
+from scheduler.ops.alerts import redact_all
+from scheduler.ops.metrics import OpsMetrics
+
+PING_TIMEOUT = 2.0
+MAX_BODY = 64 * 1024
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) into ``(host, port)``; port 0 picks a free one."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class HealthCheck:
+    """Decides ``/healthz``: the loop ticked within ``stale_after`` and the store answers.
+
+    At most one store ping is in flight; while it hangs, checks fail at once instead of piling up
+    threads.
+    """
+
+    def __init__(self, daemon: Any, stale_after: float, ping_timeout: float = PING_TIMEOUT) -> None:
+        self.daemon = daemon
+        self.stale_after = stale_after
+        self.ping_timeout = ping_timeout
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-ping")
+        self._pending: Future[bool] | None = None
+        self._lock = threading.Lock()
+
+    def check(self) -> tuple[bool, dict[str, Any]]:
+        reasons: list[str] = []
+        age = (clock.now() - self.daemon.last_tick).total_seconds()
+        if age > self.stale_after:
+            reasons.append(f"scheduling loop stalled: last tick {age:.1f}s ago (stale after {self.stale_after:g}s)")
+        if self.daemon.stop_signals:
+            reasons.append("shutting down")
+        store_error = self._ping()
+        if store_error:
+            reasons.append(store_error)
+        body = {"status": "ok" if not reasons else "unhealthy", "reasons": reasons,
+                "last_tick": self.daemon.last_tick.isoformat(), "last_tick_age_seconds": round(age, 3),
+                "running": self._running()}
+        return not reasons, body
+
+    def _running(self) -> int:
+        return sum(1 for hs in list(self.daemon.active.values()) for h in list(hs) if not h.finished.is_set())
+
+    def _ping(self) -> str | None:
+        with self._lock:
+            if self._pending is not None and not self._pending.done():
+                return "state store not answering (previous check still waiting)"
+            self._pending = future = self._executor.submit(self.daemon.store.ping)
+        try:
+            return None if future.result(timeout=self.ping_timeout) else "state store answered wrongly"
+        except FutureTimeout:
+            return f"state store not answering within {self.ping_timeout:g}s"
+        except Exception as exc:  # noqa: BLE001 - any store error makes us unhealthy
+            return f"state store error: {type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+class OpsServer:
+    """The HTTP endpoint of one daemon.  :meth:`start` binds (raising ``ConfigError``) and serves."""
+
+    def __init__(self, daemon: Any, metrics: OpsMetrics) -> None:
+        settings = daemon.config.http
+        self.daemon = daemon
+        self.metrics = metrics
+        self.token: str | None = settings.api_token or None
+        self.stale_after = settings.stale_after.total_seconds()
+        self.health = HealthCheck(daemon, self.stale_after)
+        self.listen = settings.listen or ""
+        self._server: ThreadingHTTPServer | None = None
+        self._stop = threading.Event()
+        self.address: tuple[str, int] = ("", 0)
+
+    def start(self) -> tuple[str, int]:
+        host, port = parse_listen(self.listen)
+        server_cls = type("OpsHTTPServer", (ThreadingHTTPServer,), {
+            "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET,
+            "daemon_threads": True, "allow_reuse_address": True,
+        })
+        try:
+            server = server_cls((host, port), _handler_for(self))
+        except OSError as exc:
+            raise ConfigError(f"http.listen: cannot listen on {self.listen}: {exc.strerror or exc}") from None
+        self._server = server
+        self.address = server.server_address[:2]
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
+                         name="ops-http", daemon=True).start()
+        from scheduler.daemon import IDLE_TICK
+
+        beat = self.stale_after / 3
+        if beat < IDLE_TICK.total_seconds():
+            threading.Thread(target=self._heartbeat, args=(max(beat, 0.1),), name="ops-heartbeat",
+                             daemon=True).start()
+        self.daemon.log.info("http endpoint listening", listen=f"{self.address[0]}:{self.address[1]}",
+                             api=self.token is not None)
+        return self.address
+
+    def _heartbeat(self, every: float) -> None:
+        while not self._stop.wait(every):
+            self.daemon.wake()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        self.health.close()
+
+    # --- request handling (called on server threads) -------------------------------------------
+    def authorized(self, header: str | None) -> bool:
+        if self.token is None or not header:
+            return False
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+    def redact(self, value: Any) -> Any:
+        redactor = self.daemon.redactor
+        return value if redactor is None else redact_all(value, redactor.redact)
+
+    def jobs_body(self) -> dict[str, Any]:
+        from scheduler.ops.status import job_summaries
+
+        config = self.daemon.config
+        jobs = job_summaries(config, self.daemon.store, upcoming=3)
+        for job in jobs:
+            handles = list(self.daemon.active.get(job["job"]) or ())
+            job["running"] = sum(1 for h in handles if not h.finished.is_set())
+        return self.redact({"jobs": jobs, "config_digest": config.digest})
+
+
+def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "scheduler"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            pass  # requests are logged by _log, without headers
+
+        def _log(self, status: int) -> None:
+            ops.daemon.log.debug("http request", method=self.command, path=urlsplit(self.path).path, status=status)
+
+        def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            for key, value in (extra or {}).items():
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            self._log(status)
+
+        def _json(self, status: int, payload: Any, extra: dict[str, str] | None = None) -> None:
+            self._send(status, (json.dumps(payload, default=str) + "\n").encode(), "application/json", extra)
+
+        def _route(self) -> tuple[str, list[str]]:
+            path = urlsplit(self.path).path.rstrip("/") or "/"
+            return path, [unquote(p) for p in path.strip("/").split("/")]
+
+        def _api_allowed(self) -> bool:
+            """Refuse unless a token is configured (404) and matches (401)."""
+            if ops.token is None:
+                self._json(404, {"error": "not found (the job API needs http.api_token)"})
+                return False
+            if not ops.authorized(self.headers.get("Authorization")):
+                ops.daemon.log.warning("api request refused", path=urlsplit(self.path).path,
+                                       client=self.client_address[0])
+                self._json(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="scheduler"'})
+                return False
+            return True
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+            try:
+                path, parts = self._route()
+                if path == "/healthz":
+                    healthy, body = ops.health.check()
+                    self._json(200 if healthy else 503, body)
+                elif path == "/metrics":
+                    data, content_type = ops.metrics.render()
+                    self._send(200, data, content_type)
+                elif parts[0] == "jobs" and len(parts) == 1:
+                    if self._api_allowed():
+                        self._json(200, ops.jobs_body())
+                elif parts[0] == "jobs" and len(parts) == 3 and parts[2] == "run":
+                    self._json(405, {"error": "use POST"}, {"Allow": "POST"})
+                else:
+                    self._json(404, {"error": "not found"})
+            except Exception as exc:  # noqa: BLE001 - one bad request must not kill the server thread
+                ops.daemon.log.error("http request failed", path=urlsplit(self.path).path, error=str(exc))
+                self._json(500, {"error": "internal error"})
+
+        do_HEAD = do_GET
+
+        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+                if 0 < length <= MAX_BODY:
+                    self.rfile.read(length)
+                path, parts = self._route()
+                if not (len(parts) == 3 and parts[0] == "jobs" and parts[2] == "run"):
+                    self._json(404, {"error": "not found"})
+                    return
+                if not self._api_allowed():
+                    return
+                job = parts[1]
+                if job not in ops.daemon.config.jobs:
+                    self._json(404, {"error": f"unknown job '{job}'"})
+                    return
+                if ops.daemon.stop_signals:
+                    self._json(503, {"error": "scheduler is shutting down"})
+                    return
+                request = ops.daemon.request_run(job, trigger="api")
+                ops.daemon.log.info("run requested", job=job, via="api", client=self.client_address[0])
+                self._json(202, {"job": job, "slot": request.slot.isoformat(), "trigger": request.trigger,
+                                 "status": "queued"})
+            except Exception as exc:  # noqa: BLE001 - see do_GET
+                ops.daemon.log.error("http request failed", path=urlsplit(self.path).path, error=str(exc))
+                self._json(500, {"error": "internal error"})
+
+    return Handler
