@@ -95,18 +95,19 @@ def steps(*items: dict[str, Any]) -> Transformer:
 
 def test_steps_reject_with_reasons_and_keep_everything_accounted() -> None:
     frame = pd.DataFrame({
-        "id": ["1", "2", "3", "4", "5"],
-        "price": ["$12.50", "1,200.00", "free", None, "€3"],
-        "when": ["2026-11-05T10:00:00Z", "2026-11-05 11:00", "nope", "2026-11-05T12:00:00+01:00", None],
-        "flag": ["yes", "N", "1", "maybe", None],
-        "customer": [{"email": "A@B.COM", "tier": {"level": 1}}, None, {"email": "c@d"}, {"email": "E@F"}, {"email": "x@y"}],
+        "id": ["1", "2", "3", "4", "5", "6"],
+        "price": ["$12.50", "1,200.00", "free", "5", "7", "€3"],
+        "when": ["2026-11-05T10:00:00Z", "2026-11-05 11:00", "2026-11-05T10:00:00Z", "nope", "2026-11-05T12:00:00+01:00", None],
+        "flag": ["yes", "N", "1", "yes", "maybe", None],
+        "customer": [{"email": "A@B.COM", "tier": {"level": 1}}, None, {"email": "c@d"}, {"email": "E@F"}, {"email": "x@y"},
+                     {"email": "Z@Z"}],
     })
     t = steps({"flatten": True}, {"parse_number": ["price"]}, {"cast": {"when": {"type": "timestamp", "timezone": "Europe/Berlin"}}},
               {"cast": {"flag": "bool", "id": "int"}}, {"lower": ["customer_email"]}, {"rename": {"customer_email": "email"}},
               {"filter": {"expr": "price > 1", "on_fail": "drop"}})
     result = t.apply(frame)
     out = result.frame
-    assert out["id"].tolist() == [1, 2, 5]  # nulls are not failures: not_null checks are for that
+    assert out["id"].tolist() == [1, 2, 6]  # nulls are not failures: not_null checks are for that
     assert out["price"].tolist() == [12.5, 1200.0, 3.0]
     assert out["email"].iloc[0] == "a@b.com" and pd.isna(out["email"].iloc[1])
     assert "customer_tier_level" in out.columns

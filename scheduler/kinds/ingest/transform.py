@@ -26,6 +26,7 @@ from scheduler.kinds.ingest.expr import parse_expression
 REJECT_COLUMNS = ("reason", "step", "record")
 _NUMBER_JUNK = re.compile(r"[^0-9eE+\-.]")
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
+_OFFSET = r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*$"
 
 
 class TransformError(Exception):
@@ -228,22 +229,25 @@ class Transformer:
 
     @staticmethod
     def _timestamps(col: pd.Series, target: s.CastSpec) -> pd.Series:
-        """Parse to ``datetime64[us, UTC]``; failures become NaT.  Naive values are in ``timezone``."""
+        """Parse to ``datetime64[us, UTC]``; failures become NaT.  Values without an offset are in
+        ``timezone`` (UTC when unset); values with one keep it, even mixed in one column."""
         tz = target.timezone or "UTC"
         if pd.api.types.is_datetime64_any_dtype(col.dtype):
-            parsed = col
+            parsed = col if getattr(col.dt, "tz", None) is not None else col.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
         elif target.format in ("unix", "unix_ms"):
             numbers = pd.to_numeric(col, errors="coerce")
             parsed = pd.to_datetime(numbers, unit="s" if target.format == "unix" else "ms", utc=True, errors="coerce")
         else:
             text = _text(col) if _is_stringy(col) else col.astype("str")
             fmt = target.format or "ISO8601"
-            try:
-                parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=target.timezone is None)
-            except (ValueError, TypeError):  # mixed naive and aware values: naive ones are read as UTC
-                parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
-        if getattr(parsed.dt, "tz", None) is None:
-            parsed = parsed.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)  # naive values read as UTC
+            if tz != "UTC":
+                naive = ~text.str.contains(_OFFSET, regex=True).fillna(False).astype(bool)
+                if naive.any():
+                    local = pd.to_datetime(text.where(naive), format=fmt, errors="coerce")
+                    if getattr(local.dt, "tz", None) is None:
+                        local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+                    parsed = parsed.where(~naive, local)
         return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
     def _parse_number(self, df: pd.DataFrame, column: str, name: str, out: BatchResult) -> pd.DataFrame:
