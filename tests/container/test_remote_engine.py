@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import docker
@@ -18,8 +19,8 @@ import pytest
 from container_helpers import RecordingLog, container_job, ensure_test_image, make_ctx, no_engine
 
 from scheduler.kinds.container import cleanup_orphans, execute
-from scheduler.kinds.container.engine import resolve_host
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.engine import EngineUnavailable, make_client, resolve_host
+from scheduler.kinds.container.spec import DockerSettings, DockerTLS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -30,25 +31,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def tcp_engine() -> Iterator[str]:
-    """A dockerd of our own on tcp://127.0.0.1:PORT, with its own state, stopped afterwards."""
+@contextmanager
+def second_dockerd(host: str, extra: list[str], reach: DockerSettings) -> Iterator[None]:
+    """A dockerd of our own on ``host``, with its own state and bridge, stopped afterwards."""
     dockerd = shutil.which("dockerd")
     if dockerd is None or os.geteuid() != 0:
         no_engine("a second dockerd needs the dockerd binary and root")
-    # Short paths: containerd's socket lives under the exec root and must fit in sun_path.
-    root = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
-    host = f"tcp://127.0.0.1:{free_port()}"
-    log_file = (root / "dockerd.log").open("w")
-    # Its own bridge: with --bridge=none dockerd deletes docker0, breaking the first engine's
-    # default network; a non-default bridge name must exist before dockerd starts.
-    bridge = f"sdbr{os.getpid() % 10000}"
     if shutil.which("ip") is None:
         no_engine("the 'ip' tool (iproute2) is needed to give the second dockerd a bridge")
+    # Short paths: containerd's socket lives under the exec root and must fit in sun_path.
+    root = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    # Its own bridge: with --bridge=none dockerd deletes docker0, breaking the first engine's
+    # default network; a non-default bridge name must exist before dockerd starts.
+    bridge = f"sdbr{host.rsplit(':', 1)[1]}"[:15]
     subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    log_file = (root / "dockerd.log").open("w")
     proc = subprocess.Popen(
         [dockerd, "--host", host, "--data-root", str(root / "data"), "--exec-root", str(root / "x"),
-         "--pidfile", str(root / "dockerd.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false"],
+         "--pidfile", str(root / "dockerd.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false", *extra],
         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     try:
@@ -56,16 +56,16 @@ def tcp_engine() -> Iterator[str]:
         deadline = time.monotonic() + 60
         while client is None:
             try:
-                client = docker.DockerClient(base_url=host, version="auto", timeout=10)
+                client = make_client(reach)
                 client.ping()
-            except docker.errors.DockerException:
+            except (docker.errors.DockerException, EngineUnavailable):
                 client = None
                 if proc.poll() is not None or time.monotonic() > deadline:
                     no_engine(f"second dockerd did not start: {(root / 'dockerd.log').read_text()[-2000:]}")
                 time.sleep(0.3)
         ensure_test_image(client)
         client.close()
-        yield host
+        yield
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -76,6 +76,45 @@ def tcp_engine() -> Iterator[str]:
         log_file.close()
         subprocess.run(["ip", "link", "del", bridge], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def tcp_engine() -> Iterator[str]:
+    host = f"tcp://127.0.0.1:{free_port()}"
+    with second_dockerd(host, [], DockerSettings(host=host)):
+        yield host
+
+
+def make_certs(directory: Path) -> None:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, named as DOCKER_CERT_PATH expects."""
+    if shutil.which("openssl") is None:
+        no_engine("openssl is needed to make TLS certificates")
+
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca-key.pem", "-out", "ca.pem")  # fmt: skip
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):  # fmt: skip
+        prefix = "" if name == "client" else "server-"
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", f"{prefix}key.pem",
+            "-out", f"{name}.csr")  # fmt: skip
+        (directory / f"{name}.ext").write_text(ext)
+        ssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{prefix}cert.pem")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tls_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    certs = tmp_path_factory.mktemp("certs")
+    make_certs(certs)
+    host = f"tcp://127.0.0.1:{free_port()}"
+    tls = DockerTLS(ca_cert=str(certs / "ca.pem"), client_cert=str(certs / "cert.pem"), client_key=str(certs / "key.pem"))
+    extra = ["--tlsverify", "--tlscacert", str(certs / "ca.pem"), "--tlscert", str(certs / "server-cert.pem"),
+             "--tlskey", str(certs / "server-key.pem")]  # fmt: skip
+    with second_dockerd(host, extra, DockerSettings(host=host, tls=tls)):
+        yield host, certs
 
 
 def test_docker_host_reaches_a_tcp_engine(tcp_engine: str, docker_client, settings: DockerSettings, tmp_path: Path,
@@ -105,3 +144,26 @@ def test_explicit_host_setting_wins_over_docker_host(tcp_engine: str, settings: 
     with pytest.raises(Exception, match="timed out"):
         execute(spec, make_ctx(tmp_path, log=RecordingLog(), docker=remote_settings))
     assert cleanup_orphans(remote_settings) == []
+
+
+def test_tls_engine_through_docker_env(tls_engine: tuple[str, Path], settings: DockerSettings, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    host, certs = tls_engine
+    monkeypatch.setenv("DOCKER_HOST", host)
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(certs))
+    log = RecordingLog()
+    execute(container_job(command=["echo", "over tls"]), make_ctx(tmp_path, log=log, docker=settings))
+    assert log.lines() == ["over tls"]
+
+
+def test_tls_engine_through_settings(tls_engine: tuple[str, Path], settings: DockerSettings, tmp_path: Path) -> None:
+    host, certs = tls_engine
+    tls = {"ca_cert": str(certs / "ca.pem"), "client_cert": str(certs / "cert.pem"), "client_key": str(certs / "key.pem")}
+    log = RecordingLog()
+    configured = settings.model_copy(update={"host": host, "tls": DockerTLS(**tls)})
+    execute(container_job(command=["echo", "over tls"]), make_ctx(tmp_path, log=log, docker=configured))
+    assert log.lines() == ["over tls"]
+    without_client_cert = settings.model_copy(update={"host": host, "tls": DockerTLS(ca_cert=tls["ca_cert"])})
+    with pytest.raises(Exception, match="cannot reach the Docker engine|certificate|handshake|SSL"):
+        execute(container_job(command=["true"]), make_ctx(tmp_path, docker=without_client_cert))

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import docker
+import docker.constants
 import docker.errors
 import docker.tls
 
@@ -52,13 +53,23 @@ def make_client(settings: DockerSettings | None = None, environ: Mapping[str, st
     environ = os.environ if environ is None else environ
     host = resolve_host(settings, environ)
     tls = _tls_config(settings, host, environ)
+    auto = settings.api_version == "auto"
     try:
-        return docker.DockerClient(
+        client = docker.DockerClient(
             base_url=host,
-            version=settings.api_version,
+            # "auto" is negotiated below, once the session is set up (the SDK would do it here).
+            version=docker.constants.MINIMUM_DOCKER_API_VERSION if auto else settings.api_version,
             timeout=int(settings.timeout.total_seconds()) or 60,
             tls=tls or False,
             use_ssh_client=settings.use_ssh_client and host.startswith("ssh://"),
         )
+        if tls:
+            # requests lets REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE override a session's CA per request;
+            # the engine's CA must win over a bundle set for outbound HTTPS (a proxy's CA, say).
+            client.api.trust_env = False
+        if auto:
+            # What the SDK's version="auto" does, after the line above so it already uses the right CA.
+            client.api._version = client.api._retrieve_server_version()
+        return client
     except docker.errors.DockerException as exc:
         raise EngineUnavailable(f"cannot reach the Docker engine at {host}: {exc}") from None
