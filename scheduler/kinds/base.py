@@ -35,7 +35,6 @@ class RunContext:
     params: Mapping[str, Any] = field(default_factory=dict)
     watermark: str | None = None
     log: Any = None  # a structlog BoundLogger bound to job, run_id, attempt
-    docker: Any = None  # the global ``docker:`` settings (DockerSettings) for container jobs; None: defaults
     docker: Any = None  # the global ``docker:`` settings (DockerSettings) for container jobs
 
     def template_vars(self) -> dict[str, str]:
