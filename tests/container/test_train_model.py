@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -14,6 +15,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from container_helpers import RecordingLog, make_ctx
+
+from scheduler.kinds.container import ContainerJob, execute
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "jobs" / "train_model.py"
@@ -95,3 +99,28 @@ def test_runs_standalone_and_fails_clearly_without_data(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert "training on 21 days" in ok.stdout and "wrote" in ok.stdout
     assert (tmp_path / "models" / "2026-08-21" / "model.json").exists()
+
+
+@pytest.mark.docker
+def test_train_model_job_in_the_project_image(docker_client, settings, tmp_path: Path) -> None:
+    """The example job as config/jobs.yaml ships it, in the project's image (skipped until built)."""
+    image = os.environ.get("SCHEDULER_IMAGE", "cron-container-scheduler:latest")
+    try:
+        docker_client.api.inspect_image(image)
+    except Exception:
+        pytest.skip(f"project image {image} not built (scripts/build-image.sh)")
+    data = tmp_path / "data"
+    write_sales(data, date(2026, 10, 1), days=35)
+    for path in [data, *data.rglob("*")]:
+        path.chmod(0o777 if path.is_dir() else 0o666)  # the image runs as an unprivileged uid
+    spec = ContainerJob.model_validate({
+        "kind": "container", "image": image, "entrypoint": ["python"],
+        "command": ["jobs/train_model.py", "--data-dir", "/data"], "data_mount": "/data",
+        "gpus": "all", "gpu_policy": "preferred", "memory": "1g", "pids_limit": 256, "pull": "never",
+    })  # fmt: skip
+    log = RecordingLog()
+    result = execute(spec, make_ctx(data, job="train_model", log=log, docker=settings))
+    assert result["exit_code"] == 0
+    assert any(line.startswith("training on 35 days") for line in log.lines())
+    metrics = json.loads((data / "models" / "2026-11-05" / "metrics.json").read_text())
+    assert metrics["overall"]["model"]["mae"] < metrics["overall"]["naive_mean"]["mae"]
