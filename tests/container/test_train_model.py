@@ -101,14 +101,14 @@ def test_runs_standalone_and_fails_clearly_without_data(tmp_path: Path) -> None:
     assert (tmp_path / "models" / "2026-08-21" / "model.json").exists()
 
 
-@pytest.mark.docker
+@pytest.mark.skipif(not os.environ.get("TRAIN_MODEL_IMAGE"), reason="opt-in: TRAIN_MODEL_IMAGE=<a built project image>")
 def test_train_model_job_in_the_project_image(docker_client, settings, tmp_path: Path) -> None:
-    """The example job as config/jobs.yaml ships it, in the project's image (skipped until built)."""
-    image = os.environ.get("SCHEDULER_IMAGE", "cron-container-scheduler:latest")
-    try:
-        docker_client.api.inspect_image(image)
-    except Exception:
-        pytest.skip(f"project image {image} not built (scripts/build-image.sh)")
+    """The example job as config/jobs.yaml ships it, in a project image built beforehand.
+
+    Opt-in (``TRAIN_MODEL_IMAGE=scheduler:test``) because the image is built by the image suite,
+    which runs after this one; not marked ``docker`` for the same reason.
+    """
+    image = os.environ["TRAIN_MODEL_IMAGE"]
     data = tmp_path / "data"
     write_sales(data, date(2026, 10, 1), days=35)
     for path in [data, *data.rglob("*")]:
