@@ -1,0 +1,78 @@
+"""Jobs from the real image: the daily sales ingest to Parquet, and a sibling container job."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from image_helpers import HARDENED, Containers, docker, history, no_engine, with_config
+
+from scheduler.sample_api import start_server
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+
+SOCKET = "/var/run/docker.sock"
+CLEAN_COLUMNS = ["order_id", "sold_at", "store_id", "sku", "quantity", "unit_price", "currency",
+                 "customer_email", "customer_segment", "revenue"]
+
+
+def test_run_job_daily_sales_writes_parquet_the_host_reads(containers: Containers, tmp_path: Path) -> None:
+    server, url = start_server(port=0, records_per_day=2_000)  # on the host's 127.0.0.1
+    try:
+        volume = containers.volume()
+        # --network host: the API listens on the host's loopback only.
+        proc = containers.run("run-job", "daily_sales", "--date", "2026-11-05", timeout=180,
+                              options=[*HARDENED, "--network", "host", "-v", f"{volume}:/data",
+                                       "-e", f"SALES_API_URL={url}"])
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # Copy the partition out of the named volume (works with any engine, local or not).
+    holder = docker("create", "-v", f"{volume}:/data", containers.image).stdout.strip()
+    containers.ids.append(holder)
+    out = tmp_path / "out"
+    out.mkdir()
+    docker("cp", f"{holder}:/data/sales", str(out))
+    parts = sorted((out / "sales" / "date=2026-11-05").glob("part-*.parquet"))
+    assert parts, list(out.rglob("*"))
+    table = pq.read_table(parts[0])
+    assert table.column_names == CLEAN_COLUMNS
+    assert 1_800 < table.num_rows <= 2_000
+    assert len(set(table.column("order_id").to_pylist())) == table.num_rows
+
+
+@pytest.mark.parametrize("hardened", [False, True], ids=["plain", "read-only-cap-drop-all"])
+def test_sibling_container_job_records_its_exit_code(containers: Containers, config_dir, hardened: bool) -> None:
+    if not (os.path.exists(SOCKET) and stat.S_ISSOCK(os.stat(SOCKET).st_mode)):
+        no_engine(f"{SOCKET} is not a socket on this host")
+    instance = f"image-test-{uuid.uuid4().hex[:8]}"
+    config = config_dir(f"""
+        docker:
+          instance: {instance}
+        jobs:
+          sibling:
+            kind: container
+            image: scheduler-test-busybox:latest
+            pull: never
+            command: ["sh", "-c", "echo hello from the sibling; exit 7"]
+    """)
+    volume = containers.volume()
+    # The unprivileged user reaches the engine through the socket's group, nothing more.
+    options = [*(HARDENED if hardened else ()), *with_config(config, volume),
+               "-v", f"{SOCKET}:{SOCKET}", "--group-add", str(os.stat(SOCKET).st_gid)]
+    proc = containers.run("run-job", "sibling", options=options, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the job failed, as its container did
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "hello from the sibling" for e in events), proc.stdout
+
+    [record] = history(containers, config, volume, "sibling")
+    assert record["status"] == "failed"
+    assert "exited with code 7" in (record["error"] or ""), record
+    left = docker("ps", "-aq", "--filter", f"label=org.cron-scheduler.instance={instance}").stdout.split()
+    assert not left, f"sibling containers left behind: {left}"
