@@ -483,7 +483,7 @@ def main() -> int:
     began = time.monotonic()
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(), "python": sys.version.split()[0], "cpus": os.cpu_count(),
-        "argv": sys.argv[1:],
+        "argv": sys.argv[1:], "loadavg_start": os.getloadavg(),
     }
     bare = Bare()
     try:
@@ -504,9 +504,14 @@ def main() -> int:
         else:
             shutil.rmtree(root, ignore_errors=True)
     results["duration_s"] = round(time.monotonic() - began, 1)
+    results["loadavg_end"] = os.getloadavg()
     table, ok = report(results, args)
     results["goals_met"] = ok
     print(table)
+    busiest = max(results["loadavg_start"][0], results["loadavg_end"][0])
+    if busiest > (os.cpu_count() or 1) * 0.5:
+        print(f"\nnote: the host was busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} CPUs); "
+              "lateness and CPU figures include that contention, as does the baseline")
     print(f"\n{'all goals met' if ok else 'goal missed'}; {results['duration_s']:.0f} s; details in {args.out}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
