@@ -34,7 +34,7 @@ def attach(daemon: Any) -> None:
     daemon.extensions.append(FreshnessWatch(sender, clock.now(),
                                             on_change=metrics.set_overdue if metrics is not None else None))
     # Alerts raised during shutdown (runs ending) still go out, within a bounded time.
-    atexit.register(sender.close, 5.0)
+    atexit.register(sender.close, 2.0)
     if metrics is not None:
         from scheduler.ops.http import OpsServer
 

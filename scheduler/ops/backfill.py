@@ -26,7 +26,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Self
 
 from scheduler.errors import UsageError
 
@@ -95,18 +95,24 @@ class Progress:
         self._bar: Any = None
         self._task: Any = None
         if tty and total:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+            from rich.progress import Progress as Bar
 
             self._bar = Bar(TextColumn("[bold]backfill {task.fields[job]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn())
             self._task = self._bar.add_task("backfill", total=total, job=job, failed=0)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Self:
         if self._bar is not None:
             self._bar.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
 

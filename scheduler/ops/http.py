@@ -168,7 +168,7 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
         server_version = "scheduler"
         sys_version = ""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # requests are logged by _log, without headers
 
         def _log(self, status: int) -> None:
@@ -205,7 +205,7 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
                 return False
             return True
 
-        def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        def do_GET(self) -> None:
             try:
                 path, parts = self._route()
                 if path == "/healthz":
@@ -227,12 +227,12 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
 
         do_HEAD = do_GET
 
-        def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        def do_POST(self) -> None:
             try:
                 length = int(self.headers.get("Content-Length") or 0)
                 if 0 < length <= MAX_BODY:
                     self.rfile.read(length)
-                path, parts = self._route()
+                _, parts = self._route()
                 if not (len(parts) == 3 and parts[0] == "jobs" and parts[2] == "run"):
                     self._json(404, {"error": "not found"})
                     return

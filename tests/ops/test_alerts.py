@@ -6,7 +6,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from conftest import Receiver, run_cli, wait_until
+from ops_helpers import Receiver, run_cli, wait_until
 
 SECRET = "hunter2-webhook-secret"
 
@@ -80,7 +80,7 @@ jobs:
     shell: 'test ! -e {workdir / "broken"}'
     on_recovery: [{{url: "{receiver.url}/recovery"}}]
 """)
-    from conftest import http
+    from ops_helpers import http
 
     assert http("POST", daemon.url + "/jobs/nightly/run", {"Authorization": "Bearer restart-token-123"})[0] == 202
     recovery = wait_until(lambda: receiver.events("recovery"), 30, "a recovery alert")[0]
@@ -104,7 +104,7 @@ jobs:
     assert alert["job"] == "report" and alert["freshness"] is True
     assert alert["last_success"] is None and alert["expect_success_within"] == "1s"
     assert "has not succeeded within 1s" in alert["text"]
-    from conftest import http
+    from ops_helpers import http
 
     def overdue_metric() -> bool:
         body = http("GET", daemon.url + "/metrics")[1].decode()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import child_env, run_cli, wait_until
+from ops_helpers import child_env, run_cli, wait_until
 
 DATES = [f"2024-03-{d:02d}" for d in range(1, 11)]
 

@@ -7,7 +7,7 @@ import re
 import sqlite3
 from pathlib import Path
 
-from conftest import http, wait_until
+from ops_helpers import http, wait_until
 
 TOKEN = "ops-test-token-7f3a9c2e"
 
@@ -156,5 +156,6 @@ jobs:
         return text if ok else None
 
     text = wait_until(counted, 20, "missed and skipped slots in /metrics")
-    assert (_metric(text, "scheduler_missed_slots_total", job="behind") or 0) <= 101
+    # never more than the slots that elapsed since the persisted cursor
+    assert (_metric(text, "scheduler_missed_slots_total", job="behind") or 0) <= (clock.now() - now).total_seconds() + 100
     assert (_metric(text, "scheduler_missed_slots_total", job="slow") or 0) == 0

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from conftest import run_cli
+from ops_helpers import run_cli
 
 from scheduler.ops.alerts import previous_failures, redact_all, slack_body
 from scheduler.ops.backfill import plan_dates
@@ -55,7 +55,7 @@ jobs:
 
 def test_previous_failures_reads_the_store_history(tmp_path: Path) -> None:
     store = StateStore.open(tmp_path / "state.db")
-    base = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    base = datetime(2024, 1, 1, tzinfo=UTC)
     ids = []
     for i, status in enumerate(["success", "failed", "interrupted", "timeout", "success"]):
         run_id = store.start_run("j", base + timedelta(days=i), date(2024, 1, 1) + timedelta(days=i), "schedule")
