@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_publishes_clean_parquet(tmp_path, scheduler_cmd, scheduler_env):
