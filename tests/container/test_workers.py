@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from container_helpers import REPO_ROOT, container_job, ours
 
-from scheduler.kinds.container import cleanup_orphans
+from scheduler.kinds.container import cleanup_orphans, stop_all
 from scheduler.kinds.container.spec import DockerSettings
 
 pytestmark = pytest.mark.docker
@@ -100,3 +100,18 @@ def test_cleanup_command_fails_clearly_without_an_engine() -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr.startswith("cannot reach the Docker engine at unix:///nonexistent.sock")
+
+
+def test_stop_all_stops_running_containers_on_shutdown(docker_client, settings, tmp_path: Path) -> None:
+    worker = start_worker(settings, {"command": ["sleep", "600"]}, tmp_path, run_id=44)
+    try:
+        wait_running(docker_client, settings)
+        started = time.monotonic()
+        assert stop_all(settings, grace=1) == [("child_job", 44)]
+        assert time.monotonic() - started < 10
+        out, _ = worker.communicate(timeout=15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert "error ContainerFailed: container exited with code 137" in out
+    assert ours(docker_client, settings) == []

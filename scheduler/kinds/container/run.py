@@ -155,13 +155,24 @@ def _remove(client_factory: ClientFactory, settings: DockerSettings, cid: str, g
     try:
         if grace is not None:
             client.api.stop(cid, timeout=grace)
-        client.api.remove_container(cid, force=True)
+        _remove_quietly(client, cid)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:
         log.error("cannot remove container", container=cid[:12], error=str(exc.explanation or exc))
     finally:
         client.close()
+
+
+def _remove_quietly(client: docker.DockerClient, cid: str) -> None:
+    """Remove; a container already gone or being removed by someone else is fine."""
+    try:
+        client.api.remove_container(cid, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # 409: "removal ... is already in progress"
+            raise
 
 
 def execute(spec: ContainerJob, ctx: RunContext, *, client_factory: ClientFactory = make_client) -> dict[str, Any]:
@@ -217,7 +228,7 @@ def _attempt(
                 streamer.close()
                 if spec.gpus is None or gpu_fallback or not _is_gpu_error(exc):
                     raise JobFailed(f"cannot start container: {exc.explanation or exc}") from None
-                client.api.remove_container(cid, force=True)
+                _remove_quietly(client, cid)
                 state["cid"] = None
                 reason = str(exc.explanation or exc)
                 if spec.gpu_policy == "required":
@@ -232,10 +243,13 @@ def _attempt(
             log.warning("timeout reached; stopping container", timeout=str(spec.timeout), container=cid[:12])
             client.api.stop(cid, timeout=_stop_grace(spec))
         streamer.join(_LOG_DRAIN_SECONDS)
-        info = client.api.inspect_container(cid)["State"]
-        exit_code = info.get("ExitCode", exit_code) if exit_code is None else exit_code
+        try:
+            info = client.api.inspect_container(cid)["State"]
+        except docker.errors.NotFound:  # removed under us (a shutdown's stop_all, say)
+            info = {}
+        exit_code = info.get("ExitCode", -1) if exit_code is None else exit_code
         oom = bool(info.get("OOMKilled"))
-        client.api.remove_container(cid, force=True)
+        _remove_quietly(client, cid)
         state["cid"] = None
     finally:
         client.close()
@@ -305,7 +319,7 @@ def _stop_and_remove(
             try:
                 if c.get("State") == "running":
                     client.api.stop(c["Id"], timeout=grace_s)
-                client.api.remove_container(c["Id"], force=True)
+                _remove_quietly(client, c["Id"])
             except docker.errors.NotFound:
                 pass
             try:
