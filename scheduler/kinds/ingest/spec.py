@@ -425,7 +425,7 @@ class Sink(Model):
     merge_key: tuple[str, ...] = ()
     compression_level: int | None = Field(default=None, ge=1, le=22)
     row_group_size: int = Field(default=100_000, ge=1_000, le=10_000_000)
-    batch_rows: int = Field(default=20_000, ge=100, le=1_000_000)
+    batch_rows: int = Field(default=10_000, ge=100, le=1_000_000)
 
     @field_validator("dataset", "rejects")
     @classmethod
