@@ -1,16 +1,32 @@
-"""Jobs from the real image: the daily sales ingest to Parquet, and a sibling container job."""
+"""Jobs from the real image: the daily sales ingest to Parquet, sibling container jobs (socket, API proxy)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
 import stat
+import subprocess
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from image_helpers import HARDENED, Containers, docker, history, no_engine, with_config
+import yaml
+from image_helpers import (
+    HARDENED,
+    REPO,
+    Containers,
+    docker,
+    history,
+    no_engine,
+    wait_for,
+    with_config,
+)
 
 from scheduler.sample_api import start_server
 
@@ -76,3 +92,63 @@ def test_sibling_container_job_records_its_exit_code(containers: Containers, con
     assert "exited with code 7" in (record["error"] or ""), record
     left = docker("ps", "-aq", "--filter", f"label=org.cron-scheduler.instance={instance}").stdout.split()
     assert not left, f"sibling containers left behind: {left}"
+
+
+@pytest.fixture
+def api_proxy(tmp_path: Path) -> Iterator[str]:
+    """The Docker API proxy of docker-compose.yml (its HAProxy config as is), on 127.0.0.1."""
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    text = compose["configs"]["docker-api-proxy"]["content"].replace("$$", "$")  # compose's escape
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert "bind :2375" in text
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(text.replace("bind :2375", f"bind 127.0.0.1:{port}"))
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _status(url, "GET", "/_ping") == 200, 10, "the proxy to answer")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _status(url: str, method: str, path: str) -> int | None:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + path, method=method), timeout=5) as resp:
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def test_container_job_through_the_compose_api_proxy(containers: Containers, config_dir, api_proxy: str) -> None:
+    instance = f"image-test-{uuid.uuid4().hex[:8]}"
+    config = config_dir(f"""
+        docker:
+          instance: {instance}
+        jobs:
+          sibling:
+            kind: container
+            image: scheduler-test-busybox:latest
+            pull: missing
+            command: ["sh", "-c", "echo hello through the proxy; exit 7"]
+    """)
+    volume = containers.volume()
+    options = [*HARDENED, *with_config(config, volume), "--network", "host", "-e", f"DOCKER_HOST=tcp{api_proxy[4:]}"]
+    proc = containers.run("run-job", "sibling", options=options, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    [record] = history(containers, config, volume, "sibling")
+    assert "exited with code 7" in (record["error"] or ""), record
+    assert not docker("ps", "-aq", "--filter", f"label=org.cron-scheduler.instance={instance}").stdout.split()
+    # Everything container jobs do not need is refused.
+    for method, path in [("GET", "/info"), ("GET", "/v1.41/images/json"), ("POST", "/v1.41/containers/x/exec"),
+                         ("POST", "/v1.41/containers/x/kill"), ("POST", "/build"), ("GET", "/volumes"),
+                         ("POST", "/v1.41/containers/x/update"), ("PUT", "/v1.41/containers/x/archive")]:
+        assert _status(api_proxy, method, path) == 403, (method, path)
