@@ -96,7 +96,7 @@ def test_docker_stop_interrupts_the_running_job_and_exits_0_fast(containers: Con
 
 def test_orphaned_grandchildren_leave_no_zombies(containers: Containers, config_dir) -> None:
     # Cron slots a few seconds ahead (the container must be up first), spread over two seconds.
-    start = datetime.now(UTC) + timedelta(seconds=6)
+    start = datetime.now(UTC) + timedelta(seconds=8)
     lines = ["jobs:"]
     for i in range(ORPHANERS):
         at = start + timedelta(milliseconds=20 * i)
