@@ -3,7 +3,9 @@
 The sample sales API runs in its own process (so it does not share a GIL with the measured
 process) and serves ``--records`` records for one date in pages of ``--per-page``.  Each leg runs
 in a child process; we record its wall time and the peak RSS of its whole process tree (psutil,
-polled every 20 ms), and report times as ratios to the floor of the same run:
+polled every 20 ms) and CPU seconds (``RUSAGE_CHILDREN``), and report times as ratios to the floor
+of the same run (the 1-minute load average is printed too: other work on the machine skews the
+wall-clock ratios, CPU seconds much less):
 
 - ``floor``: fetch every page with a requests ``Session`` and parse its JSON, nothing else;
 - ``naive``: requests + pandas, every page kept in memory, ``json_normalize``, the same
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -75,7 +78,7 @@ NAIVE = textwrap.dedent("""
 
 def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``argv``; wall seconds and peak RSS (MB) summed over the process and its descendants."""
-    started = time.perf_counter()
+    started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = 0
     handle = psutil.Process(proc.pid)
@@ -90,7 +93,10 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
     out, err = proc.communicate()
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed with exit code {proc.returncode}:\n{err[-3000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 2**20, 1)}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every waited-for descendant, worker included
+    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak / 2**20, 1),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def start_api(records: int, per_page: int) -> tuple[subprocess.Popen[str], str]:
@@ -141,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         api.wait(timeout=10)
     floor = results.get("floor", {}).get("seconds")
     print(f"records={args.records} per_page={args.per_page} pages={pages} cpus={os.cpu_count()}")
-    print(f"{'leg':<6} {'seconds':>8} {'x floor':>8} {'peak RSS MB':>12}")
+    print(f"{'leg':<6} {'seconds':>8} {'x floor':>8} {'cpu s':>8} {'peak RSS MB':>12} {'load':>6}")
     for leg, r in results.items():
         ratio = f"{r['seconds'] / floor:.2f}" if floor else "-"
         r["x_floor"] = float(ratio) if floor else None  # type: ignore[assignment]
-        print(f"{leg:<6} {r['seconds']:>8.2f} {ratio:>8} {r['peak_rss_mb']:>12.1f}")
+        print(f"{leg:<6} {r['seconds']:>8.2f} {ratio:>8} {r['cpu_seconds']:>8.2f} {r['peak_rss_mb']:>12.1f} {r['load_avg_1m']:>6.2f}")
     if args.json:
         args.json.write_text(json.dumps({"records": args.records, "per_page": args.per_page, **results}, indent=2))
     return 0

@@ -90,12 +90,24 @@ def _add_arrow(columns: dict[str, Any], name: str, array: pa.Array, sep: str | N
         columns[name] = array.to_pandas()
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return value
+    return None if pd.isna(value) else value
+
+
 def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.DataFrame:
     """The rows of ``frame`` under ``mask`` as rejects: reason, step, record (the row as JSON)."""
     bad = frame.loc[mask]
-    plain = bad.astype(object).where(bad.notna(), None)
-    records = [json.dumps(r, default=str, ensure_ascii=False) for r in plain.to_dict("records")]
-    reasons = reason.loc[mask].astype(str).tolist() if isinstance(reason, pd.Series) else [str(reason)] * len(bad)
+    names = list(bad.columns)
+    records = [json.dumps({n: _plain(v) for n, v in zip(names, row)}, default=str, ensure_ascii=False)
+               for row in bad.itertuples(index=False, name=None)]  # rejects are few: plain Python is cheapest
+    if isinstance(reason, pd.Series):
+        reasons = [str(r) for r in reason.loc[mask]]
+    elif isinstance(reason, list):
+        reasons = reason
+    else:
+        reasons = [str(reason)] * len(bad)
     return pd.DataFrame({"reason": reasons, "step": [step] * len(bad), "record": records})
 
 
@@ -211,8 +223,8 @@ class Transformer:
     def _fail(self, df: pd.DataFrame, bad: pd.Series, column: str, what: str, name: str, out: BatchResult) -> pd.DataFrame:
         if not bad.any():
             return df
-        reason = f"{column}: cannot {what}: " + df.loc[bad, column].astype(str).map(repr)
-        out.rejects.append(reject_frame(df, bad, name, reason.reindex(df.index)))
+        reasons = [f"{column}: cannot {what}: {str(v)!r}" for v in df.loc[bad, column]]
+        out.rejects.append(reject_frame(df, bad, name, reasons))
         return df[~bad]
 
     def _cast(self, df: pd.DataFrame, column: str, target: s.CastSpec, name: str, out: BatchResult) -> pd.DataFrame:
