@@ -28,7 +28,7 @@ from scheduler.config import Config, load_config
 from scheduler.errors import ConfigError
 from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
-from scheduler.process import ChildTable, become_subreaper
+from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
 from scheduler.runner import RunHandle, Runner, RunRequest
 from scheduler.state import StateStore
 
@@ -67,7 +67,10 @@ class Daemon:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.heartbeat = heartbeat_path(data_dir)
-        self.extensions: list[Any] = []  # objects with on_tick(daemon) / on_finished(daemon, handle)
+        # Extensions (operations features) get hooks on the loop thread, and must return quickly:
+        # on_tick(daemon), on_finished(daemon, handle), on_slot(daemon, job, outcome, count) for
+        # slots not run ("skipped", "missed"), on_shutdown(daemon).
+        self.extensions: list[Any] = []
 
     # --- signals ---------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: Any) -> None:
@@ -95,6 +98,7 @@ class Daemon:
     # --- lifecycle -------------------------------------------------------------------------
     def startup(self) -> None:
         become_subreaper()
+        limit_malloc_arenas()
         for record in self.store.abandon_running():
             self.log.warning("run abandoned", job=record.job, run_id=record.id,
                              reason="left running by a previous scheduler process")
@@ -161,8 +165,22 @@ class Daemon:
             self.dispatch(self.requested.popleft())
         for request in self.planner.due(clock.now()):
             self.dispatch(request)
+        while self.planner.missed:
+            job, count = self.planner.missed.pop(0)
+            self.log.warning("slots missed", job=job, count=count, catchup=self.config.jobs[job].catchup)
+            self._notify("on_slot", job, "missed", count)
+        self._notify("on_tick")
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        """Call ``hook`` on every extension that has it; a failing extension never stops the loop."""
         for ext in self.extensions:
-            ext.on_tick(self)
+            method = getattr(ext, hook, None)
+            if method is None:
+                continue
+            try:
+                method(self, *args)
+            except Exception as exc:  # noqa: BLE001 - the loop must survive its extensions
+                self.log.error("extension failed", extension=type(ext).__name__, hook=hook, error=str(exc))
 
     def _beat(self) -> None:
         """Touch the heartbeat file ``scheduler health`` reads (the loop is alive)."""
@@ -188,6 +206,7 @@ class Daemon:
             self.store.record_skipped(request.job, request.slot, schedule.logical_date(request.slot),
                                       request.trigger, reason)
             self.log.warning("run skipped", job=request.job, slot=request.slot.isoformat(), reason=reason)
+            self._notify("on_slot", request.job, "skipped", 1)
             return None
         if self.running_count() >= self.config.daemon.max_parallel_runs:
             self.backlog.append(request)
@@ -222,8 +241,7 @@ class Daemon:
         job = handle.request.job
         if handle in self.active[job]:
             self.active[job].remove(handle)
-        for ext in self.extensions:
-            ext.on_finished(self, handle)
+        self._notify("on_finished", handle)
         while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
             self.dispatch(self.backlog.popleft())
         result = handle.result
@@ -294,5 +312,6 @@ class Daemon:
         while self.completed:
             self._finished(self.completed.popleft())
         self.children.reap_orphans()
+        self._notify("on_shutdown")
         self.log.info("scheduler stopped")
         return 0

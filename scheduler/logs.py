@@ -13,7 +13,26 @@ import sys
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-import structlog
+
+def _import_structlog() -> Any:
+    """Import structlog without letting its console renderer pull in rich (~4 MB of RSS).
+
+    ``structlog.dev`` imports rich, when installed, only to pretty-print tracebacks; the daemon
+    logs tracebacks as text.  rich stays importable for the CLI's tables afterwards.
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        import structlog as module
+
+        return module
+    sys.modules["rich"] = None  # type: ignore[assignment]  # makes ``import rich`` fail inside structlog
+    try:
+        import structlog as module
+    finally:
+        del sys.modules["rich"]
+    return module
+
+
+structlog = _import_structlog()
 
 MASK = "***"
 _PATTERNS = [  # (pattern, replacement): credential-shaped text masked even if not a known secret

@@ -32,6 +32,16 @@ def become_subreaper() -> bool:
         return False
 
 
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's per-thread malloc arenas: each run uses short-lived threads, and every new
+    arena otherwise keeps its memory, so a long-running daemon's RSS would creep up."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 class ChildTable:
     """Pids of the children this process spawned and still owns the exit status of."""
 
@@ -57,13 +67,13 @@ class ChildTable:
     def reap_orphans(self) -> int:
         """Reap exited children that are not ours to wait for (orphans reparented to us).
 
-        Reads ``/proc`` for zombies whose parent is this process, skipping registered pids; never
-        calls ``waitpid(-1)``.  Returns how many were reaped.
+        Looks for zombies among this process's children (``/proc``), skipping registered pids;
+        never calls ``waitpid(-1)``.  The scan runs outside the lock; the lock is held only to
+        re-check and reap, so spawning is never blocked by it.  Returns how many were reaped.
         """
-        me = os.getpid()
         reaped = 0
-        with self.lock:
-            for pid in _zombie_children(me):
+        for pid in _zombie_children(os.getpid()):
+            with self.lock:
                 if pid in self._pids:
                     continue
                 try:
@@ -74,24 +84,42 @@ class ChildTable:
         return reaped
 
 
-def _zombie_children(parent: int) -> list[int]:
-    found = []
+def _children(parent: int) -> list[int] | None:
+    """Children of ``parent`` from ``/proc/PID/task/*/children`` (None where the kernel lacks it)."""
+    found: list[int] = []
     try:
-        entries = os.listdir("/proc")
+        tasks = os.listdir(f"/proc/{parent}/task")
     except OSError:
-        return found
-    for entry in entries:
-        if not entry.isdigit():
-            continue
+        return None
+    for task in tasks:
         try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
+            with open(f"/proc/{parent}/task/{task}/children", "rb") as fh:
+                found.extend(int(p) for p in fh.read().split())
+        except FileNotFoundError:
+            continue  # the thread ended meanwhile
+        except OSError:
+            return None
+    return found
+
+
+def _zombie_children(parent: int) -> list[int]:
+    candidates = _children(parent)
+    if candidates is None:
+        try:
+            candidates = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+        except OSError:
+            return []
+    found = []
+    for pid in candidates:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as fh:
                 stat = fh.read()
         except OSError:
             continue
         # comm may contain spaces and parens: split after the last ')'
         fields = stat[stat.rfind(b")") + 2:].split()
         if len(fields) > 2 and fields[0] == b"Z" and int(fields[1]) == parent:
-            found.append(int(entry))
+            found.append(pid)
     return found
 
 

@@ -84,8 +84,9 @@ def _translate_dow(field: str) -> str:
 def parse_cron(expr: str) -> BaseTrigger:
     """Parse a 5-field cron (or 6 fields, seconds first, or an @alias) into a wall-clock trigger.
 
-    Like Vixie cron, when both day-of-month and day-of-week are restricted a day matching *either*
-    fires.  Raises ``ValueError`` with a readable message on bad syntax.
+    Like Vixie cron, when both day-of-month and day-of-week are restricted (neither starts with
+    ``*``) a day matching *either* fires; otherwise both must match.  Raises ``ValueError`` with a
+    readable message on bad syntax or a schedule that can never fire (``0 0 30 2 *``).
     """
     text = ALIASES.get(expr.strip().lower(), expr.strip())
     if text.startswith("@"):
@@ -101,11 +102,17 @@ def parse_cron(expr: str) -> BaseTrigger:
     try:
         aps_dow = _translate_dow(dow)
         common = dict(second=second, minute=minute, hour=hour, month=month, timezone=UTC)
-        if day not in ("*", "?") and aps_dow != "*":
-            return OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=aps_dow, **common)])
-        return CronTrigger(day=day.replace("?", "*"), day_of_week=aps_dow, **common)
+        trigger: BaseTrigger
+        if not day.startswith(("*", "?")) and not dow.startswith(("*", "?")):
+            trigger = OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=aps_dow, **common)])
+        else:
+            trigger = CronTrigger(day=day.replace("?", "*"), day_of_week=aps_dow, **common)
     except ValueError as exc:
         raise ValueError(f"invalid cron expression {expr!r}: {exc}") from None
+    # Every valid cron expression fires within 28 years of any date (the Gregorian weekday cycle).
+    if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
+        raise ValueError(f"cron expression {expr!r} never fires (no such date)")
+    return trigger
 
 
 class Schedule:

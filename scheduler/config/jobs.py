@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
@@ -62,12 +62,12 @@ class JobBase(Model):
     on_success: tuple[Notifier, ...] = ()
     expect_success_within: Duration | None = None
 
-    @field_validator("after", mode="before")
+    @field_validator("after", mode="before", json_schema_input_type=Union[str, list[str]])
     @classmethod
     def _after_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("env", mode="before")
+    @field_validator("env", mode="before", json_schema_input_type=dict[str, Union[str, int, float, bool]])
     @classmethod
     def _env_strings(cls, value: Any) -> Any:
         if not isinstance(value, dict):

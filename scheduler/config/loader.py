@@ -7,7 +7,6 @@ No raw dict leaves this module: the result is a frozen :class:`Config`.  Every p
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 from collections.abc import Mapping
@@ -18,11 +17,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from scheduler.config.issues import suggest as _suggest
+from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
+from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings, check_against_settings
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.schedule import Schedule
 
@@ -39,6 +40,8 @@ SECTIONS: Mapping[str, type[BaseModel]] = MappingProxyType({
     "docker": DockerSettings,
 })
 TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
+# Keys a kind refuses outright (security): reported one per key, at its own line.
+FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORBIDDEN_KEYS})
 _MERGED_DICTS = ("env", "params")
 
 
@@ -74,32 +77,6 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _suggest(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _pydantic_issues(exc: ValidationError, locate: Any, job: str | None, section: str | None = None,
-                     fields: list[str] | None = None) -> list[ConfigIssue]:
-    """Turn pydantic errors into ConfigIssues; ``locate(loc) -> (file, line)``."""
-    issues = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if err["type"] == "extra_forbidden":
-            message = f"unknown key '{loc[-1]}'{_suggest(str(loc[-1]), fields or []) if len(loc) == 1 else ''}"
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        elif err["type"] == "literal_error" and "expected" in err.get("ctx", {}):
-            message = f"must be one of {err['ctx']['expected']}, got {err['input']!r}"
-        file, line = locate(loc)
-        dotted = ".".join(str(p) for p in loc) or None
-        if section:
-            dotted = f"{section}.{dotted}" if dotted else section
-        issues.append(ConfigIssue(message, file=file, line=line, job=job, field=dotted))
-    return issues
-
-
 class _Merge:
     """Files merged into one view, remembering which document each part came from."""
 
@@ -109,6 +86,7 @@ class _Merge:
         self.jobs: dict[str, tuple[Any, YamlDoc]] = {}
         self.sections: dict[str, tuple[Any, YamlDoc]] = {}
         self.secrets: set[str] = set()
+        self.bad_defaults: set[str] = set()  # defaults keys already reported invalid: not merged
 
     def add(self, doc: YamlDoc) -> None:
         self.issues.extend(doc.issues)
@@ -141,14 +119,11 @@ class _Merge:
                         target[name] = (body, doc)
             elif key in self.sections:
                 other = self.sections[key][1]
-                self.issues.append(ConfigIssue(f"section '{key}' is defined twice (first in {other.file})",
+                self.issues.append(ConfigIssue(f"section '{key}' is defined twice (first in "
+                                               f"{other.file}:{other.line_of((key,))})",
                                                file=doc.file, line=line))
             else:
                 self.sections[key] = (value, doc)
-
-
-def _all_job_fields() -> set[str]:
-    return {name for model in JOB_MODELS.values() for name in model.model_fields}
 
 
 def _validate_section(name: str, merge: _Merge) -> tuple[BaseModel | None, list[ConfigIssue]]:
@@ -159,8 +134,8 @@ def _validate_section(name: str, merge: _Merge) -> tuple[BaseModel | None, list[
     try:
         return model.model_validate(raw if raw is not None else {}), []
     except ValidationError as exc:
-        fields = list(model.model_fields)
-        return None, _pydantic_issues(exc, lambda loc: (doc.file, doc.line_of((name, *loc))), None, name, fields)
+        return None, translate(exc, raw, lambda path: (doc.file, doc.line_of((name, *path))), prefix=name,
+                               model=model, skip=lambda path: doc.failed_under((name, *path)))
 
 
 def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge) -> tuple[JobBase | None, list[ConfigIssue]]:
@@ -176,10 +151,16 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge) -> tuple[Job
         return None, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(JOB_MODELS))} "
                                   f"(one of {', '.join(JOB_MODELS)})", file=doc.file,
                                   line=doc.line_of(("jobs", name, "kind")), job=name, field="kind")]
+    issues: list[ConfigIssue] = []
     merged = dict(raw)
+    for key, reason in FORBIDDEN.get(kind, {}).items():
+        if key in merged:
+            issues.append(ConfigIssue(f"'{key}' is not allowed: {reason}", file=doc.file,
+                                      line=doc.line_of(("jobs", name, key)), job=name, field=key))
+            del merged[key]
     from_defaults: dict[str, YamlDoc] = {}
     for key, (value, ddoc) in merge.defaults.items():
-        if key not in model.model_fields:
+        if key not in model.model_fields or key in merge.bad_defaults:
             continue
         if key not in merged:
             merged[key] = value
@@ -187,16 +168,57 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge) -> tuple[Job
         elif key in _MERGED_DICTS and isinstance(value, dict) and isinstance(merged[key], dict):
             merged[key] = {**value, **merged[key]}
 
-    def locate(loc: tuple[Any, ...]) -> tuple[str, int | None]:
-        if loc and loc[0] in from_defaults:
-            ddoc = from_defaults[loc[0]]
-            return ddoc.file, ddoc.line_of(("defaults", *loc))
-        return doc.file, doc.line_of(("jobs", name, *loc))
+    def locate(path: tuple[Any, ...]) -> tuple[str, int | None]:
+        if path and path[0] in from_defaults:
+            ddoc = from_defaults[path[0]]
+            return ddoc.file, ddoc.line_of(("defaults", *path))
+        return doc.file, doc.line_of(("jobs", name, *path))
+
+    def follow_on(path: tuple[Any, ...]) -> bool:
+        """An error caused by a problem already reported while reading the YAML."""
+        if path and path[0] in from_defaults:
+            return from_defaults[path[0]].failed_under(("defaults", *path))
+        return doc.failed_under(("jobs", name, *path))
 
     try:
-        return model.model_validate(merged), []
+        spec = model.model_validate(merged)
     except ValidationError as exc:
-        return None, _pydantic_issues(exc, locate, name, fields=list(model.model_fields))
+        return None, issues + translate(exc, merged, locate, job=name, model=model, skip=follow_on)
+    return (None, issues) if issues else (spec, [])
+
+
+def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
+    """Check ``defaults:`` once against every kind that has each key; bad keys are not merged."""
+    issues: list[ConfigIssue] = []
+    known = {name for model in JOB_MODELS.values() for name in model.model_fields}
+    seen: set[str] = set()
+    for key, (_, ddoc) in merge.defaults.items():
+        if key not in known:
+            merge.bad_defaults.add(key)
+            issues.append(ConfigIssue(f"unknown key '{key}'{_suggest(key, sorted(known))}", file=ddoc.file,
+                                      line=ddoc.line_of(("defaults", key)), field=f"defaults.{key}"))
+    for kind, model in JOB_MODELS.items():
+        subset = {k: v for k, (v, _) in merge.defaults.items() if k in model.model_fields and k != "kind"}
+        if not subset:
+            continue
+        try:
+            model.model_validate({**subset, "kind": kind})
+        except ValidationError as exc:
+
+            def locate(path: tuple[Any, ...]) -> tuple[str, int | None]:
+                ddoc = merge.defaults[path[0]][1]
+                return ddoc.file, ddoc.line_of(("defaults", *path))
+
+            def unrelated(path: tuple[Any, ...]) -> bool:
+                return not path or path[0] not in subset or merge.defaults[path[0]][1].failed_under(
+                    ("defaults", *path))
+
+            for issue in translate(exc, subset, locate, prefix="defaults", model=model, skip=unrelated):
+                merge.bad_defaults.add(str(issue.field).split(".")[1])
+                if str(issue) not in seen:
+                    seen.add(str(issue))
+                    issues.append(issue)
+    return issues
 
 
 def _semantic_checks(jobs: dict[str, JobBase], where: dict[str, tuple[YamlDoc, str]],
@@ -237,7 +259,7 @@ def _semantic_checks(jobs: dict[str, JobBase], where: dict[str, tuple[YamlDoc, s
             if seen:
                 break
         if seen and name == min(seen):
-            issue(name, "after", "dependency cycle: " + " -> ".join([*reversed(seen), name]))
+            issue(name, "after", "dependency cycle: " + " -> ".join([name, *reversed(seen[1:]), name]))
     return schedules, issues
 
 
@@ -260,11 +282,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         merge.add(doc)
 
     issues = list(merge.issues)
-    known = _all_job_fields()
-    for key, (_, ddoc) in merge.defaults.items():
-        if key not in known:
-            issues.append(ConfigIssue(f"unknown key '{key}'{_suggest(key, sorted(known))}", file=ddoc.file,
-                                      line=ddoc.line_of(("defaults", key)), field=f"defaults.{key}"))
+    issues.extend(_validate_defaults(merge))
     sections: dict[str, Any] = {}
     for name in SECTIONS:
         value, section_issues = _validate_section(name, merge)

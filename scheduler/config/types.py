@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
@@ -36,6 +36,8 @@ def parse_duration(value: Any) -> timedelta:
         result = timedelta(seconds=value)
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
+        if text.startswith("-") and parse_duration(text[1:]):
+            raise ValueError("must not be negative")
         if re.fullmatch(r"\d+(\.\d+)?", text):
             result = timedelta(seconds=float(text))
         else:
@@ -72,5 +74,7 @@ def _check_timezone(value: Any) -> str:
     return value
 
 
-Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+DurationInput = Union[str, int, float]  # what users may write: "10m", 90 (seconds)
+Duration = Annotated[timedelta, BeforeValidator(parse_duration, json_schema_input_type=DurationInput),
+                     PlainSerializer(format_duration, return_type=str)]
 TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]

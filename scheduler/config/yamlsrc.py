@@ -35,6 +35,11 @@ class YamlDoc:
     lines: dict[Path_, int] = field(default_factory=dict)
     secrets: set[str] = field(default_factory=set)
     issues: list[ConfigIssue] = field(default_factory=list)
+    failed: set[Path_] = field(default_factory=set)  # key paths whose value could not be read
+
+    def failed_under(self, path: Path_) -> bool:
+        """True if ``path`` and a failed path are one inside the other (a follow-on error)."""
+        return any(f[: len(path)] == path or path[: len(f)] == f for f in self.failed)
 
     def line_of(self, path: Path_) -> int | None:
         """Line of the longest known prefix of ``path``."""
@@ -71,6 +76,7 @@ class _Builder:
         self.doc, self.loader, self.env, self.base_dir = doc, loader, env, base_dir
 
     def issue(self, path: Path_, line: int, message: str) -> None:
+        self.doc.failed.add(path)
         self.doc.issues.append(ConfigIssue(message, file=self.doc.file, line=line, **_job_field(path)))
 
     def build(self, node: yaml.Node, path: Path_) -> Any:
@@ -148,6 +154,8 @@ def load_yaml(file: Path, env: Mapping[str, str] | None = None, display: str | N
             doc.data = _Builder(doc, loader, os.environ if env is None else env, file.parent).build(node, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context and exc.context.startswith("while scanning") and exc.context_mark is not None:
+            mark = exc.context_mark  # an unclosed quote or bracket: where it was opened
         message = exc.problem or str(exc)
         if exc.context and exc.problem:
             message = f"{exc.context}, {exc.problem}" if "while" not in exc.context else exc.problem

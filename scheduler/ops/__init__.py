@@ -8,8 +8,10 @@ when ``http.listen`` is set at start, and only then is prometheus-client importe
 
 from __future__ import annotations
 
-import atexit
+from collections.abc import Callable
 from typing import Any
+
+from scheduler.ops.ext import Extension
 
 
 def attach(daemon: Any) -> None:
@@ -33,11 +35,24 @@ def attach(daemon: Any) -> None:
     daemon.extensions.append(RunAlerts(sender))
     daemon.extensions.append(FreshnessWatch(sender, clock.now(),
                                             on_change=metrics.set_overdue if metrics is not None else None))
-    # Alerts raised during shutdown (runs ending) still go out, within a bounded time.
-    atexit.register(sender.close, 2.0)
+    closers: list[Callable[[], None]] = [lambda: sender.close(2.0)]
     if metrics is not None:
         from scheduler.ops.http import OpsServer
 
         server = OpsServer(daemon, metrics)
         server.start()
-        atexit.register(server.close)
+        closers.append(server.close)
+    daemon.extensions.append(_Closer(closers))
+
+
+class _Closer(Extension):
+    """At shutdown: flush alerts raised by the last runs (bounded), then stop the endpoint."""
+
+    name = "shutdown"
+
+    def __init__(self, closers: list[Callable[[], None]]) -> None:
+        self.closers = closers
+
+    def shutdown(self, daemon: Any) -> None:
+        for close in self.closers:
+            close()

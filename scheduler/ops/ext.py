@@ -1,10 +1,11 @@
 """The base of the daemon extensions in this package.
 
-The daemon calls ``on_tick(daemon)`` at the end of every loop step and ``on_finished(daemon,
-handle)`` for every run it collects, both on the loop thread.  An exception escaping a hook would
-end the loop, so :class:`Extension` catches and logs everything its subclasses raise.  Subclasses
-implement ``tick`` and ``finished``; both must return quickly (no network IO, no sleeps): slow
-work belongs on a thread of its own.
+The daemon calls, on the loop thread, ``on_tick(daemon)`` at the end of every loop step,
+``on_finished(daemon, handle)`` for every run it collects, ``on_slot(daemon, job, outcome,
+count)`` for slots it did not run (``skipped``, ``missed``) and ``on_shutdown(daemon)`` once at
+the end.  The daemon guards its hook calls too, but :class:`Extension` names the failing hook in
+its log line.  Subclasses implement ``tick``, ``finished``, ``slot`` and ``shutdown``; all must
+return quickly (no network IO, no sleeps): slow work belongs on a thread of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ class Extension:
         except Exception as exc:  # noqa: BLE001 - see on_tick
             daemon.log.error("operations extension failed", extension=self.name, hook="finished",
                              job=handle.request.job, error=str(exc))
+
+    def on_slot(self, daemon: Any, job: str, outcome: str, count: int) -> None:
+        try:
+            self.slot(daemon, job, outcome, count)
+        except Exception as exc:  # noqa: BLE001 - see on_tick
+            daemon.log.error("operations extension failed", extension=self.name, hook="slot", job=job,
+                             error=str(exc))
+
+    def on_shutdown(self, daemon: Any) -> None:
+        try:
+            self.shutdown(daemon)
+        except Exception as exc:  # noqa: BLE001 - see on_tick
+            daemon.log.error("operations extension failed", extension=self.name, hook="shutdown", error=str(exc))
+
+    def slot(self, daemon: Any, job: str, outcome: str, count: int) -> None:
+        """Called on the loop thread for ``count`` slots of ``job`` not run (``skipped``/``missed``)."""
+
+    def shutdown(self, daemon: Any) -> None:
+        """Called on the loop thread once, after the last run was collected."""
 
     def tick(self, daemon: Any) -> None:
         """Called on the loop thread after each step."""

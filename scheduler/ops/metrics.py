@@ -3,17 +3,11 @@
 Every metric is labelled by job *name* (never by command or URL, which may hold secrets and
 would explode cardinality).  All updates happen on the loop thread (``on_tick``/``on_finished``);
 the HTTP thread only renders the registry, which prometheus-client makes safe to do concurrently.
-
-Skipped and missed slots are not reported by the loop directly; :class:`SlotWatcher` derives them
-after each step from the planner's cursor: every slot the cursor passed over is either in flight
-(a handle or a backlog entry the step just created), recorded as ``skipped`` (concurrency
-``forbid``), or missed (passed over by the catch-up policy).
+Skipped and missed slots arrive through the daemon's ``on_slot`` hook.
 """
 
 from __future__ import annotations
 
-import collections
-from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -23,65 +17,6 @@ from scheduler import __version__, clock
 from scheduler.ops.ext import Extension
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
-_COUNT_CAP = 5_000  # slots counted per cursor move; beyond it the count is a lower bound
-
-
-class SlotWatcher:
-    """Classifies the slots the planner's cursor moved over since the previous step."""
-
-    def __init__(self, cursors: dict[str, datetime] | None = None) -> None:
-        self._cursor: dict[str, datetime] = dict(cursors or {})
-
-    def observe(self, daemon: Any) -> list[tuple[str, int, int]]:
-        """``(job, skipped, missed)`` for each job whose cursor moved since the last call."""
-        out: list[tuple[str, int, int]] = []
-        for name, cursor in list(daemon.planner.cursor.items()):
-            if cursor is None:
-                continue
-            previous = self._cursor.get(name)
-            self._cursor[name] = cursor
-            if previous is None or cursor <= previous or name not in daemon.config.jobs:
-                continue
-            skipped, missed = self._classify(daemon, name, previous, cursor)
-            if skipped or missed:
-                out.append((name, skipped, missed))
-        return out
-
-    @staticmethod
-    def _classify(daemon: Any, name: str, previous: datetime, cursor: datetime) -> tuple[int, int]:
-        schedule = daemon.config.schedules[name]
-        spec = daemon.config.jobs[name]
-        # Only the newest max_catchup + 1 slots can have fired in one step; older ones were missed.
-        recent: collections.deque[datetime] = collections.deque(maxlen=spec.max_catchup + 1)
-        total = 0
-        if schedule.every is not None:
-            total = int((cursor - previous) // schedule.every)
-            first = cursor - (min(total, recent.maxlen or 1) - 1) * schedule.every
-            slot = first
-            while slot <= cursor and total:
-                recent.append(slot)
-                slot += schedule.every
-        else:
-            for slot in schedule.iter_after(previous):
-                if slot > cursor or total >= _COUNT_CAP:
-                    break
-                total += 1
-                recent.append(slot)
-        in_flight = {h.request.slot for h in list(daemon.active.get(name) or ())}
-        in_flight |= {r.slot for r in list(daemon.backlog) if r.job == name}
-        skipped = fired = 0
-        for slot in recent:
-            if slot in in_flight:
-                fired += 1
-                continue
-            record = daemon.store.find_run(name, slot)
-            if record is None:
-                continue
-            if record.status == "skipped":
-                skipped += 1
-            else:
-                fired += 1
-        return skipped, max(0, total - fired - skipped)
 
 
 class OpsMetrics(Extension):
@@ -116,10 +51,6 @@ class OpsMetrics(Extension):
         self.info = Info("scheduler", "Scheduler version and config digest", registry=r)
         self._digest = ""
         self._known: set[str] = set()
-        # Start from the persisted cursors the planner is about to load, so slots missed while
-        # the scheduler was down count too.
-        fired = {name: daemon.store.last_fired(name) for name in daemon.config.jobs}
-        self._slots = SlotWatcher({name: slot for name, slot in fired.items() if slot is not None})
         self._sync_jobs(daemon)
         for name in daemon.config.jobs:
             when = daemon.store.last_success(name)
@@ -147,11 +78,9 @@ class OpsMetrics(Extension):
         self.last_tick.set(daemon.last_tick.timestamp())
         self._sync_jobs(daemon)
         self._set_running(daemon)
-        for name, skipped, missed in self._slots.observe(daemon):
-            if skipped:
-                self.skipped.labels(name).inc(skipped)
-            if missed:
-                self.missed.labels(name).inc(missed)
+
+    def slot(self, daemon: Any, job: str, outcome: str, count: int) -> None:
+        (self.skipped if outcome == "skipped" else self.missed).labels(job).inc(count)
 
     def finished(self, daemon: Any, handle: Any) -> None:
         job = handle.request.job
