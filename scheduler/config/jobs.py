@@ -19,6 +19,16 @@ _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def argv_strings(items: list[Any]) -> list[str]:
+    """An argv list from YAML: strings and numbers as text; ``true``/``null`` must be quoted."""
+    out = []
+    for item in items:
+        if isinstance(item, bool) or item is None or isinstance(item, (dict, list)):
+            raise ValueError(f"argument {item!r} is not a string: quote it (YAML reads true, no, null, ... as values)")
+        out.append(str(item))
+    return out
+
+
 class Notifier(Model):
     """A webhook to call on a run outcome (used by the operations features)."""
 
@@ -106,7 +116,7 @@ class CommandJob(JobBase):
         if isinstance(value, list):
             if not value:
                 raise ValueError("must not be empty")
-            return [str(v) for v in value]
+            return argv_strings(value)
         return value
 
     @model_validator(mode="after")

@@ -19,11 +19,11 @@ import posixpath
 import re
 import shlex
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
 
-from scheduler.config.jobs import JobBase
+from scheduler.config.jobs import JobBase, argv_strings
 from scheduler.config.types import Duration, Model
 
 LABEL_PREFIX = "org.cron-scheduler."
@@ -105,7 +105,8 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str)]
+Size = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=Union[int, str]),
+                 PlainSerializer(format_size, return_type=str)]
 
 
 def _argv(value: Any) -> Any:
@@ -113,11 +114,11 @@ def _argv(value: Any) -> Any:
     if isinstance(value, str):
         return shlex.split(value)
     if isinstance(value, list):
-        return [str(v) for v in value]
+        return argv_strings(value)
     return value
 
 
-Argv = Annotated[tuple[str, ...], BeforeValidator(_argv)]
+Argv = Annotated[tuple[str, ...], BeforeValidator(_argv, json_schema_input_type=Union[str, list[str]])]
 
 
 class Limits(Model):
@@ -177,6 +178,10 @@ def _check_network(value: str) -> str:
     return value
 
 
+# A volume is written as "SOURCE:TARGET[:ro]" or as a mapping; the schema says both.
+VolumeEntry = Annotated[Volume, BeforeValidator(lambda v: v, json_schema_input_type=Union[str, Volume])]
+
+
 class ContainerJob(JobBase):
     """Run an image as a sibling container through the Docker Engine API.
 
@@ -194,7 +199,7 @@ class ContainerJob(JobBase):
     user: str | None = None
     network: str | None = None
     data_mount: str | None = None
-    volumes: tuple[Volume, ...] = ()
+    volumes: tuple[VolumeEntry, ...] = ()
     memory: Size | None = None
     cpus: float | None = Field(default=None, gt=0, le=1024)
     pids_limit: int | None = Field(default=None, ge=1)

@@ -208,7 +208,8 @@ class Source(Model):
     rate_limit: float | None = Field(default=None, gt=0)
     verify_tls: bool = True
 
-    @field_validator("params", "headers", mode="before")
+    @field_validator("params", "headers", mode="before",
+                     json_schema_input_type=dict[str, Union[str, int, float, bool]])
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         if isinstance(value, dict):
@@ -266,7 +267,7 @@ class SelectStep(Model):
 class CastStep(Model):
     cast: dict[str, CastSpec]
 
-    @field_validator("cast", mode="before")
+    @field_validator("cast", mode="before", json_schema_input_type=dict[str, Union[str, CastSpec]])
     @classmethod
     def _short_form(cls, value: Any) -> Any:
         if isinstance(value, dict):
@@ -348,7 +349,7 @@ class FilterSpec(Model):
 class FilterStep(Model):
     filter: FilterSpec
 
-    @field_validator("filter", mode="before")
+    @field_validator("filter", mode="before", json_schema_input_type=Union[str, FilterSpec])
     @classmethod
     def _short_form(cls, value: Any) -> Any:
         return {"expr": value} if isinstance(value, str) else value
