@@ -66,8 +66,7 @@ ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/
     PYTHONDONTWRITEBYTECODE=1 \
     LANG=C.UTF-8 \
     SCHEDULER_CONFIG=/app/config \
-    SCHEDULER_DATA_DIR=/data \
-    SALES_API_URL=http://sales-api:8080
+    SCHEDULER_DATA_DIR=/data
 # A fixed, unprivileged uid/gid; /data belongs to it so a fresh named volume does too.
 RUN echo 'scheduler:x:10001:10001:scheduler:/app:/usr/sbin/nologin' >> /etc/passwd \
     && echo 'scheduler:x:10001:' >> /etc/group \

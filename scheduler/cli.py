@@ -162,7 +162,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     print_table(["JOB", "KIND", "SCHEDULE", "TIMEZONE", "NEXT FIRE TIMES"],
                 [[r["job"] + ("" if r["enabled"] else " (disabled)"), r["kind"],
-                  r["schedule"] + (f" after {', '.join(r['after'])}" if r["after"] else ""), r["timezone"],
+                  " ".join(filter(None, [r["schedule"] if r["schedule"] != "-" else "",
+                                         f"after {', '.join(r['after'])}" if r["after"] else ""])) or "-",
+                  r["timezone"],
                   "\n".join(r["next"]) or "-"] for r in rows])
     return 0
 

@@ -264,6 +264,8 @@ class Runner:
         status, error = decide(proc.returncode, timed_out, handle.cancel_reason, worker.get("error"))
         code = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
         sig = -proc.returncode if proc.returncode is not None and proc.returncode < 0 else None
+        if isinstance(worker.get("exit_code"), int) and sig is None:
+            code = worker["exit_code"]  # the work's own exit status (a container's), not the worker's
         metrics = dict(worker.get("metrics") or {})
         if status != "success" and pump.tail:
             metrics["last_lines"] = pump.tail[-10:]

@@ -57,7 +57,11 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded reason
         message = redactor.redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
-        _write_result(result_path, {"error": message})
+        result: dict[str, Any] = {"error": message}
+        # A kind whose work has its own exit status (a container) records that, not ours.
+        if isinstance(getattr(exc, "container_exit_code", None), int):
+            result["exit_code"] = exc.container_exit_code  # type: ignore[attr-defined]
+        _write_result(result_path, result)
         return 1
     _write_result(result_path, {"metrics": metrics})
     return 0

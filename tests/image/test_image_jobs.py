@@ -90,6 +90,7 @@ def test_sibling_container_job_records_its_exit_code(containers: Containers, con
     [record] = history(containers, config, volume, "sibling")
     assert record["status"] == "failed"
     assert "exited with code 7" in (record["error"] or ""), record
+    assert record["exit_code"] == 7, record
     left = docker("ps", "-aq", "--filter", f"label=org.cron-scheduler.instance={instance}").stdout.split()
     assert not left, f"sibling containers left behind: {left}"
 
@@ -146,6 +147,7 @@ def test_container_job_through_the_compose_api_proxy(containers: Containers, con
     assert proc.returncode == 1, proc.stdout + proc.stderr
     [record] = history(containers, config, volume, "sibling")
     assert "exited with code 7" in (record["error"] or ""), record
+    assert record["exit_code"] == 7, record
     assert not docker("ps", "-aq", "--filter", f"label=org.cron-scheduler.instance={instance}").stdout.split()
     # Everything container jobs do not need is refused.
     for method, path in [("GET", "/info"), ("GET", "/v1.41/images/json"), ("POST", "/v1.41/containers/x/exec"),

@@ -398,6 +398,8 @@ class DockerSettings(Model):
     @field_validator("data_volume")
     @classmethod
     def _data_volume(cls, value: str | None) -> str | None:
+        if not value:
+            return None  # empty (an unset ${VAR:-}): the data dir's own path
         if value is not None:
             Volume(source=value, target="/data")  # same rules as a job's volume source
         return value
