@@ -1,9 +1,23 @@
 """Configuration: load YAML job definitions into frozen, validated models.
 
 Use :func:`load_config`; it returns a :class:`Config` or raises ``ConfigError`` listing every
-problem with file, line, job and field.
+problem with file, line, job and field.  The names below are imported on first use, so a kind's
+``spec`` module (which the loader imports) can itself import ``scheduler.config.jobs`` first.
 """
 
-from scheduler.config.loader import JOB_MODELS, Config, config_files, json_schema, load_config
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.config.loader import JOB_MODELS, Config, config_files, json_schema, load_config
 
 __all__ = ["JOB_MODELS", "Config", "config_files", "json_schema", "load_config"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from scheduler.config import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'scheduler.config' has no attribute {name!r}")
