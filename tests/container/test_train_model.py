@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from datetime import date, datetime, timedelta, timezone
@@ -15,9 +14,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from container_helpers import RecordingLog, make_ctx
-
-from scheduler.kinds.container import ContainerJob, execute
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "jobs" / "train_model.py"
@@ -100,27 +96,3 @@ def test_runs_standalone_and_fails_clearly_without_data(tmp_path: Path) -> None:
     assert "training on 21 days" in ok.stdout and "wrote" in ok.stdout
     assert (tmp_path / "models" / "2026-08-21" / "model.json").exists()
 
-
-@pytest.mark.skipif(not os.environ.get("TRAIN_MODEL_IMAGE"), reason="opt-in: TRAIN_MODEL_IMAGE=<a built project image>")
-def test_train_model_job_in_the_project_image(docker_client, settings, tmp_path: Path) -> None:
-    """The example job as config/jobs.yaml ships it, in a project image built beforehand.
-
-    Opt-in (``TRAIN_MODEL_IMAGE=scheduler:test``) because the image is built by the image suite,
-    which runs after this one; not marked ``docker`` for the same reason.
-    """
-    image = os.environ["TRAIN_MODEL_IMAGE"]
-    data = tmp_path / "data"
-    write_sales(data, date(2026, 10, 1), days=35)
-    for path in [data, *data.rglob("*")]:
-        path.chmod(0o777 if path.is_dir() else 0o666)  # the image runs as an unprivileged uid
-    spec = ContainerJob.model_validate({
-        "kind": "container", "image": image, "entrypoint": ["python"],
-        "command": ["jobs/train_model.py", "--data-dir", "/data"], "data_mount": "/data",
-        "gpus": "all", "gpu_policy": "preferred", "memory": "1g", "pids_limit": 256, "pull": "never",
-    })  # fmt: skip
-    log = RecordingLog()
-    result = execute(spec, make_ctx(data, job="train_model", log=log, docker=settings))
-    assert result["exit_code"] == 0
-    assert any(line.startswith("training on 35 days") for line in log.lines())
-    metrics = json.loads((data / "models" / "2026-11-05" / "metrics.json").read_text())
-    assert metrics["overall"]["model"]["mae"] < metrics["overall"]["naive_mean"]["mae"]
