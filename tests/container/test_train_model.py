@@ -95,4 +95,3 @@ def test_runs_standalone_and_fails_clearly_without_data(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert "training on 21 days" in ok.stdout and "wrote" in ok.stdout
     assert (tmp_path / "models" / "2026-08-21" / "model.json").exists()
-
