@@ -18,10 +18,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from scheduler import __version__, clock
-from scheduler.config import Config, json_schema, load_config
+from scheduler.config.compiled import Config, load_compiled
 from scheduler.errors import ConfigError, Interrupted, SchedulerError, UsageError
 from scheduler.logs import configure
 
@@ -102,6 +101,8 @@ def parse_date(text: str) -> date:
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -122,7 +123,9 @@ def open_store(config: Config, root: Path) -> Any:
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Any]:
-    config = load_config(config_path(args))
+    """The config for long-running commands (``run``, ``run-job``): validated in a child process,
+    so this process never imports pydantic."""
+    config = load_compiled(config_path(args))
     level = getattr(args, "log_level", None) or config.daemon.log_level
     fmt = getattr(args, "log_format", None) or config.daemon.log_format
     redactor = configure(level, fmt, config.secrets)
@@ -130,6 +133,13 @@ def _load(args: argparse.Namespace) -> tuple[Config, Any]:
 
 
 # --- subcommands -------------------------------------------------------------------------------
+def load_config(path: Path) -> Config:
+    """Validate in this process (short-lived commands)."""
+    from scheduler.config.loader import load_config as load
+
+    return load(path)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     config = load_config(config_path(args))
     print(f"config OK: {len(config.jobs)} job(s) from {', '.join(config.sources)}")
@@ -137,6 +147,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from scheduler.config.loader import json_schema
+
     print(json.dumps(json_schema(), indent=2))
     return 0
 

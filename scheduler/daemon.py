@@ -12,6 +12,7 @@ the loop sleeps on, so the loop (never a handler) does the work:
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import signal
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock
-from scheduler.config import Config, load_config
+from scheduler.config.compiled import Config, load_compiled, spec_json
 from scheduler.errors import ConfigError
 from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
@@ -113,7 +114,7 @@ class Daemon:
             return
         try:
             out = subprocess.run([sys.executable, "-m", "scheduler.kinds.container.cleanup"],
-                                 input=self.config.docker.model_dump_json(), capture_output=True, text=True,
+                                 input=json.dumps(spec_json(self.config.docker)), capture_output=True, text=True,
                                  timeout=60)
             for line in out.stdout.splitlines():
                 if line.strip():
@@ -271,7 +272,7 @@ class Daemon:
     # --- reload and shutdown ---------------------------------------------------------------
     def reload(self) -> None:
         try:
-            config = load_config(self.config_path)
+            config = load_compiled(self.config_path)
         except ConfigError as exc:
             for issue in exc.issues:
                 self.log.error("config reload failed; keeping the running config", problem=str(issue))

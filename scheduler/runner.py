@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock
-from scheduler.config import Config
-from scheduler.config.jobs import CommandJob, JobBase
+from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import ChildTable, LinePump, group_alive, signal_group, stop_group
 from scheduler.state import StateStore
@@ -179,7 +178,7 @@ class Runner:
                          result.timed_out, result.duration, error, metrics)
 
     # --- one attempt ---------------------------------------------------------------------------
-    def _attempt(self, spec: JobBase, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
+    def _attempt(self, spec: Any, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
                  interval: tuple[datetime, datetime, Any], log: Any) -> RunResult:
         start, end, logical_date = interval
         params = {**spec.params, **request.params}
@@ -189,8 +188,8 @@ class Runner:
                "SCHEDULER_DATA_INTERVAL_START": start.isoformat(), "SCHEDULER_DATA_INTERVAL_END": end.isoformat(),
                "SCHEDULER_DATA_DIR": str(self.data_dir), "SCHEDULER_PARAMS": json.dumps(params, default=str)}
         result_file: Path | None = None
-        if isinstance(spec, CommandJob):
-            argv, stdin_data = spec.argv(), None
+        if spec.kind == "command":
+            argv, stdin_data = command_argv(spec), None
             cwd = spec.cwd
         else:
             tmp_dir = self.data_dir / ".scheduler" / "tmp"
@@ -201,12 +200,12 @@ class Runner:
             argv = [sys.executable, "-m", "scheduler.worker"]
             cwd = getattr(spec, "cwd", None)
             stdin_data = json.dumps({
-                "kind": spec.kind, "job": request.job, "spec": spec.model_dump(mode="json"),
+                "kind": spec.kind, "job": request.job, "spec": spec_json(spec),
                 "run_id": run_id, "attempt": attempt, "slot": request.slot.isoformat(),
                 "logical_date": logical_date.isoformat(), "data_interval_start": start.isoformat(),
                 "data_interval_end": end.isoformat(), "data_dir": str(self.data_dir), "params": params,
                 "watermark": self.store.watermark(request.job), "result_path": str(result_file),
-                "docker": self.config.docker.model_dump(mode="json"), "log_level": self.log_level,
+                "docker": spec_json(self.config.docker), "log_level": self.log_level,
                 "secrets": sorted(self.config.secrets),
             }, default=str).encode()
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, os.getcwd(), env.get("PYTHONPATH")]))
@@ -217,7 +216,7 @@ class Runner:
         except OSError as exc:
             return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
         handle.pgid = proc.pid
-        log.debug("child started", pid=proc.pid, argv=argv if isinstance(spec, CommandJob) else None)
+        log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
         pump = LinePump(proc.stdout, lambda line: _relay(log, line))
         pump.start()
         if stdin_data is not None:

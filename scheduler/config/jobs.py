@@ -13,6 +13,7 @@ from typing import Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from scheduler.config.compiled import command_argv
 from scheduler.config.types import Duration, Model, TimezoneName
 
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -127,10 +128,7 @@ class CommandJob(JobBase):
 
     def argv(self) -> list[str]:
         """The argv the child process executes."""
-        if self.shell is not None:
-            return ["/bin/sh", "-c", self.shell]
-        assert self.command is not None
-        return list(self.command)
+        return command_argv(self)
 
 
 class PythonJob(JobBase):

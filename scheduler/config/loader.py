@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from scheduler.config.compiled import Config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
@@ -43,24 +44,6 @@ TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
 # Keys a kind refuses outright (security): reported one per key, at its own line.
 FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORBIDDEN_KEYS})
 _MERGED_DICTS = ("env", "params")
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated configuration.  Immutable; ``digest`` identifies its content."""
-
-    jobs: Mapping[str, JobBase]
-    daemon: DaemonSettings
-    state: StateSettings
-    http: HttpSettings
-    docker: DockerSettings
-    secrets: frozenset[str] = frozenset()
-    sources: tuple[str, ...] = ()
-    digest: str = ""
-    schedules: Mapping[str, Schedule] = field(default_factory=dict)
-
-    def job(self, name: str) -> JobBase:
-        return self.jobs[name]
 
 
 def config_files(path: Path) -> list[Path]:

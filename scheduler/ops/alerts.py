@@ -24,11 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from scheduler.config.jobs import Notifier
 from scheduler.ops.ext import Extension
+
+if TYPE_CHECKING:
+    from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
 
 FAILED = ("failed", "timeout")
 DECISIVE_FAILURES = ("failed", "timeout", "abandoned")

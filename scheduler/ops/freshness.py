@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler import clock
-from scheduler.config.types import format_duration
+from scheduler.config.durations import format_duration
 from scheduler.ops.alerts import AlertSender
 from scheduler.ops.ext import Extension
 

@@ -12,8 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from scheduler import clock
-from scheduler.config import Config
-from scheduler.config.types import format_duration
+from scheduler.config.compiled import Config
+from scheduler.config.durations import format_duration
 
 
 def _iso(t: datetime | None, tz: Any = None) -> str | None:
