@@ -3,7 +3,8 @@
 Invariant: statistics see exactly the rows that will be published by this run (the sink calls
 :meth:`RunStats.reset` and replays the rows when a dedupe rewrite pass changes them), so a
 passing check speaks for the published data.  Memory: a few scalars per checked column plus one
-8-byte digest per distinct value of ``unique`` columns.
+8-byte digest per distinct value of ``unique`` columns, except columns the caller already keeps
+distinct (``distinct``: the sole key of a ``keep: first`` dedupe, whose key set guarantees it).
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def _smaller(a: Any, b: Any) -> Any:
 class RunStats:
     """Row count, null counts, value ranges, uniqueness and the watermark of the output rows."""
 
-    def __init__(self, checks: Checks, cursor_field: str | None = None) -> None:
+    def __init__(self, checks: Checks, cursor_field: str | None = None, distinct: tuple[str, ...] = ()) -> None:
         self.checks, self.cursor_field = checks, cursor_field
+        self.distinct = frozenset(distinct)  # no two observed rows share a value here: nothing to count
         self.reset()
 
     def reset(self) -> None:
@@ -42,7 +44,7 @@ class RunStats:
         self.nulls = {c: 0 for c in self.checks.not_null}
         self.low: dict[str, Any] = {c: None for c in self.checks.ranges}
         self.high: dict[str, Any] = {c: None for c in self.checks.ranges}
-        self.unique = {c: KeySet() for c in self.checks.unique}
+        self.unique = {c: KeySet() for c in self.checks.unique if c not in self.distinct}
         self.duplicated = {c: 0 for c in self.checks.unique}
         self.cursor_max: Any = None
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
 
+import orjson
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -34,6 +35,25 @@ from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Sourc
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
 _CHUNK = 256 * 1024
+# orjson reads an integer of 2**64 or more as a lossy float where the standard library keeps an
+# exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def parse_json(body: bytes) -> Any:
+    """``json.loads(body)``, the same values and errors, about twice as fast for ordinary bodies.
+
+    orjson parses what it can represent exactly; bodies it rejects (NaN, a BOM, UTF-16, lone
+    surrogates, ...) or that hold long digit runs go to the standard library, whose result or error
+    is the answer.
+    """
+    if _LONG_DIGIT_RUN not in body.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body)
 
 
 class FetchError(Exception):
@@ -254,7 +274,7 @@ class Fetcher:
             finally:
                 resp.close()
             try:
-                parsed = json.loads(body)
+                parsed = parse_json(body)
             except ValueError as exc:
                 raise FetchError(f"invalid JSON from {resp.url} ({len(body)} bytes): {exc}") from None
             return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links, body=parsed, nbytes=len(body))

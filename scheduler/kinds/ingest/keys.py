@@ -5,7 +5,8 @@ key instead of a Python string object and set slot (~90 bytes), so memory grows 
 of distinct keys at a few bytes each and never with the raw data.  Two distinct keys share a
 digest with probability about n^2 / 2^65 (below 3e-6 for 10 million keys in one run).
 
-Invariant: the digest arrays stay sorted and unique, so membership is a binary search.
+Invariant: every digest array stays sorted and unique, so membership is a binary search (one per
+run of a :class:`KeySet`).
 """
 
 from __future__ import annotations
@@ -33,24 +34,34 @@ def _find(sorted_digests: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np
 
 
 class KeySet:
-    """Digests of keys seen so far."""
+    """Digests of keys seen so far, in sorted runs whose sizes at least double from newest to oldest.
+
+    Adding a batch appends a run and merges it with its neighbours only while they are no more
+    than twice its size, so each digest is merged O(log n) times over a run (one sorted array
+    rebuilt per batch costs O(n) per batch, O(n^2) in all) and a lookup is one binary search per
+    run (at most log2(n) runs).  Memory: 8 bytes per distinct key plus, during a merge, a copy of
+    the runs being merged.
+    """
 
     def __init__(self) -> None:
-        self._digests = np.empty(0, dtype=np.uint64)
+        self._runs: list[np.ndarray] = []  # disjoint, each sorted and unique; oldest and largest first
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self._digests)
+        return self._size
 
     def contains(self, probe: np.ndarray) -> np.ndarray:
-        return _find(self._digests, probe)[1]
+        found = np.zeros(len(probe), dtype=bool)
+        for run in self._runs:
+            found |= _find(run, probe)[1]
+        return found
 
     def add(self, new: np.ndarray) -> None:
         """Add digests (duplicates and known ones are ignored)."""
-        merged = np.concatenate([self._digests, np.unique(new)])
-        merged.sort(kind="stable")  # two sorted runs: a linear merge
-        keep = np.ones(len(merged), dtype=bool)
-        keep[1:] = merged[1:] != merged[:-1]
-        self._digests = merged[keep]
+        fresh = np.unique(new)
+        if len(fresh) and self._runs:
+            fresh = fresh[~self.contains(fresh)]
+        self._add_new(fresh)
 
     def first_seen(self, probe: np.ndarray) -> np.ndarray:
         """Mask of rows whose key is new (neither known nor earlier in ``probe``), then remember them."""
@@ -60,8 +71,22 @@ class KeySet:
             first = np.zeros(len(probe), dtype=bool)
             first[first_index] = True
             fresh &= first
-            self.add(probe[fresh])
+            self._add_new(probe[fresh])
         return fresh
+
+    def _add_new(self, fresh: np.ndarray) -> None:
+        """Add digests known to be distinct and absent."""
+        if not len(fresh):
+            return
+        fresh = np.sort(fresh)
+        self._size += len(fresh)
+        runs = self._runs
+        runs.append(fresh)
+        while len(runs) > 1 and len(runs[-2]) <= 2 * len(runs[-1]):
+            last = runs.pop()
+            merged = np.concatenate([runs[-1], last])
+            merged.sort(kind="stable")  # two sorted, disjoint runs: a linear merge
+            runs[-1] = merged
 
 
 class WinnerIndex:

@@ -139,7 +139,11 @@ class _Run:
         dedupe = self.transformer.dedupe
         self.first_keys = KeySet() if dedupe and dedupe.keep == "first" and not dedupe.by else None
         self.winners = WinnerIndex(dedupe.keep, dedupe.by is not None) if dedupe and self.first_keys is None else None
-        self.stats = RunStats(spec.checks, spec.incremental.cursor_field if spec.incremental else None)
+        # keep-first dedupe on one key column writes each key once (the key set checks every row
+        # written), so a ``unique`` check on that column needs no second key set of its own
+        key = dedupe.columns[0] if self.first_keys is not None and len(dedupe.columns) == 1 else None
+        distinct = (key,) if key in schema.names and schema.field(key).type in (pa.string(), pa.int64()) else ()
+        self.stats = RunStats(spec.checks, spec.incremental.cursor_field if spec.incremental else None, distinct)
         self.day = ctx.logical_date.isoformat()
         published = False
         pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_PAGES)
