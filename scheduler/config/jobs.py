@@ -14,9 +14,8 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.compiled import command_argv
-from scheduler.config.types import Duration, Model, TimezoneName
+from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName
 
-_FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -135,12 +134,5 @@ class PythonJob(JobBase):
     """Call ``module:function`` (importable from the project root, e.g. ``jobs.report:build``)."""
 
     kind: Literal["python"]
-    function: str
+    function: FunctionRef
     cwd: str | None = None
-
-    @field_validator("function")
-    @classmethod
-    def _function_ref(cls, value: str) -> str:
-        if not _FUNCTION_REF.match(value):
-            raise ValueError(f"must look like 'package.module:function', got {value!r}")
-        return value

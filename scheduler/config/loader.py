@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -192,8 +191,8 @@ def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
                 ddoc = merge.defaults[path[0]][1]
                 return ddoc.file, ddoc.line_of(("defaults", *path))
 
-            def unrelated(path: tuple[Any, ...]) -> bool:
-                return not path or path[0] not in subset or merge.defaults[path[0]][1].failed_under(
+            def unrelated(path: tuple[Any, ...], keys: frozenset[str] = frozenset(subset)) -> bool:
+                return not path or path[0] not in keys or merge.defaults[path[0]][1].failed_under(
                     ("defaults", *path))
 
             for issue in translate(exc, subset, locate, prefix="defaults", model=model, skip=unrelated):

@@ -11,13 +11,15 @@ from datetime import timedelta
 from typing import Annotated, Any, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
 
 from scheduler.config.durations import format_duration, parse_duration
 
 
 
-__all__ = ["Duration", "Model", "TimezoneName", "format_duration", "parse_duration"]
+__all__ = ["Duration", "FunctionRef", "Model", "TimezoneName", "format_duration", "parse_duration"]
+
+_FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
 class Model(BaseModel):
@@ -40,3 +42,12 @@ DurationInput = Union[str, int, float]  # what users may write: "10m", 90 (secon
 Duration = Annotated[timedelta, BeforeValidator(parse_duration, json_schema_input_type=DurationInput),
                      PlainSerializer(format_duration, return_type=str)]
 TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]
+
+
+def _check_function_ref(value: str) -> str:
+    if not _FUNCTION_REF.match(value):
+        raise ValueError(f"must look like 'package.module:function', got {value!r}")
+    return value
+
+
+FunctionRef = Annotated[str, AfterValidator(_check_function_ref)]  # ``package.module:function``

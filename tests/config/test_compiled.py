@@ -64,7 +64,7 @@ def test_views_are_read_only_and_typed(write_config) -> None:
     with pytest.raises(AttributeError):
         spec.timeout = 5
     with pytest.raises(AttributeError):
-        spec.no_such_field
+        _ = spec.no_such_field
 
 
 def test_compiled_config_errors_are_the_loaders(write_config) -> None:

@@ -18,12 +18,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase
-from scheduler.config.types import Duration, Model, TimezoneName
+from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName
 from scheduler.kinds.ingest.expr import ExpressionError, parse_expression
 
 TEMPLATE_VARS = frozenset({"logical_date", "data_interval_start", "data_interval_end", "watermark", "job", "run_id"})
 _DOTTED = re.compile(r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$")
-_HOOK = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),\s*(\d+)\))?$")
 SCALAR_TYPES = ("int", "float", "string", "bool", "timestamp", "date")
 
@@ -358,14 +357,7 @@ class FilterStep(Model):
 class HookStep(Model):
     """``module:function`` taking a DataFrame and returning a DataFrame (or ``(clean, rejects)``)."""
 
-    hook: str
-
-    @field_validator("hook")
-    @classmethod
-    def _ref(cls, value: str) -> str:
-        if not _HOOK.match(value):
-            raise ValueError(f"must look like 'package.module:function', got {value!r}")
-        return value
+    hook: FunctionRef
 
 
 _STEPS: dict[str, type[Model]] = {
