@@ -130,6 +130,30 @@ def _text(col: pd.Series) -> pd.Series:
     return col.astype("str").where(col.notna(), None)
 
 
+_PLAIN_INT = re.compile(r"-?[0-9]{1,15}")
+_EXACT = 2**53
+
+
+def _small_ints(values: Any) -> list[int | None] | None:
+    """The values as ints when each is null, an int or a plain decimal integer string, all within
+    2**53 (so the general path, via strings and maybe float64, reads them exactly alike); else None."""
+    out: list[int | None] = []
+    append, match = out.append, _PLAIN_INT.fullmatch
+    for v in values:
+        t = type(v)
+        if t is int:
+            if not -_EXACT <= v <= _EXACT:
+                return None
+            append(v)
+        elif v is None:
+            append(None)
+        elif t is str and match(v):
+            append(int(v))
+        else:
+            return None
+    return out
+
+
 class Transformer:
     """Compiled steps; ``apply`` runs them on one batch.  ``dedupe`` is the spec's dedupe (or None)."""
 
@@ -229,7 +253,9 @@ class Transformer:
 
     def _cast(self, df: pd.DataFrame, column: str, target: s.CastSpec, name: str, out: BatchResult) -> pd.DataFrame:
         col, kind = df[column], target.type
-        if kind in ("int", "float"):
+        if kind == "int" and col.dtype == object and (small := _small_ints(col.array)) is not None:
+            df[column] = pd.array(small, dtype="Int64")  # what the general path gives, without its string round trip
+        elif kind in ("int", "float"):
             if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
                 num = col.astype("float64") if kind == "float" else col
             else:
