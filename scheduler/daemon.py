@@ -36,6 +36,15 @@ from scheduler.state import StateStore
 IDLE_TICK = timedelta(seconds=30)
 
 
+def downstream_of(config: Config) -> dict[str, tuple[str, ...]]:
+    """For each job, the jobs that name it in ``after:``."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for name, spec in config.jobs.items():
+        for upstream in spec.after:
+            out[upstream].append(name)
+    return {k: tuple(v) for k, v in out.items()}
+
+
 def heartbeat_path(data_dir: Path) -> Path:
     """File whose mtime the loop refreshes at least every ``IDLE_TICK``."""
     return data_dir / ".scheduler" / "heartbeat"
@@ -56,6 +65,7 @@ class Daemon:
         self.children = ChildTable()
         self.runner = Runner(config, store, data_dir, self.children, log_level)
         self.planner = Planner(config, store)
+        self.downstream = downstream_of(config)
         self.active: dict[str, list[RunHandle]] = defaultdict(list)
         self.backlog: deque[RunRequest] = deque()
         self.completed: deque[RunHandle] = deque()
@@ -166,6 +176,7 @@ class Daemon:
             self.dispatch(self.requested.popleft())
         for request in self.planner.due(clock.now()):
             self.dispatch(request)
+        self.planner.persist()
         while self.planner.missed:
             job, count = self.planner.missed.pop(0)
             self.log.warning("slots missed", job=job, count=count, catchup=self.config.jobs[job].catchup)
@@ -251,8 +262,9 @@ class Daemon:
         schedule = self.config.schedules[job]
         interval = handle.request.interval or schedule.interval_of(handle.request.slot)
         logical_date = interval[0].astimezone(schedule.tz).date()
-        for name, spec in self.config.jobs.items():
-            if job in spec.after and spec.enabled:
+        for name in self.downstream.get(job, ()):
+            spec = self.config.jobs[name]
+            if spec.enabled:
                 if all(self.store.succeeded(up, logical_date) for up in spec.after):
                     self.log.info("triggering downstream job", job=name, upstream=job,
                                   logical_date=logical_date.isoformat())
@@ -282,6 +294,7 @@ class Daemon:
         self.runner = Runner(config, self.store, self.data_dir, self.children, self.log_level)
         self.planner = Planner(config, self.store)
         self.planner.start(clock.now(), carry={k: v for k, v in carry.items() if k in config.jobs})
+        self.downstream = downstream_of(config)
         if self.redactor is not None:
             self.redactor.set_secrets(config.secrets)
         self.log.info("config reloaded", jobs=len(config.jobs), config_digest=config.digest)

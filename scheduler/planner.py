@@ -36,6 +36,7 @@ class Planner:
         self.cursor: dict[str, datetime | None] = {}
         self.next_slot: dict[str, datetime | None] = {}
         self.missed: list[tuple[str, int]] = []  # (job, slots passed over by the catch-up policy)
+        self._unsaved: dict[str, datetime] = {}  # cursors decided but not yet persisted
         self._heap: list[tuple[datetime, str, datetime]] = []
         self._periodic = {name: config.schedules[name] for name, spec in config.jobs.items()
                           if spec.enabled and config.schedules[name].is_periodic}
@@ -60,7 +61,7 @@ class Planner:
         return slot + self.config.schedules[name].jitter_for(name, slot)
 
     def due(self, now: datetime) -> list[RunRequest]:
-        """Runs due at ``now``, oldest slot first; advances and persists the cursors they decide."""
+        """Runs due at ``now``, oldest slot first; advances the cursors they decide (see :meth:`persist`)."""
         requests: list[RunRequest] = []
         while self._heap and self._heap[0][0] <= now:
             _, name, slot = heapq.heappop(self._heap)
@@ -86,10 +87,17 @@ class Planner:
                 self.missed.append((name, dropped))
         if decided is not None and (cursor is None or decided > cursor):
             self.cursor[name] = decided
-            self.store.set_last_fired(name, decided)
+            self._unsaved[name] = decided
         self._pend(name, schedule.next_after(self.cursor[name] or now))
         return [RunRequest(job=name, slot=s, trigger="schedule" if now - s <= on_time else "catchup")
                 for s in slots]
+
+    def persist(self) -> None:
+        """Store the cursors decided since the last call (the daemon calls this after dispatching,
+        so a slot's child starts before the write; a crash in between at worst reruns that slot)."""
+        if self._unsaved:
+            self.store.set_last_fired_many(self._unsaved)
+            self._unsaved = {}
 
     def next_wakeup(self, now: datetime, cap: timedelta) -> datetime:
         """When the loop should look again: the earliest pending fire time, at most ``cap`` away."""

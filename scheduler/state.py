@@ -275,6 +275,11 @@ class StateStore:
 
     def set_last_fired(self, job: str, slot: datetime) -> None:
         """Advance the job's last fired slot (never moves it backwards)."""
+        self.set_last_fired_many({job: slot})
+
+    def set_last_fired_many(self, slots: dict[str, datetime]) -> None:
+        """Advance several jobs' last fired slots in one transaction."""
         with self._tx() as db:
-            db.execute("INSERT INTO last_fired (job, slot) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET "
-                       "slot = excluded.slot WHERE excluded.slot > last_fired.slot", (job, _iso(slot)))
+            db.executemany("INSERT INTO last_fired (job, slot) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET "
+                           "slot = excluded.slot WHERE excluded.slot > last_fired.slot",
+                           [(job, _iso(slot)) for job, slot in slots.items()])

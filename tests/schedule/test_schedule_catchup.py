@@ -162,6 +162,7 @@ def run_planner(config: Config, db: Path, missed: dict[str, int] | None = None) 
         now = clock.now()
         planner.start(now)
         requests = [(r.job, r.slot, r.trigger) for r in planner.due(now)]
+        planner.persist()  # as the daemon does after dispatching
         if missed is not None:
             missed.update(planner.missed)
         return requests
