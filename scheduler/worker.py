@@ -17,14 +17,22 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.config.loader import JOB_MODELS, SECTIONS
-from scheduler.kinds import executor_for
+from scheduler.kinds import executor_for, spec_model
 from scheduler.kinds.base import RunContext
 from scheduler.logs import configure, get_logger
 
 
 def _on_term(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
+
+
+def _docker_settings(payload: dict[str, Any]) -> Any:
+    """The ``docker:`` settings, for container jobs only (other kinds do not build the model)."""
+    if payload["kind"] != "container" or not payload.get("docker"):
+        return None
+    from scheduler.kinds.container.spec import DockerSettings
+
+    return DockerSettings.model_validate(payload["docker"])
 
 
 def _write_result(path: str, payload: dict[str, Any]) -> None:
@@ -40,7 +48,7 @@ def main() -> int:
     log = get_logger(job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"])
     result_path = payload["result_path"]
     try:
-        spec = JOB_MODELS[payload["kind"]].model_validate(payload["spec"])
+        spec = spec_model(payload["kind"]).model_validate(payload["spec"])
         ctx = RunContext(
             job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"],
             slot=datetime.fromisoformat(payload["slot"]), logical_date=date.fromisoformat(payload["logical_date"]),
@@ -48,7 +56,7 @@ def main() -> int:
             data_interval_end=datetime.fromisoformat(payload["data_interval_end"]),
             data_dir=Path(payload["data_dir"]), params=payload.get("params") or {},
             watermark=payload.get("watermark"), log=log,
-            docker=SECTIONS["docker"].model_validate(payload["docker"]) if payload.get("docker") else None,
+            docker=_docker_settings(payload),
         )
         metrics = executor_for(payload["kind"])(spec, ctx) or {}
     except SystemExit as exc:

@@ -10,9 +10,16 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 from scheduler.kinds.base import Executor, RunContext
 
+# The spec model of each in-process kind, so a worker builds only the one it runs.
+SPECS: Mapping[str, str] = MappingProxyType({
+    "python": "scheduler.config.jobs:PythonJob",
+    "ingest": "scheduler.kinds.ingest.spec:IngestJob",
+    "container": "scheduler.kinds.container.spec:ContainerJob",
+})
 EXECUTORS: Mapping[str, str] = MappingProxyType({
     "python": "scheduler.kinds.python:execute",
     "ingest": "scheduler.kinds.ingest:execute",
@@ -20,9 +27,18 @@ EXECUTORS: Mapping[str, str] = MappingProxyType({
 })
 
 
-def executor_for(kind: str) -> Executor:
-    module, _, attr = EXECUTORS[kind].partition(":")
+def _resolve(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["EXECUTORS", "Executor", "RunContext", "executor_for"]
+def executor_for(kind: str) -> Executor:
+    return _resolve(EXECUTORS[kind])
+
+
+def spec_model(kind: str) -> Any:
+    """The pydantic model class of an in-process kind's job spec."""
+    return _resolve(SPECS[kind])
+
+
+__all__ = ["EXECUTORS", "SPECS", "Executor", "RunContext", "executor_for", "spec_model"]
