@@ -210,12 +210,15 @@ class Daemon:
 
     def dispatch(self, request: RunRequest) -> RunHandle | None:
         """Start a run now, honouring the job's concurrency policy and the parallelism cap."""
+        if request.job not in self.config.jobs:  # removed by a reload while queued
+            self.log.warning("run dropped: job no longer configured", job=request.job)
+            return None
         spec = self.config.jobs[request.job]
         active = [h for h in self.active[request.job] if not h.finished.is_set()]
         schedule = self.config.schedules[request.job]
         if active and spec.concurrency == "forbid":
             reason = f"previous run {active[0].run_id} still running (concurrency: forbid)"
-            self.store.record_skipped(request.job, request.slot, schedule.logical_date(request.slot),
+            self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
                                       request.trigger, reason)
             self.log.warning("run skipped", job=request.job, slot=request.slot.isoformat(), reason=reason)
             self._notify("on_slot", request.job, "skipped", 1)
@@ -260,8 +263,8 @@ class Daemon:
         if result is None or result.status != "success" or self.stop_signals or job not in self.config.jobs:
             return
         schedule = self.config.schedules[job]
-        interval = handle.request.interval or schedule.interval_of(handle.request.slot)
-        logical_date = interval[0].astimezone(schedule.tz).date()
+        start, end, logical_date = handle.request.data_interval(schedule)
+        interval = (start, end)
         for name in self.downstream.get(job, ()):
             spec = self.config.jobs[name]
             if spec.enabled:

@@ -21,14 +21,21 @@ import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from scheduler import clock
 from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
-from scheduler.process import ChildTable, LinePump, group_alive, signal_group, stop_group
+from scheduler.process import (
+    ChildTable,
+    LinePump,
+    group_alive,
+    signal_group,
+    stop_group,
+)
+from scheduler.schedule import Schedule
 from scheduler.state import StateStore
 
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
@@ -43,6 +50,11 @@ class RunRequest:
     trigger: str = "schedule"
     params: Mapping[str, Any] = field(default_factory=dict)
     interval: tuple[datetime, datetime] | None = None  # inherited from an upstream run (``after:``)
+
+    def data_interval(self, schedule: Schedule) -> tuple[datetime, datetime, date]:
+        """``(start, end, logical_date)``: the inherited interval, else the slot's on ``schedule``."""
+        start, end = self.interval or schedule.interval_of(self.slot)
+        return start, end, start.astimezone(schedule.tz).date()
 
 
 @dataclass(frozen=True)
@@ -125,8 +137,7 @@ class Runner:
         handle = handle or RunHandle(request)
         spec = self.config.jobs[request.job]
         schedule = self.config.schedules[request.job]
-        start, end = request.interval or schedule.interval_of(request.slot)
-        logical_date = start.astimezone(schedule.tz).date()
+        start, end, logical_date = request.data_interval(schedule)
         run_id = self.store.start_run(request.job, request.slot, logical_date, request.trigger)
         handle.run_id = run_id
         log = get_logger(job=request.job, run_id=run_id)
