@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
@@ -259,15 +260,10 @@ def test_schema_is_a_json_schema_with_every_kind(schema: dict[str, Any]) -> None
     for ref in json.dumps(schema).split('"$ref": "')[1:]:
         target = ref.split('"', 1)[0]
         assert target.startswith("#/$defs/") and target.removeprefix("#/$defs/") in schema["$defs"], target
-    try:
-        import jsonschema
-    except ImportError:
-        return
     jsonschema.Draft202012Validator.check_schema(schema)
 
 
 def _schema_errors(schema: dict[str, Any], data: Any) -> list[str]:
-    jsonschema = pytest.importorskip("jsonschema")
     validator = jsonschema.Draft202012Validator(schema)
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}" for e in validator.iter_errors(data)]
 
