@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -18,10 +19,16 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-
 from scheduler import __version__, clock
 from scheduler.config.compiled import Config, load_compiled
-from scheduler.errors import ConfigError, Interrupted, SchedulerError, UsageError
+from scheduler.errors import (
+    ConfigError,
+    Interrupted,
+    JobFailed,
+    SchedulerError,
+    StateError,
+    UsageError,
+)
 from scheduler.logs import configure
 
 DEFAULT_CONFIG = "config"
@@ -116,10 +123,16 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 
 def open_store(config: Config, root: Path) -> Any:
+    return open_store_at(Path(config.state.path) if config.state.path else root / ".scheduler" / "state.db")
+
+
+def open_store_at(path: Path) -> Any:
     from scheduler.state import StateStore
 
-    path = Path(config.state.path) if config.state.path else root / ".scheduler" / "state.db"
-    return StateStore.open(path)
+    try:
+        return StateStore.open(path)
+    except (OSError, sqlite3.Error) as exc:
+        raise StateError(f"cannot open the state store {path}: {exc}") from None
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Any]:
@@ -227,9 +240,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
     from scheduler.daemon import IDLE_TICK, heartbeat_path
 
-    config = load_config(config_path(args))
     root = data_dir(args)
-    limit = max(args.max_age or 0, IDLE_TICK.total_seconds() * 2 + 5)
+    limit = args.max_age if args.max_age is not None else IDLE_TICK.total_seconds() * 2 + 5
     try:
         age = time.time() - heartbeat_path(root).stat().st_mtime
     except FileNotFoundError:
@@ -238,7 +250,11 @@ def cmd_health(args: argparse.Namespace) -> int:
     if age > limit:
         print(f"unhealthy: scheduler loop last ticked {age:.0f}s ago (limit {limit:.0f}s)")
         return 1
-    store = open_store(config, root)
+    try:
+        state_path = load_config(config_path(args)).state.path
+    except ConfigError:
+        state_path = None  # a bad new config file must not make a running daemon unhealthy
+    store = open_store_at(Path(state_path) if state_path else root / ".scheduler" / "state.db")
     try:
         store.ping()
     except Exception as exc:  # noqa: BLE001 - any store failure makes the check fail
@@ -259,11 +275,7 @@ def _demo(args: argparse.Namespace) -> int:
 def slot_for(config: Config, job: str, day: date | None) -> datetime:
     """The slot a foreground run of ``job`` stands for: ``day``'s, or the most recent one."""
     schedule = config.schedules[job]
-    if day is not None:
-        return schedule.slot_for_date(day)
-    now = clock.now()
-    latest = schedule.prev_at_or_before(now) if schedule.is_periodic else None
-    return latest if latest is not None else schedule.slot_for_date(now.astimezone(schedule.tz).date())
+    return schedule.slot_for_date(day) if day is not None else schedule.latest_slot(clock.now())
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
@@ -295,14 +307,15 @@ def cmd_run_job(args: argparse.Namespace) -> int:
                         getattr(args, "log_level", None) or config.daemon.log_level)
         thread = threading.Thread(target=runner.execute, args=(request, handle), daemon=True)
         thread.start()
-        while not handle.finished.wait(0.5):
+        while not handle.finished.wait(0.5) and thread.is_alive():
             pass
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
         store.close()
     result = handle.result
-    assert result is not None
+    if result is None or result.status == "skipped":
+        raise JobFailed(result.error if result is not None else "the run ended without a result")
     if result.status == "interrupted":
         raise Interrupted(received[0] if received else signal.SIGTERM)
     return EXIT_FOR_STATUS.get(result.status, 1)

@@ -34,6 +34,7 @@ from scheduler.runner import RunHandle, Runner, RunRequest
 from scheduler.state import StateStore
 
 IDLE_TICK = timedelta(seconds=30)
+SHUTDOWN_REASON = "scheduler shutting down"
 
 
 def downstream_of(config: Config) -> dict[str, tuple[str, ...]]:
@@ -115,8 +116,26 @@ class Daemon:
                              reason="left running by a previous scheduler process")
         self._cleanup_container_orphans()
         self.planner.start(clock.now())
+        self._resume_stopped_slots()
         self.log.info("scheduler started", jobs=len(self.config.jobs), config=",".join(self.config.sources),
                       config_digest=self.config.digest, pid=os.getpid(), data_dir=str(self.data_dir))
+
+    def _resume_stopped_slots(self) -> None:
+        """Run again each job's last slot if the scheduler's own stop (or crash) cut it short.
+
+        Only the slot a job fired last is considered, and only for ``catchup`` other than
+        ``none``: a redeploy at 02:20 must not lose the 02:15 ingest.
+        """
+        for name, cursor in self.planner.cursor.items():
+            spec = self.config.jobs[name]
+            if cursor is None or spec.catchup == "none":
+                continue
+            record = self.store.find_run(name, cursor)
+            if record is not None and (record.status == "abandoned" or (
+                    record.status == "interrupted" and (record.error or "").startswith(SHUTDOWN_REASON))):
+                self.log.info("resuming a slot the scheduler's stop interrupted", job=name,
+                              slot=cursor.isoformat(), previous_status=record.status)
+                self.requested.append(RunRequest(job=name, slot=cursor, trigger="catchup"))
 
     def _cleanup_container_orphans(self) -> None:
         """Remove containers of ours left by a crashed run (in a child: the daemon stays light)."""
@@ -142,7 +161,10 @@ class Daemon:
         selector.register(self._wake_r, selectors.EVENT_READ)
         try:
             while self.stop_signals == 0:
-                self.step()
+                try:
+                    self.step()
+                except Exception as exc:  # noqa: BLE001 - PID 1 must not die of one bad step (a locked db)
+                    self.log.exception("scheduler loop step failed; continuing", error=str(exc))
                 now = clock.now()
                 wakeup = self.planner.next_wakeup(now, IDLE_TICK)
                 timeout = max(0.0, (wakeup - clock.now()).total_seconds())
@@ -244,11 +266,7 @@ class Daemon:
     def _run_thread(self, runner: Runner, handle: RunHandle, predecessors: list[RunHandle]) -> None:
         for old in predecessors:
             old.finished.wait()
-        try:
-            runner.execute(handle.request, handle)
-        except Exception as exc:  # noqa: BLE001 - recorded by the runner; keep the loop informed
-            self.log.error("run crashed", job=handle.request.job, error=str(exc))
-            handle.finished.set()
+        runner.execute(handle.request, handle)  # records every outcome itself, never raises
         self.completed.append(handle)
         self.wake()
 
@@ -276,10 +294,7 @@ class Daemon:
 
     def request_run(self, job: str, trigger: str = "api") -> RunRequest:
         """Thread-safe: queue a run of ``job`` for its most recent slot; the loop dispatches it."""
-        schedule = self.config.schedules[job]
-        now = clock.now()
-        slot = schedule.prev_at_or_before(now) if schedule.is_periodic else None
-        request = RunRequest(job=job, slot=slot or now.replace(microsecond=0), trigger=trigger)
+        request = RunRequest(job=job, slot=self.config.schedules[job].latest_slot(clock.now()), trigger=trigger)
         self.requested.append(request)
         self.wake()
         return request
@@ -306,9 +321,13 @@ class Daemon:
         handles = [h for hs in self.active.values() for h in hs if not h.finished.is_set()]
         grace = self.config.daemon.shutdown_grace.total_seconds()
         self.log.info("shutting down", running=len(handles), grace=grace)
+        for request in self.backlog:  # recorded, so the next start can resume them
+            schedule = self.config.schedules[request.job]
+            self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
+                                      request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", "interrupted")
         self.backlog.clear()
         for handle in handles:
-            handle.cancel("scheduler shutting down", grace=grace)
+            handle.cancel(SHUTDOWN_REASON, grace=grace)
         deadline = clock.monotonic() + grace + 1.0
         escalated = False
         while any(not h.finished.is_set() for h in handles):
@@ -328,6 +347,8 @@ class Daemon:
                 self.children.reap_orphans()
         while self.completed:
             self._finished(self.completed.popleft())
+        if escalated:  # killed workers could not stop their containers themselves
+            self._cleanup_container_orphans()
         self.children.reap_orphans()
         self._notify("on_shutdown")
         self.log.info("scheduler stopped")

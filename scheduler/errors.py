@@ -61,6 +61,12 @@ class UsageError(SchedulerError):
     exit_code = 2
 
 
+class StateError(SchedulerError):
+    """The state store cannot be opened or used (permissions, a corrupt file, a full disk)."""
+
+    exit_code = 1
+
+
 class JobFailed(SchedulerError):
     """A run ended in failure; the message is the recorded reason."""
 

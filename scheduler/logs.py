@@ -35,6 +35,7 @@ def _import_structlog() -> Any:
 structlog = _import_structlog()
 
 MASK = "***"
+MIN_SECRET_LENGTH = 4  # as the config loader (scheduler.config.yamlsrc); kept here to stay import-light
 _PATTERNS = [  # (pattern, replacement): credential-shaped text masked even if not a known secret
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer |basic |token )?)[^\s\"',}]+"), r"\1***"),
     (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1***"),
@@ -55,7 +56,7 @@ class Redactor:
         self.set_secrets(secrets)
 
     def set_secrets(self, secrets: Iterable[str]) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:

@@ -12,7 +12,6 @@ jitter) always fires; older missed slots follow the job's ``catchup`` policy, bo
 from __future__ import annotations
 
 import heapq
-
 from datetime import datetime, timedelta
 
 from scheduler.config.compiled import Config

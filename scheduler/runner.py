@@ -74,13 +74,16 @@ class RunResult:
 
 def decide(returncode: int | None, timed_out: bool, cancel_reason: str | None,
            worker_error: str | None) -> tuple[str, str | None]:
-    """Pure outcome rule: ``(status, error)`` from how an attempt ended."""
+    """Pure outcome rule: ``(status, error)`` from how an attempt ended.
+
+    An attempt that exited 0 succeeded, even if a timeout or a stop was requested meanwhile (it
+    finished first, or it had published and ignored the signal)."""
+    if returncode == 0:
+        return "success", None
     if cancel_reason is not None:
         return "interrupted", cancel_reason
     if timed_out:
         return "timeout", "timed out"
-    if returncode == 0:
-        return "success", None
     if worker_error:
         return "failed", worker_error
     if returncode is not None and returncode < 0:
@@ -134,11 +137,27 @@ class Runner:
 
     # --- one run, all attempts -----------------------------------------------------------------
     def execute(self, request: RunRequest, handle: RunHandle | None = None) -> RunResult:
+        """Run all attempts and record them; ``handle.finished`` is set however this ends."""
         handle = handle or RunHandle(request)
+        try:
+            return self._execute(request, handle)
+        except Exception as exc:  # noqa: BLE001 - e.g. the store is unusable; never leave waiters hanging
+            get_logger(job=request.job).error("run could not be recorded", error=str(exc))
+            handle.result = RunResult("failed", handle.run_id or 0, 0, error=f"scheduler error: {exc}")
+            return handle.result
+        finally:
+            handle.finished.set()
+
+    def _execute(self, request: RunRequest, handle: RunHandle) -> RunResult:
         spec = self.config.jobs[request.job]
         schedule = self.config.schedules[request.job]
         start, end, logical_date = request.data_interval(schedule)
         run_id = self.store.start_run(request.job, request.slot, logical_date, request.trigger)
+        if run_id is None:
+            reason = f"a run of {request.job} for slot {request.slot.isoformat()} is already in progress"
+            get_logger(job=request.job).warning("run not started", reason=reason)
+            handle.result = RunResult("skipped", 0, 0, error=reason)
+            return handle.result
         handle.run_id = run_id
         log = get_logger(job=request.job, run_id=run_id)
         log.info("run started", slot=request.slot.isoformat(), logical_date=logical_date.isoformat(),
@@ -176,7 +195,6 @@ class Runner:
         final = RunResult(result.status, run_id, attempt, result.exit_code, result.signal, result.timed_out,
                           duration, result.error, result.metrics)
         handle.result = final
-        handle.finished.set()
         return final
 
     def _redacted(self, result: RunResult) -> RunResult:
@@ -225,7 +243,10 @@ class Runner:
             proc = self.children.spawn(argv, env=env, cwd=cwd,
                                        stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL)
         except OSError as exc:
-            return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}: {exc.strerror or exc}")
+            if result_file is not None:
+                result_file.unlink(missing_ok=True)
+            where = f" in {cwd}" if cwd else ""
+            return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
         pump = LinePump(proc.stdout, lambda line: _relay(log, line))

@@ -265,6 +265,12 @@ class Schedule:
                     return slot
         return self._instant(datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC))
 
+    def latest_slot(self, now: datetime) -> datetime:
+        """The slot a run "now" stands for: the most recent one, or today's for jobs without a
+        periodic schedule (``run-job`` without ``--date``, ``POST /jobs/NAME/run``)."""
+        latest = self.prev_at_or_before(now) if self.is_periodic else None
+        return latest if latest is not None else self.slot_for_date(now.astimezone(self.tz).date())
+
     def jitter_for(self, job: str, slot: datetime) -> timedelta:
         """A stable pseudo-random delay in ``[0, jitter)`` for this job and slot."""
         if not self.jitter:

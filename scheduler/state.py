@@ -63,6 +63,22 @@ def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(timezone.utc).isoformat()
 
 
+def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) -> bool:
+    """Whether the process that wrote a ``running`` row still runs.  Another host's process cannot
+    be checked: it counts as alive (``other_hosts``) or not."""
+    if host != socket.gethostname():
+        return other_hosts
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
@@ -148,10 +164,19 @@ class StateStore:
             return self._conn.execute("SELECT 1").fetchone()[0] == 1
 
     # --- runs -------------------------------------------------------------------------------
-    def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1) -> int:
-        """Mark ``(job, slot)`` running (inserting or resetting its row); return the run id."""
+    def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1) -> int | None:
+        """Mark ``(job, slot)`` running (inserting or resetting its row); return the run id.
+
+        Returns ``None`` when that row is already ``running`` for a live process: two runs never
+        share one record.  A ``running`` row whose owner is gone is taken over.
+        """
         now = _iso(clock.now())
         with self._tx() as db:
+            current = db.execute("SELECT status, pid, host FROM runs WHERE job = ? AND slot = ?",
+                                 (job, _iso(slot))).fetchone()
+            if current is not None and current["status"] == "running" and _owner_alive(current["pid"],
+                                                                                       current["host"]):
+                return None
             row = db.execute(
                 """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host)
                    VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)
@@ -191,24 +216,28 @@ class StateStore:
                     (watermark[0], watermark[1], _iso(clock.now())),
                 )
 
-    def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str) -> None:
-        """Record a slot that was not run (``concurrency: forbid`` while a run was active)."""
+    def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
+                       status: str = "skipped") -> None:
+        """Record a slot that was not run: ``skipped`` (``concurrency: forbid`` while a run was
+        active) or ``interrupted`` (still queued when the scheduler stopped)."""
         now = _iso(clock.now())
         with self._tx() as db:
             db.execute(
                 """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
-                   VALUES (?, ?, ?, ?, 0, 'skipped', ?, ?, ?)
-                   ON CONFLICT (job, slot) DO UPDATE SET status = 'skipped', ended_at = excluded.ended_at,
+                   VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)
+                   ON CONFLICT (job, slot) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
                      error = excluded.error WHERE runs.status NOT IN ('running', 'success')""",
-                (job, _iso(slot), logical_date.isoformat(), trigger, now, now, reason),
+                (job, _iso(slot), logical_date.isoformat(), trigger, status, now, now, reason),
             )
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
-        """Mark every ``running`` row ``abandoned`` (called on daemon start after a crash)."""
+        """Mark ``running`` rows ``abandoned`` unless their process provably lives on (called on
+        daemon start: a ``run-job`` beside the daemon, on this host, keeps its row)."""
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
-            db.execute("UPDATE runs SET status = 'abandoned', ended_at = ?, error = ? WHERE status = 'running'",
-                       (_iso(clock.now()), reason))
+            rows = [r for r in db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+                    if not (r["pid"] != os.getpid() and _owner_alive(r["pid"], r["host"], other_hosts=False))]
+            db.executemany("UPDATE runs SET status = 'abandoned', ended_at = ?, error = ? WHERE id = ?",
+                           [(_iso(clock.now()), reason, r["id"]) for r in rows])
         return [_record(r) for r in rows]
 
     def get_run(self, run_id: int) -> RunRecord | None:

@@ -3,8 +3,9 @@
 Reads one JSON payload from stdin (job spec, run context, settings), runs the kind's executor,
 writes ``{"metrics": ..., "error": ...}`` to the payload's ``result_path`` and exits 0 on success,
 1 on failure.  Logs are JSON lines on stdout, which the runner relays line by line.  A SIGTERM
-(timeout, shutdown, ``replace``) raises ``SystemExit(143)`` so ``finally`` blocks and the kinds'
-own handlers (stopping a container) run.
+(timeout, shutdown, ``replace``) raises :class:`Stopped` so ``finally`` blocks and the kinds' own
+handlers (stopping a container) run; a kind may block SIGTERM around a publish step, and once
+the result is written SIGTERM is ignored, so published work is never recorded as failed.
 """
 
 from __future__ import annotations
@@ -22,8 +23,23 @@ from scheduler.kinds.base import RunContext
 from scheduler.logs import configure, get_logger
 
 
+class Stopped(BaseException):
+    """Raised in the main thread by SIGTERM (a job's own ``sys.exit`` stays a SystemExit)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _on_term(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise Stopped(signum)
+
+
+def _settle() -> None:
+    """From here on a SIGTERM changes nothing: ignore it, including one that arrived while a kind
+    blocked it to publish (``pthread_sigmask``), so a finished publish is recorded as such."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def _docker_settings(payload: dict[str, Any]) -> Any:
@@ -59,9 +75,10 @@ def main() -> int:
             docker=_docker_settings(payload),
         )
         metrics = executor_for(payload["kind"])(spec, ctx) or {}
-    except SystemExit as exc:
-        _write_result(result_path, {"error": f"stopped by signal (exit {exc.code})"})
-        return int(exc.code) if isinstance(exc.code, int) else 1
+    except Stopped as exc:
+        _write_result(result_path, {"error": f"stopped by {signal.Signals(exc.signum).name}"})
+        _settle()
+        return 128 + exc.signum
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded reason
         message = redactor.redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
         log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
@@ -70,8 +87,10 @@ def main() -> int:
         if isinstance(getattr(exc, "container_exit_code", None), int):
             result["exit_code"] = exc.container_exit_code  # type: ignore[attr-defined]
         _write_result(result_path, result)
+        _settle()
         return 1
     _write_result(result_path, {"metrics": metrics})
+    _settle()
     return 0
 
 

@@ -27,6 +27,9 @@ from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.schedule import Schedule
 
 
+COMPILE_TIMEOUT = 60
+
+
 @dataclass(frozen=True)
 class Config:
     """A validated configuration.  Immutable; ``digest`` identifies its content.
@@ -44,9 +47,6 @@ class Config:
     sources: tuple[str, ...] = ()
     digest: str = ""
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
-
-    def job(self, name: str) -> Any:
-        return self.jobs[name]
 
 
 class View:
@@ -135,8 +135,13 @@ def load_compiled(path: Path | str) -> Config:
 
     Raises :class:`ConfigError` with every problem the child found.
     """
-    proc = subprocess.run([sys.executable, "-m", "scheduler.config.compile", str(path)],
-                          capture_output=True, text=True, env=dict(os.environ), cwd=os.getcwd())
+    try:
+        proc = subprocess.run([sys.executable, "-m", "scheduler.config.compile", str(path)],
+                              capture_output=True, text=True, env=dict(os.environ), cwd=os.getcwd(),
+                              timeout=COMPILE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"config check did not finish within {COMPILE_TIMEOUT}s "
+                          "(a *_file pointing at a pipe or a hung mount?)") from None
     try:
         payload = json.loads(proc.stdout)
     except ValueError:

@@ -21,7 +21,7 @@ from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
-from scheduler.config.yamlsrc import YamlDoc, load_yaml
+from scheduler.config.yamlsrc import MIN_SECRET_LENGTH, YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings, check_against_settings
 from scheduler.kinds.ingest.spec import IngestJob
@@ -283,21 +283,12 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
     if issues:
         issues.sort(key=lambda i: (i.file or "", i.line or 0))
         raise ConfigError(issues)
-    secrets = set(merge.secrets)
-    for spec in jobs.values():
-        secrets |= {v for k, v in spec.env.items() if v and _is_secret_name(k)}
     return Config(
         jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
-        docker=sections["docker"], secrets=frozenset(s for s in secrets if len(s) >= 4),
+        docker=sections["docker"], secrets=frozenset(s for s in merge.secrets if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
         schedules=MappingProxyType(schedules),
     )
-
-
-def _is_secret_name(name: str) -> bool:
-    from scheduler.config.yamlsrc import SECRET_KEY
-
-    return bool(SECRET_KEY.search(name))
 
 
 def json_schema() -> dict[str, Any]:

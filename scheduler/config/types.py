@@ -11,11 +11,15 @@ from datetime import timedelta
 from typing import Annotated, Any, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    PlainSerializer,
+)
 
 from scheduler.config.durations import format_duration, parse_duration
-
-
 
 __all__ = ["Duration", "FunctionRef", "Model", "TimezoneName", "format_duration", "parse_duration"]
 

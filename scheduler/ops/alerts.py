@@ -112,7 +112,10 @@ class AlertSender:
         self._closing.set()
         if self._thread is None:
             return
-        self._queue.put(None)
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:  # a dead webhook backed the queue up: closing must not block shutdown
+            pass
         self._thread.join(timeout)
 
     def _loop(self) -> None:

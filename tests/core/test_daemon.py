@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
-from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -182,18 +182,41 @@ def test_sighup_reloads_and_bad_config_keeps_old(daemon, write_config, tmp_path)
     assert d.stop() == 0
 
 
-def test_runs_left_running_by_a_crash_become_abandoned(daemon, write_config, tmp_path):
-    store = StateStore.open(tmp_path / "data" / ".scheduler" / "state.db")
-    run_id = store.start_run("ghost", datetime(2026, 1, 1, tzinfo=timezone.utc), date(2025, 12, 31), "schedule")
-    store.close()
-    d = daemon(write_config("""
-        jobs:
-          idle: {kind: command, schedule: "0 0 1 1 *", command: ["true"]}
-    """))
-    d.stop()
-    record = [r for r in d.runs("ghost") if r.id == run_id][0]
-    assert record.status == "abandoned"
-    assert d.has("run abandoned", job="ghost", run_id=run_id)
+def _start_run_in(db: Path, env: dict, job: str, keep_running: bool) -> tuple[int, subprocess.Popen]:
+    """Create a ``running`` row from another process (which exits, or stays alive)."""
+    code = (
+        "import sys, time\n"
+        "from datetime import date, datetime, timezone\n"
+        "from pathlib import Path\n"
+        "from scheduler.state import StateStore\n"
+        f"s = StateStore.open(Path({str(db)!r}))\n"
+        f"print(s.start_run({job!r}, datetime(2026, 1, 1, tzinfo=timezone.utc), date(2025, 12, 31), 'manual'),"
+        " flush=True)\n"
+        f"time.sleep({600 if keep_running else 0})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    run_id = int(proc.stdout.readline())
+    if not keep_running:
+        proc.wait(10)
+    return run_id, proc
+
+
+def test_runs_left_running_by_a_crash_become_abandoned(daemon, write_config, tmp_path, scheduler_env):
+    db = tmp_path / "data" / ".scheduler" / "state.db"
+    dead_id, _ = _start_run_in(db, scheduler_env, "ghost", keep_running=False)
+    live_id, live = _start_run_in(db, scheduler_env, "beside", keep_running=True)  # a run-job beside the daemon
+    try:
+        d = daemon(write_config("""
+            jobs:
+              idle: {kind: command, schedule: "0 0 1 1 *", command: ["true"]}
+        """))
+        d.stop()
+        statuses = {r.id: r.status for r in d.runs()}
+        assert statuses[dead_id] == "abandoned" and statuses[live_id] == "running"
+        assert d.has("run abandoned", job="ghost", run_id=dead_id)
+    finally:
+        live.kill()
+        live.wait()
 
 
 def test_daemon_never_imports_heavy_libraries(scheduler_env, write_config, tmp_path):
@@ -229,3 +252,24 @@ def test_health_command_follows_the_loop(daemon, write_config, scheduler_cmd, sc
     proc = subprocess.run(check, capture_output=True, text=True, env=scheduler_env)
     assert proc.returncode == 0 and proc.stdout.startswith("healthy")
     d.stop()
+
+
+def test_a_slot_cut_short_by_shutdown_runs_again_on_the_next_start(daemon, write_config):
+    config = write_config("""
+        daemon: {shutdown_grace: 1s}
+        jobs:
+          long: {kind: command, every: 2s, command: [sleep, "214"]}
+          quick: {kind: command, every: 2s, catchup: none, command: [sleep, "215"]}
+    """)
+    first = daemon(config)
+    wait_for(lambda: len(processes_with("sleep 21")) >= 2, what="both jobs running")
+    assert first.stop() == 0
+    [cut] = [r for r in first.runs("long") if r.status != "skipped"]
+    assert cut.status == "interrupted" and cut.error == "scheduler shutting down"
+    second = daemon(config)
+    wait_for(lambda: second.has("resuming a slot the scheduler's stop interrupted", job="long"), what="resume")
+    wait_for(lambda: processes_with("sleep 214"), what="the slot running again")
+    assert second.stop() == 0
+    [again] = [r for r in second.runs("long") if r.id == cut.id]  # one row per job and slot
+    assert again.slot == cut.slot and again.trigger == "catchup" and again.status == "interrupted"
+    assert not second.has("resuming a slot the scheduler's stop interrupted", job="quick")  # catchup: none

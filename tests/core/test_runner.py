@@ -60,6 +60,7 @@ def make_runner(write_config, tmp_path, logs):
     ("returncode", "timed_out", "cancel", "worker_error", "expected"),
     [
         (0, False, None, None, ("success", None)),
+        (0, True, "scheduler shutting down", None, ("success", None)),  # it finished (or published) first
         (3, False, None, None, ("failed", "exited with code 3")),
         (1, False, None, "ValueError: boom", ("failed", "ValueError: boom")),
         (-9, False, None, None, ("failed", "killed by signal SIGKILL")),

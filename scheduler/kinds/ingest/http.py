@@ -9,7 +9,9 @@ Invariants:
 - Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
   shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
 - Secret values (and their URL-quoted and base64 forms) never appear in log records of this
-  module or urllib3, nor in the text or the chained context of the errors raised here.
+  module or urllib3, nor in the text or the chained context of the errors raised here.  Secrets
+  are the ``auth:`` credentials and every ``source.headers`` value except those of a few
+  well-known harmless headers (:data:`PLAIN_HEADERS`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ _CHUNK = 256 * 1024
 # exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
+# headers whose values are never credentials; any other ``source.headers`` value is treated as a secret
+PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"})
+MIN_SECRET = 4  # shorter values would mask ordinary text (as in scheduler.logs)
 
 
 def parse_json(body: bytes) -> Any:
@@ -65,12 +70,12 @@ class DeadlineExceeded(FetchError):
 
 
 class Redactor:
-    """Replaces every secret (raw, URL-quoted, base64 of basic auth) with ``***``."""
+    """Replaces every secret (raw, URL-quoted, base64 of basic auth) of at least 4 characters with ``***``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         forms: set[str] = set()
         for secret in secrets:
-            if secret and len(secret) >= 3:
+            if secret and len(secret) >= MIN_SECRET:
                 forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
         self._forms = sorted(forms, key=len, reverse=True)
 
@@ -89,6 +94,12 @@ class Redactor:
             secrets.append(auth.key)
         elif isinstance(auth, BasicAuth):
             secrets += [auth.password, base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()]
+        for name, value in source.headers.items():
+            if name.lower() not in PLAIN_HEADERS:
+                secrets.append(value)
+                scheme, _, credential = value.strip().rpartition(" ")
+                if scheme:  # "Token abc...": the credential alone may be echoed too
+                    secrets.append(credential)
         return cls(secrets)
 
 

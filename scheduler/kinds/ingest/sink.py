@@ -1,13 +1,14 @@
 """Atomic, hive-partitioned Parquet publishing: ``<data dir>/<dataset>/date=YYYY-MM-DD/part-*.parquet``.
 
 Invariants:
-- Everything is first written to hidden temp paths inside the dataset (``.part-<pid>-<tag>.tmp``
-  in an existing partition, or a hidden ``.date=...tmp-<pid>-<tag>`` directory for a new one);
+- Everything is first written to hidden temp paths inside the dataset (``.part.tmp-<host>-<pid>-<hex>``
+  in an existing partition, or a hidden ``.date=...tmp-<host>-<pid>-<hex>`` directory for a new one);
   readers (pyarrow, Spark, DuckDB) skip names starting with ``.``.
 - A file is fsynced before its rename and the directory after it.  An existing partition is
   replaced by renaming one file over ``part-00000.parquet``; a new partition appears by renaming
   its directory, so it is never seen empty or half written.
-- Temp files left by a killed run (their pid is gone) are removed by the next writer.
+- Temp files left by a killed run are removed by the next writer (see :func:`clean_stale`); a
+  live writer's temp files are never removed, even from another container on the same volume.
 - Memory is bounded by ``row_group_size`` rows of Arrow data per open partition.
 """
 
@@ -17,6 +18,8 @@ import os
 import re
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -31,7 +34,10 @@ import pyarrow.parquet as pq
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 
 FINAL = "part-00000.parquet"
-_TMP = re.compile(r"^\.(?:part|date=[0-9-]+)\.tmp-(\d+)-[0-9a-f]+")
+# ``.part.tmp-<host>-<pid>-<hex>[.2]`` or ``.date=<day>.tmp-<host>-<pid>-<hex>``; names written by
+# earlier versions have no ``<host>-``.
+_TMP = re.compile(r"^\.(?:part|date=[0-9-]+)\.tmp-(?:([A-Za-z0-9_]+)-)?(\d+)-[0-9a-f]+")
+STALE_AFTER = 6 * 3600.0  # seconds without a change before another host's temp files count as abandoned
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
 
 
@@ -114,16 +120,55 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def clean_stale(dataset_dir: Path) -> int:
-    """Remove temp files and directories left by writers whose process is gone; returns how many."""
+def host_tag() -> str:
+    """This host's name as it appears in temp names: letters, digits and ``_`` only, at most 40."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "unknown"
+
+
+def _last_change(path: Path) -> float:
+    """The newest mtime of ``path`` and, for a directory, of its entries (the file being written)."""
+    try:
+        newest = path.stat().st_mtime
+        if path.is_dir():
+            for entry in path.iterdir():
+                newest = max(newest, entry.stat().st_mtime)
+    except FileNotFoundError:
+        return time.time()  # it vanished meanwhile: its writer finished or someone cleaned it
+    return newest
+
+
+def clean_stale(dataset_dir: Path, stale_after: float = STALE_AFTER) -> int:
+    """Remove temp files and directories left by writers that are gone; returns how many.
+
+    A temp name carries the writer's host name and pid.  Pids only mean something within one pid
+    namespace, and a container (the daemon, or a ``docker compose run ... run-job`` next to it on
+    the same volume) has a pid namespace and, by default, a host name of its own.  So:
+
+    - a temp path of this host is stale when its pid is not alive (or is this process: an earlier
+      run in it was abandoned);
+    - a temp path of another host is stale when nothing in it changed for ``stale_after`` seconds
+      (callers pass the larger of :data:`STALE_AFTER`, 6 h, and the source deadline, the longest a
+      live writer may go without writing);
+    - a name without a host (written before host names were recorded) counts as this host's.
+
+    Two containers given the same host name must therefore share a pid namespace.
+    """
     removed = 0
     if not dataset_dir.is_dir():
         return 0
+    here = host_tag()
     candidates = [p for p in dataset_dir.iterdir()]
     candidates += [q for p in dataset_dir.iterdir() if p.is_dir() and p.name.startswith("date=") for q in p.iterdir()]
     for path in candidates:
         m = _TMP.match(path.name)
-        if m and not _pid_alive(int(m.group(1))):
+        if not m:
+            continue
+        host, pid = m.group(1), int(m.group(2))
+        if host is None or host == here:
+            stale = not _pid_alive(pid)
+        else:
+            stale = time.time() - _last_change(path) > stale_after
+        if stale:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
             removed += 1
     return removed
@@ -149,16 +194,17 @@ class DatasetWriter:
     """Writes one dataset for one run; nothing is visible before :meth:`publish`."""
 
     def __init__(self, root: Path, dataset: str, schema: pa.Schema, mode: str, *, merge_key: tuple[str, ...] = (),
-                 row_group_size: int = 100_000, compression_level: int | None = None, run_tag: str = "") -> None:
+                 row_group_size: int = 100_000, compression_level: int | None = None, run_tag: str = "",
+                 stale_after: float = STALE_AFTER) -> None:
         self.dir = root / dataset
         self.schema, self.mode, self.merge_key = schema, mode, merge_key
         self.row_group_size, self.compression_level = row_group_size, compression_level
-        self.tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.tag = f"{host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.run_tag = run_tag
         self.parts: dict[str, _Part] = {}
         self.bytes = 0
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.stale_removed = clean_stale(self.dir)
+        self.stale_removed = clean_stale(self.dir, stale_after)
 
     def _part(self, name: str) -> _Part:
         part = self.parts.get(name)
