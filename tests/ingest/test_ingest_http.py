@@ -200,6 +200,39 @@ def test_secret_canary_never_reaches_logs_or_errors(
         assert CANARY.replace("-", "%2D") not in text
 
 
+@pytest.mark.parametrize(("header", "value"), [
+    ("X-API-Key", CANARY),
+    ("X-Auth-Token", f"Token {CANARY}"),
+], ids=["api_key", "scheme_and_token"])
+def test_secret_canary_in_a_source_header_never_reaches_logs_or_errors(
+    httpserver: HTTPServer, tmp_path: Path, make_ctx: Ctx, caplog: pytest.LogCaptureFixture, header: str, value: str
+) -> None:
+    def redirect(request: Request) -> Response:  # the next URL carries the key: urllib3 logs it
+        return Response(status=302, headers={"Location": f"/denied?echo={request.headers.get(header)}"})
+
+    def denied(request: Request) -> Response:  # a careless server echoing the headers in its 401 body
+        return Response(json.dumps({"error": "unauthorized", "got": request.headers.get(header),
+                                    "agent": request.headers.get("User-Agent"), "url": request.url}), status=401)
+
+    httpserver.expect_request("/items").respond_with_handler(redirect)
+    httpserver.expect_request("/denied").respond_with_handler(denied)
+    caplog.set_level(logging.DEBUG)
+    job = spec(httpserver.url_for(""), headers={header: value, "User-Agent": "sales-ingest/1.0"})
+    with structlog.testing.capture_logs() as events, pytest.raises(IngestFailed) as caught:
+        execute(job, make_ctx(tmp_path))
+    assert [entry[0].path for entry in httpserver.log] == ["/items", "/denied"]
+    assert CANARY in httpserver.log[1][0].url  # the server did echo it into the URL
+    error_text = "".join(traceback.format_exception(caught.value)) + repr(caught.value)
+    assert "HTTP 401" in str(caught.value) and "***" in str(caught.value)
+    assert "sales-ingest/1.0" in str(caught.value)  # harmless headers are not masked
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+    logs = client_logs(caplog)
+    assert "/denied?echo=" in logs  # urllib3 did log the redirect target
+    for text in (error_text, logs, json.dumps(events, default=str)):
+        assert CANARY not in text
+        assert CANARY.replace("-", "%2D") not in text
+
+
 def test_secret_canary_in_a_connection_error(tmp_path: Path, make_ctx: Ctx, caplog: pytest.LogCaptureFixture) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
