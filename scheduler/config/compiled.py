@@ -48,6 +48,9 @@ class Config:
     digest: str = ""
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
+    def job(self, name: str) -> Any:
+        return self.jobs[name]
+
 
 class View:
     """Read-only attribute view of one validated model, decoded from the compile child's JSON."""
