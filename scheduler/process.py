@@ -32,6 +32,17 @@ def become_subreaper() -> bool:
         return False
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, owned by someone else
+    return True
+
+
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's per-thread malloc arenas: each run uses short-lived threads, and every new
     arena otherwise keeps its memory, so a long-running daemon's RSS would creep up."""

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock
+from scheduler.process import pid_alive
 
 SCHEMA_VERSION = 1
 FINAL_STATUSES = ("success", "failed", "timeout", "interrupted", "skipped", "abandoned")
@@ -68,15 +69,7 @@ def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) ->
     be checked: it counts as alive (``other_hosts``) or not."""
     if host != socket.gethostname():
         return other_hosts
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(pid) and pid_alive(pid)
 
 
 def parse_time(text: str | None) -> datetime | None:

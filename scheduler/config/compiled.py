@@ -26,7 +26,6 @@ from typing import Any
 from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.schedule import Schedule
 
-
 COMPILE_TIMEOUT = 60
 
 

@@ -32,10 +32,22 @@ from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.http import Fetcher, FetchError, Redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.kinds.ingest.paginate import Paginator, extract_records
-from scheduler.kinds.ingest.sink import (REJECTS_SCHEMA, STALE_AFTER, DatasetWriter, SchemaError, arrow_schema,
-                                         partition_names, to_table)
+from scheduler.kinds.ingest.sink import (
+    REJECTS_SCHEMA,
+    STALE_AFTER,
+    DatasetWriter,
+    SchemaError,
+    arrow_schema,
+    partition_names,
+    to_table,
+)
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.kinds.ingest.transform import Transformer, TransformError, reject_frame, records_to_frame
+from scheduler.kinds.ingest.transform import (
+    Transformer,
+    TransformError,
+    records_to_frame,
+    reject_frame,
+)
 
 PREFETCH_PAGES = 4
 _EXPECTED = (FetchError, CheckFailed, SchemaError, TransformError)

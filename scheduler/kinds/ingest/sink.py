@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
+from scheduler.process import pid_alive
 
 FINAL = "part-00000.parquet"
 # ``.part.tmp-<host>-<pid>-<hex>[.2]`` or ``.date=<day>.tmp-<host>-<pid>-<hex>``; names written by
@@ -109,15 +110,8 @@ def fsync_path(path: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # an earlier run in this process: abandoned
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    # this process's own pid: an earlier run in this process, abandoned
+    return pid != os.getpid() and pid_alive(pid)
 
 
 def host_tag() -> str:
