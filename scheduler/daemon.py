@@ -121,21 +121,22 @@ class Daemon:
                       config_digest=self.config.digest, pid=os.getpid(), data_dir=str(self.data_dir))
 
     def _resume_stopped_slots(self) -> None:
-        """Run again each job's last slot if the scheduler's own stop (or crash) cut it short.
+        """Run a scheduled job's latest run again if the scheduler's own stop (or crash) cut it short.
 
-        Only the slot a job fired last is considered, and only for ``catchup`` other than
-        ``none``: a redeploy at 02:20 must not lose the 02:15 ingest.
+        Only each job's newest run counts (slots skipped meanwhile by ``concurrency: forbid`` do
+        not hide it), and only for ``catchup`` other than ``none``: a redeploy at 02:20 must not
+        lose the 02:15 ingest.
         """
-        for name, cursor in self.planner.cursor.items():
-            spec = self.config.jobs[name]
-            if cursor is None or spec.catchup == "none":
+        latest = self.store.last_runs()
+        for name in self.planner.cursor:
+            record = latest.get(name)
+            if record is None or self.config.jobs[name].catchup == "none":
                 continue
-            record = self.store.find_run(name, cursor)
-            if record is not None and (record.status == "abandoned" or (
-                    record.status == "interrupted" and (record.error or "").startswith(SHUTDOWN_REASON))):
+            if record.status == "abandoned" or (
+                    record.status == "interrupted" and (record.error or "").startswith(SHUTDOWN_REASON)):
                 self.log.info("resuming a slot the scheduler's stop interrupted", job=name,
-                              slot=cursor.isoformat(), previous_status=record.status)
-                self.requested.append(RunRequest(job=name, slot=cursor, trigger="catchup"))
+                              slot=record.slot.isoformat(), previous_status=record.status)
+                self.requested.append(RunRequest(job=name, slot=record.slot, trigger="catchup"))
 
     def _cleanup_container_orphans(self) -> None:
         """Remove containers of ours left by a crashed run (in a child: the daemon stays light)."""

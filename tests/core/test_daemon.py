@@ -263,6 +263,8 @@ def test_a_slot_cut_short_by_shutdown_runs_again_on_the_next_start(daemon, write
     """)
     first = daemon(config)
     wait_for(lambda: len(processes_with("sleep 21")) >= 2, what="both jobs running")
+    # a later slot skipped meanwhile (forbid) must not hide the cut-short run
+    wait_for(lambda: any(r.status == "skipped" for r in first.runs("long")), what="a slot skipped while it ran")
     assert first.stop() == 0
     [cut] = [r for r in first.runs("long") if r.status != "skipped"]
     assert cut.status == "interrupted" and cut.error == "scheduler shutting down"
