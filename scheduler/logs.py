@@ -35,7 +35,7 @@ def _import_structlog() -> Any:
 structlog = _import_structlog()
 
 MASK = "***"
-MIN_SECRET_LENGTH = 4  # as the config loader (scheduler.config.yamlsrc); kept here to stay import-light
+MIN_SECRET_LENGTH = 4  # shorter values are never masked (they would mask ordinary text); one rule everywhere
 _PATTERNS = [  # (pattern, replacement): credential-shaped text masked even if not a known secret
     (re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?(?:bearer |basic |token )?)[^\s\"',}]+"), r"\1***"),
     (re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1***"),

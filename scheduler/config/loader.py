@@ -21,10 +21,16 @@ from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
-from scheduler.config.yamlsrc import MIN_SECRET_LENGTH, YamlDoc, load_yaml
+from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings, check_against_settings
+from scheduler.kinds.container.spec import (
+    FORBIDDEN_KEYS,
+    ContainerJob,
+    DockerSettings,
+    check_against_settings,
+)
 from scheduler.kinds.ingest.spec import IngestJob
+from scheduler.logs import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule
 
 JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({

@@ -25,7 +25,6 @@ Path_ = tuple[Any, ...]
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 SECRET_KEY = re.compile(
     r"(token|password|passwd|secret|api[-_]?key|access[-_]?key|private[-_]?key|authorization|credential|^key$)", re.I)
-MIN_SECRET_LENGTH = 4  # shorter values are not masked (they would mask ordinary text everywhere)
 
 
 @dataclass

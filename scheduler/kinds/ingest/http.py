@@ -34,6 +34,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
+from scheduler.logs import MIN_SECRET_LENGTH
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
 _CHUNK = 256 * 1024
@@ -43,7 +44,6 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
 # headers whose values are never credentials; any other ``source.headers`` value is treated as a secret
 PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"})
-MIN_SECRET = 4  # shorter values would mask ordinary text (as in scheduler.logs)
 
 
 def parse_json(body: bytes) -> Any:
@@ -75,7 +75,7 @@ class Redactor:
     def __init__(self, secrets: Iterable[str]) -> None:
         forms: set[str] = set()
         for secret in secrets:
-            if secret and len(secret) >= MIN_SECRET:
+            if secret and len(secret) >= MIN_SECRET_LENGTH:
                 forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
         self._forms = sorted(forms, key=len, reverse=True)
 
