@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -20,6 +21,17 @@ def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def unique_seconds(seconds: int | str) -> str:
+    """``seconds`` (a ``sleep`` argument) with random trailing digits, unique to one test run.
+
+    ``processes_with(f"sleep {unique_seconds(211)}")`` then finds only this test's processes,
+    even while other tests, or other test sessions on the same host, sleep for as long: the
+    digits change the duration by less than a microsecond.
+    """
+    text = str(seconds)
+    return f"{text}{'' if '.' in text else '.'}{secrets.randbelow(10**9):09d}"
 
 
 def processes_with(marker: str) -> list[int]:

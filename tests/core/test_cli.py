@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from programs import venv_program
+
 from scheduler.cli import main
 
 
@@ -52,7 +54,7 @@ def test_run_job_with_date_and_params_then_history(cfg, tmp_path, scheduler_cmd,
 
 
 def test_run_job_console_script_exit_code_is_the_runs(cfg, tmp_path, scheduler_env):
-    proc = subprocess.run(["run-job", "fails", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+    proc = subprocess.run([venv_program("run-job"), "fails", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
                           capture_output=True, text=True, env=scheduler_env, timeout=60)
     assert proc.returncode == 1
     assert "exited with code 7" in proc.stdout

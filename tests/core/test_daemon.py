@@ -13,7 +13,7 @@ import pytest
 
 from scheduler.state import StateStore
 
-from coretools import processes_with, wait_for
+from coretools import processes_with, unique_seconds, wait_for
 
 
 class DaemonProc:
@@ -75,12 +75,13 @@ def daemon(scheduler_cmd, scheduler_env, tmp_path):
 
 def test_sigterm_interrupts_running_job_and_exits_zero_within_grace(daemon, write_config):
     grace = 2.0
+    sleep = f"sleep {unique_seconds(211)}"
     d = daemon(write_config(f"""
         daemon: {{shutdown_grace: {grace}s}}
         jobs:
-          stubborn: {{kind: command, every: 1s, shell: "trap '' TERM; sleep 211 & wait; sleep 211"}}
+          stubborn: {{kind: command, every: 1s, shell: "trap '' TERM; {sleep} & wait; {sleep}"}}
     """))
-    wait_for(lambda: processes_with("sleep 211"), what="job running")
+    wait_for(lambda: processes_with(sleep), what="job running")
     began = time.monotonic()
     code = d.stop(signal.SIGTERM)
     elapsed = time.monotonic() - began
@@ -88,30 +89,31 @@ def test_sigterm_interrupts_running_job_and_exits_zero_within_grace(daemon, writ
     assert elapsed < grace + 2, f"took {elapsed:.1f}s"
     runs = d.runs("stubborn")
     assert runs and all(r.status == "interrupted" for r in runs)
-    assert processes_with("sleep 211") == []
+    assert processes_with(sleep) == []
 
 
 def test_second_signal_escalates_at_once(daemon, write_config):
-    d = daemon(write_config("""
-        daemon: {shutdown_grace: 30s}
+    sleep = f"sleep {unique_seconds(212)}"
+    d = daemon(write_config(f"""
+        daemon: {{shutdown_grace: 30s}}
         jobs:
-          stubborn: {kind: command, every: 1s, shell: "trap '' TERM; sleep 212 & wait; sleep 212"}
+          stubborn: {{kind: command, every: 1s, shell: "trap '' TERM; {sleep} & wait; {sleep}"}}
     """))
-    wait_for(lambda: processes_with("sleep 212"), what="job running")
+    wait_for(lambda: processes_with(sleep), what="job running")
     d.proc.send_signal(signal.SIGTERM)
     wait_for(lambda: d.has("shutting down"), what="shutdown start")
     began = time.monotonic()
     d.proc.send_signal(signal.SIGINT)
     assert d.proc.wait(10) == 0
     assert time.monotonic() - began < 10
-    assert processes_with("sleep 212") == []
+    assert processes_with(sleep) == []
     assert all(r.status == "interrupted" for r in d.runs("stubborn"))
 
 
 def test_forbid_records_skipped_runs(daemon, write_config):
-    d = daemon(write_config("""
+    d = daemon(write_config(f"""
         jobs:
-          slow: {kind: command, every: 1s, shell: "sleep 2.5", concurrency: forbid}
+          slow: {{kind: command, every: 1s, shell: "sleep {unique_seconds(2.5)}", concurrency: forbid}}
     """))
     wait_for(lambda: any(r.status == "skipped" for r in d.runs("slow")), what="a skipped slot")
     assert d.stop() == 0
@@ -125,22 +127,24 @@ def test_forbid_records_skipped_runs(daemon, write_config):
 
 
 def test_allow_runs_overlap(daemon, write_config):
-    d = daemon(write_config("""
+    sleep = f"sleep {unique_seconds(2.5)}"
+    d = daemon(write_config(f"""
         jobs:
-          slow: {kind: command, every: 1s, shell: "sleep 2.5", concurrency: allow}
+          slow: {{kind: command, every: 1s, shell: "{sleep}", concurrency: allow}}
     """))
-    wait_for(lambda: len(processes_with("sleep 2.5")) >= 2, what="two overlapping runs")
+    wait_for(lambda: len(processes_with(sleep)) >= 2, what="two overlapping runs")
     d.stop()
     assert not any(r.status == "skipped" for r in d.runs("slow"))
 
 
 def test_replace_stops_the_running_one_first(daemon, write_config):
-    d = daemon(write_config("""
+    seconds = unique_seconds(213)
+    d = daemon(write_config(f"""
         jobs:
-          slow: {kind: command, every: 1s, command: [sleep, "213"], concurrency: replace, kill_grace: 1s}
+          slow: {{kind: command, every: 1s, command: [sleep, "{seconds}"], concurrency: replace, kill_grace: 1s}}
     """))
     wait_for(lambda: any(r.status == "interrupted" for r in d.runs("slow")), what="a replaced run")
-    assert len(processes_with("sleep 213")) <= 1
+    assert len(processes_with(f"sleep {seconds}")) <= 1
     d.stop()
     replaced = [r for r in d.runs("slow") if r.error and "replaced by a newer run" in r.error]
     assert replaced
@@ -237,7 +241,7 @@ def test_daemon_never_imports_heavy_libraries(scheduler_env, write_config, tmp_p
         "         if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run(["python", "-c", code], capture_output=True, text=True, env=scheduler_env, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=scheduler_env, check=True)
     assert out.stdout.strip() == ""
 
 
@@ -255,14 +259,16 @@ def test_health_command_follows_the_loop(daemon, write_config, scheduler_cmd, sc
 
 
 def test_a_slot_cut_short_by_shutdown_runs_again_on_the_next_start(daemon, write_config):
-    config = write_config("""
-        daemon: {shutdown_grace: 1s}
+    long_s, quick_s = unique_seconds(214), unique_seconds(215)
+    config = write_config(f"""
+        daemon: {{shutdown_grace: 1s}}
         jobs:
-          long: {kind: command, every: 2s, command: [sleep, "214"]}
-          quick: {kind: command, every: 2s, catchup: none, command: [sleep, "215"]}
+          long: {{kind: command, every: 2s, command: [sleep, "{long_s}"]}}
+          quick: {{kind: command, every: 2s, catchup: none, command: [sleep, "{quick_s}"]}}
     """)
     first = daemon(config)
-    wait_for(lambda: len(processes_with("sleep 21")) >= 2, what="both jobs running")
+    wait_for(lambda: processes_with(f"sleep {long_s}") and processes_with(f"sleep {quick_s}"),
+             what="both jobs running")
     # a later slot skipped meanwhile (forbid) must not hide the cut-short run
     wait_for(lambda: any(r.status == "skipped" for r in first.runs("long")), what="a slot skipped while it ran")
     assert first.stop() == 0
@@ -270,7 +276,7 @@ def test_a_slot_cut_short_by_shutdown_runs_again_on_the_next_start(daemon, write
     assert cut.status == "interrupted" and cut.error == "scheduler shutting down"
     second = daemon(config)
     wait_for(lambda: second.has("resuming a slot the scheduler's stop interrupted", job="long"), what="resume")
-    wait_for(lambda: processes_with("sleep 214"), what="the slot running again")
+    wait_for(lambda: processes_with(f"sleep {long_s}"), what="the slot running again")
     assert second.stop() == 0
     [again] = [r for r in second.runs("long") if r.id == cut.id]  # one row per job and slot
     assert again.slot == cut.slot and again.trigger == "catchup" and again.status == "interrupted"

@@ -15,7 +15,7 @@ from scheduler.process import ChildTable
 from scheduler.runner import RunHandle, Runner, RunRequest, decide
 from scheduler.state import StateStore
 
-from coretools import processes_with, wait_for
+from coretools import processes_with, unique_seconds, wait_for
 
 SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=timezone.utc)
 
@@ -85,34 +85,37 @@ def test_exit_code_is_recorded(make_runner, tmp_path):
 
 
 def test_timeout_kills_whole_process_group(make_runner, tmp_path):
-    runner, store = make_runner("""
+    first, second = f"sleep {unique_seconds(101)}", f"sleep {unique_seconds(102)}"
+    runner, store = make_runner(f"""
         jobs:
-          slow: {kind: command, shell: "sleep 101 & sleep 102", timeout: 1s, kill_grace: 1s}
+          slow: {{kind: command, shell: "{first} & {second}", timeout: 1s, kill_grace: 1s}}
     """)
     result = runner.execute(RunRequest("slow", SLOT))
     assert result.status == "timeout" and result.timed_out
-    assert processes_with("sleep 101") == [] and processes_with("sleep 102") == []
+    assert processes_with(first) == [] and processes_with(second) == []
     assert store.get_run(result.run_id).status == "timeout"
 
 
 def test_timeout_escalates_to_sigkill_when_term_is_ignored(make_runner, tmp_path):
-    runner, _ = make_runner("""
+    sleep = f"sleep {unique_seconds(103)}"
+    runner, _ = make_runner(f"""
         jobs:
-          stubborn: {kind: command, shell: "trap '' TERM; sleep 103 & wait; sleep 103", timeout: 0.5s, kill_grace: 0.5s}
+          stubborn: {{kind: command, shell: "trap '' TERM; {sleep} & wait; {sleep}", timeout: 0.5s, kill_grace: 0.5s}}
     """)
     result = runner.execute(RunRequest("stubborn", SLOT))
     assert result.status == "timeout"
-    assert processes_with("sleep 103") == []
+    assert processes_with(sleep) == []
 
 
 def test_background_children_do_not_outlive_a_finished_run(make_runner, tmp_path):
-    runner, _ = make_runner("""
+    sleep = f"sleep {unique_seconds(104)}"
+    runner, _ = make_runner(f"""
         jobs:
-          leaky: {kind: command, shell: "sleep 104 & echo done", kill_grace: 1s}
+          leaky: {{kind: command, shell: "{sleep} & echo done", kill_grace: 1s}}
     """)
     result = runner.execute(RunRequest("leaky", SLOT))
     assert result.status == "success"
-    assert processes_with("sleep 104") == []
+    assert processes_with(sleep) == []
 
 
 def test_retries_with_backoff_until_success(make_runner, tmp_path):
@@ -161,19 +164,20 @@ def test_output_is_streamed_while_the_job_runs(make_runner, tmp_path, logs):
 
 
 def test_cancel_records_interrupted(make_runner, tmp_path):
-    runner, store = make_runner("""
+    sleep = f"sleep {unique_seconds(105)}"
+    runner, store = make_runner(f"""
         jobs:
-          long: {kind: command, shell: "sleep 105"}
+          long: {{kind: command, shell: "{sleep}"}}
     """)
     handle = RunHandle(RunRequest("long", SLOT))
     thread = threading.Thread(target=runner.execute, args=(handle.request, handle))
     thread.start()
-    wait_for(lambda: processes_with("sleep 105"), what="job start")
+    wait_for(lambda: processes_with(sleep), what="job start")
     handle.cancel("scheduler shutting down", grace=2)
     thread.join(10)
     assert handle.result.status == "interrupted"
     assert store.get_run(handle.run_id).error == "scheduler shutting down"
-    assert processes_with("sleep 105") == []
+    assert processes_with(sleep) == []
 
 
 def test_rerun_of_same_slot_updates_one_record(make_runner, tmp_path):
