@@ -7,9 +7,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,38 +26,58 @@ from scheduler.kinds.container.spec import DockerSettings, DockerTLS
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# dockerd takes its listener through systemd socket activation (``-H fd://``): descriptors from 3
+# on, LISTEN_FDS of them, for the process whose pid is LISTEN_PID.  This trampoline moves the
+# inherited socket to 3 and execs dockerd, which keeps its pid.
+ACTIVATE = """
+import os, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1")
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
 @contextmanager
-def second_dockerd(host: str, extra: list[str], reach: DockerSettings) -> Iterator[None]:
-    """A dockerd of our own on ``host``, with its own state and bridge, stopped afterwards."""
+def second_dockerd(extra: list[str], reach: Callable[[str], DockerSettings]) -> Iterator[str]:
+    """A dockerd of our own on 127.0.0.1, with its own state and bridge, stopped afterwards.
+
+    Yields its ``tcp://`` address.  The port is race-free: the test binds port 0, reads the port
+    back and hands the listening socket to dockerd, so no other process can take it in between.
+    """
     dockerd = shutil.which("dockerd")
     if dockerd is None or os.geteuid() != 0:
         no_engine("a second dockerd needs the dockerd binary and root")
     if shutil.which("ip") is None:
         no_engine("the 'ip' tool (iproute2) is needed to give the second dockerd a bridge")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
+    host = f"tcp://127.0.0.1:{port}"
     # Short paths: containerd's socket lives under the exec root and must fit in sun_path.
     root = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
     # Its own bridge: with --bridge=none dockerd deletes docker0, breaking the first engine's
-    # default network; a non-default bridge name must exist before dockerd starts.
-    bridge = f"sdbr{host.rsplit(':', 1)[1]}"[:15]
+    # default network; a non-default bridge name must exist before dockerd starts.  Named after
+    # the port, which is ours while the listener lives.
+    bridge = f"sdbr{port}"[:15]
     subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
     log_file = (root / "dockerd.log").open("w")
     proc = subprocess.Popen(
-        [dockerd, "--host", host, "--data-root", str(root / "data"), "--exec-root", str(root / "x"),
+        [sys.executable, "-c", ACTIVATE, str(listener.fileno()),
+         dockerd, "--host", "fd://", "--data-root", str(root / "data"), "--exec-root", str(root / "x"),
          "--pidfile", str(root / "dockerd.pid"), "--bridge", bridge, "--iptables=false", "--ip-masq=false", *extra],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, pass_fds=(listener.fileno(),),
     )  # fmt: skip
+    listener.close()  # dockerd holds its own copy
     try:
         client: docker.DockerClient | None = None
         deadline = time.monotonic() + 60
         while client is None:
             try:
-                client = make_client(reach)
+                client = make_client(reach(host))
                 client.ping()
             except (docker.errors.DockerException, EngineUnavailable):
                 client = None
@@ -65,7 +86,7 @@ def second_dockerd(host: str, extra: list[str], reach: DockerSettings) -> Iterat
                 time.sleep(0.3)
         ensure_test_image(client)
         client.close()
-        yield
+        yield host
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -80,8 +101,7 @@ def second_dockerd(host: str, extra: list[str], reach: DockerSettings) -> Iterat
 
 @pytest.fixture(scope="module")
 def tcp_engine() -> Iterator[str]:
-    host = f"tcp://127.0.0.1:{free_port()}"
-    with second_dockerd(host, [], DockerSettings(host=host)):
+    with second_dockerd([], lambda host: DockerSettings(host=host)) as host:
         yield host
 
 
@@ -109,11 +129,10 @@ def make_certs(directory: Path) -> None:
 def tls_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     certs = tmp_path_factory.mktemp("certs")
     make_certs(certs)
-    host = f"tcp://127.0.0.1:{free_port()}"
     tls = DockerTLS(ca_cert=str(certs / "ca.pem"), client_cert=str(certs / "cert.pem"), client_key=str(certs / "key.pem"))
     extra = ["--tlsverify", "--tlscacert", str(certs / "ca.pem"), "--tlscert", str(certs / "server-cert.pem"),
              "--tlskey", str(certs / "server-key.pem")]  # fmt: skip
-    with second_dockerd(host, extra, DockerSettings(host=host, tls=tls)):
+    with second_dockerd(extra, lambda host: DockerSettings(host=host, tls=tls)) as host:
         yield host, certs
 
 

@@ -97,22 +97,32 @@ def test_sibling_container_job_records_its_exit_code(containers: Containers, con
 
 @pytest.fixture
 def api_proxy(tmp_path: Path) -> Iterator[str]:
-    """The Docker API proxy of docker-compose.yml (its HAProxy config as is), on 127.0.0.1."""
+    """The Docker API proxy of docker-compose.yml (its HAProxy config file as is), on 127.0.0.1.
+
+    The listening socket is ours: bound to port 0, its port read back, and handed to HAProxy as an
+    inherited descriptor (``bind fd@N``), so no other process can take the port in between.
+    """
     haproxy = shutil.which("haproxy")
     if haproxy is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy)")
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
-    text = compose["configs"]["docker-api-proxy"]["content"].replace("$$", "$")  # compose's escape
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    mounts = compose["services"]["docker-proxy"]["volumes"]
+    [mount] = [m for m in mounts if m.split(":")[1] == "/usr/local/etc/haproxy/haproxy.cfg"]
+    text = (REPO / mount.split(":")[0]).read_text()
     assert "bind :2375" in text
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    port = listener.getsockname()[1]
     cfg = tmp_path / "haproxy.cfg"
-    cfg.write_text(text.replace("bind :2375", f"bind 127.0.0.1:{port}"))
-    proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg.write_text(text.replace("bind :2375", f"bind fd@{listener.fileno()}"))
+    proc = subprocess.Popen([haproxy, "-db", "-f", str(cfg)], pass_fds=(listener.fileno(),),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    listener.close()  # HAProxy holds its own copy
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _status(url, "GET", "/_ping") == 200, 10, "the proxy to answer")
+        wait_for(lambda: _status(url, "GET", "/_ping") == 200 or proc.poll() is not None, 10, "the proxy to answer")
+        assert proc.poll() is None, f"haproxy exited with {proc.returncode}"
         yield url
     finally:
         proc.terminate()
