@@ -121,8 +121,10 @@ def ours(client: Any, settings: DockerSettings) -> list[dict[str, Any]]:
     return client.api.containers(all=True, filters={"label": [f"{LABEL_INSTANCE}={settings.instance}"]})
 
 
-def all_ours(client: Any) -> list[dict[str, Any]]:
-    return client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED_BY}=scheduler"]})
+def session_leftovers(client: Any, prefix: str) -> list[dict[str, Any]]:
+    """Containers the scheduler labelled whose instance label starts with ``prefix`` (one session's)."""
+    labelled = client.api.containers(all=True, filters={"label": [f"{LABEL_MANAGED_BY}=scheduler"]})
+    return [c for c in labelled if (c.get("Labels") or {}).get(LABEL_INSTANCE, "").startswith(prefix)]
 
 
 def docker_cli() -> str:
