@@ -184,6 +184,38 @@ def test_the_package_has_no_import_cycles() -> None:
     assert not found, "import cycles in the scheduler package:\n" + "\n\n".join(describe(c) for c in found)
 
 
+# (importer, imported, why): no direct edge from a module in the first to one in the second
+# (a module and the modules of its package are "in" it; "scheduler" is every module).
+FORBIDDEN = [
+    ("scheduler", "scheduler.cli", "the command line is the top: commands get their context from scheduler.app"),
+    ("scheduler.ops", "scheduler.daemon", "operations see the daemon only through scheduler.daemon_view"),
+    ("scheduler.ops", "scheduler.runner", "operations use the nouns of scheduler.runs, or a runner from scheduler.app"),
+    ("scheduler.daemon", "scheduler.ops", "extensions are handed to the daemon, it never imports them"),
+    ("scheduler.planner", "scheduler.runner", "the planning step needs RunRequest (scheduler.runs), not processes"),
+    ("scheduler", "scheduler.sample", "the sample API and demo are not part of the core"),
+]
+ENTRY_POINTS = {("scheduler.__main__", "scheduler.cli"), ("scheduler.cli", "scheduler.sample")}
+
+
+def _in(module: str, package: str) -> bool:
+    module = module.removesuffix(INIT)
+    return module == package or module.startswith(package + ".")
+
+
+def test_imports_point_down_the_layers() -> None:
+    """The directions of docs/architecture.md; only the entry points cross them."""
+    wrong = []
+    for source, edges in import_graph().items():
+        for edge in edges:
+            for importer, imported, why in FORBIDDEN:
+                if not (_in(source, importer) and _in(edge.target, imported)) or _in(source, imported):
+                    continue
+                if any(_in(source, a) and _in(edge.target, b) for a, b in ENTRY_POINTS):
+                    continue
+                wrong.append(f"{edge.source} -> {edge.target} ({edge.where}): {why}")
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_walker_sees_lazy_imports_reexports_and_parent_packages(tmp_path: Path) -> None:
     """The rules of the module docstring, on a small package of known shape."""
     pkg = tmp_path / PACKAGE
