@@ -63,7 +63,8 @@ def parse_day(text: str, option: str) -> date:
         raise UsageError(f"{option}: expected YYYY-MM-DD, got {text!r}") from None
 
 
-def plan_dates(store: StateStore, job: str, schedule: Schedule, first: date, last: date, rerun: str | None) -> list[DatePlan]:
+def plan_dates(store: StateStore, job: str, schedule: Schedule, first: date, last: date,
+               rerun: str | None) -> list[DatePlan]:
     """The dates of ``[first, last]`` with the decision for each (see the module docstring)."""
     if last < first:
         raise UsageError(f"--to {last} is before --from {first}")

@@ -25,7 +25,8 @@ def _iso(t: datetime | None, tz: Any = None) -> str | None:
     return t.astimezone(tz).isoformat() if tz is not None else t.isoformat()
 
 
-def job_summaries(config: Config, store: StateStore, now: datetime | None = None, upcoming: int = 1) -> list[dict[str, Any]]:
+def job_summaries(config: Config, store: StateStore, now: datetime | None = None,
+                  upcoming: int = 1) -> list[dict[str, Any]]:
     """One JSON-ready dict per configured job, in config order.
 
     Keys: ``job``, ``kind``, ``enabled``, ``schedule``, ``timezone``, ``after``, ``next`` (up to
