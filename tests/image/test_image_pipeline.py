@@ -41,7 +41,7 @@ from image_helpers import (
 from scheduler import clock
 from scheduler.config import load_config
 from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_JOB
-from scheduler.sample_api import start_server
+from scheduler.sample.api import start_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
