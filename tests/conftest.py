@@ -26,6 +26,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
         report.longrepr = f"docker test skipped under CI=true: {report.longrepr}"
 
 
+@pytest.fixture(autouse=True)
+def _reset_logging() -> object:
+    """A test that configures logging in-process (``cli.main([...])``) points structlog at pytest's
+    captured stream of that test; later tests must not write to the closed stream."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
+
+
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
     """Write YAML (dedented) to a file in tmp_path and return its path."""
