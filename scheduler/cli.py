@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Sequence
@@ -26,7 +25,6 @@ from scheduler.errors import (
     Interrupted,
     JobFailed,
     SchedulerError,
-    StateError,
     UsageError,
 )
 from scheduler.logs import configure
@@ -122,17 +120,11 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def open_store(config: Config, root: Path) -> Any:
-    return open_store_at(Path(config.state.path) if config.state.path else root / ".scheduler" / "state.db")
+def open_store(config: Config | None, root: Path) -> Any:
+    """The store the config's ``state:`` section names (``None``: the default SQLite file)."""
+    from scheduler.stores import open_store as open_state
 
-
-def open_store_at(path: Path) -> Any:
-    from scheduler.state import StateStore
-
-    try:
-        return StateStore.open(path)
-    except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"cannot open the state store {path}: {exc}") from None
+    return open_state(config.state if config is not None else None, root)
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Any]:
@@ -251,10 +243,10 @@ def cmd_health(args: argparse.Namespace) -> int:
         print(f"unhealthy: scheduler loop last ticked {age:.0f}s ago (limit {limit:.0f}s)")
         return 1
     try:
-        state_path = load_config(config_path(args)).state.path
+        config: Config | None = load_config(config_path(args))
     except ConfigError:
-        state_path = None  # a bad new config file must not make a running daemon unhealthy
-    store = open_store_at(Path(state_path) if state_path else root / ".scheduler" / "state.db")
+        config = None  # a bad new config file must not make a running daemon unhealthy
+    store = open_store(config, root)
     try:
         store.ping()
     except Exception as exc:  # noqa: BLE001 - any store failure makes the check fail

@@ -31,7 +31,7 @@ from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
 from scheduler.runner import RunHandle, Runner, RunRequest
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 IDLE_TICK = timedelta(seconds=30)
 SHUTDOWN_REASON = "scheduler shutting down"

@@ -36,7 +36,7 @@ from scheduler.process import (
     stop_group,
 )
 from scheduler.schedule import Schedule
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
 
