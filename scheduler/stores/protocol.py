@@ -73,7 +73,8 @@ class StateStore(Protocol):
         ...
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
-        """On scheduler start: mark ``running`` rows whose owner is provably gone ``abandoned``."""
+        """On scheduler start: mark ``running`` rows whose owner is provably gone ``abandoned``;
+        return those runs (their ids and jobs, for the log)."""
         ...
 
     def get_run(self, run_id: int) -> RunRecord | None:
