@@ -15,8 +15,9 @@ when replicas on different hosts race:
 
 Connection: one psycopg connection (autocommit, explicit transactions) behind a lock, as the
 SQLite store does: the store's calls are short and a process makes a few per run, so a pool would
-buy nothing.  A broken connection is dropped and reopened on the next call; a read is retried
-once on a fresh connection, a write is not (it may have committed) and raises :class:`StateError`.
+buy nothing.  A broken connection (server restart, failover, idle timeout) is dropped and reopened:
+a read, or a write whose ``BEGIN`` failed, is retried once on the fresh connection; a write that
+failed later is not (it may have committed) and raises :class:`StateError`.
 Every error text leaving the store has the URL's password masked.  Timestamps are
 ``timestamptz``; the session time zone is UTC so values read back are UTC like SQLite's.
 """
@@ -28,7 +29,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -116,15 +117,26 @@ class PostgresStore:
 
     @contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
-        """One write transaction; errors become :class:`StateError` (never retried)."""
+        """One write transaction; errors become :class:`StateError`.  Only a failed ``BEGIN`` is
+        retried (on a fresh connection): a failure after it may follow a commit."""
         with self._lock:
-            conn = self._connection()
             try:
-                with conn.transaction():
-                    yield conn
+                with ExitStack() as stack:
+                    yield self._begin(stack)
             except psycopg.Error as exc:
                 self._drop_if_broken()
                 raise self._error("state store write failed at", exc) from None
+
+    def _begin(self, stack: ExitStack) -> psycopg.Connection[dict[str, Any]]:
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                stack.enter_context(conn.transaction())
+                return conn
+            except psycopg.OperationalError:
+                if not self._drop_if_broken() or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def _read(self, query: Callable[[psycopg.Connection[dict[str, Any]]], T]) -> T:
         """Run a read; retried once on a fresh connection when the old one broke (server restart)."""
