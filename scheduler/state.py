@@ -80,17 +80,18 @@ def parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
 
 
-def held(row: Mapping[str, Any], now: datetime) -> bool:
-    """Whether a run row still belongs to a live run: ``running``, its lease (if any) not run out,
-    and its process not provably gone (only a process on this host can be checked)."""
+def held(row: Mapping[str, Any], now: datetime, host: str) -> bool:
+    """Whether a ``running`` row still belongs to a live run, as seen from ``host``: a run of this
+    host while its process lives (checked directly, whatever the lease says); a run of another
+    host while its lease lasts (a row without a lease: always, as its process cannot be checked)."""
     if row["status"] != "running":
         return False
+    if row["host"] == host:
+        return bool(row["pid"]) and pid_alive(row["pid"])
     lease = row["lease_until"]
     if isinstance(lease, str):
         lease = parse_time(lease)
-    if lease is not None and lease < now:
-        return False
-    return _owner_alive(row["pid"], row["host"])
+    return lease is None or lease >= now
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class SQLiteStore:
     """SQLite-backed records.  Create with :meth:`open`; close with :meth:`close`.
 
     ``owner`` names this store's process (host, pid and a random part): the runs it claims carry
-    it, and only it may finish them or renew their leases.
+    it, and only it may finish them or renew their leases.  ``host`` is recorded on them too.
     """
 
     def __init__(self, conn: sqlite3.Connection, path: Path, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> None:
@@ -145,6 +146,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self.path = path
         self.owner = new_owner()
+        self.host = socket.gethostname()
         self.lease_ttl = lease_ttl
 
     @classmethod
@@ -192,16 +194,17 @@ class SQLiteStore:
         """Claim ``(job, slot)``: mark it running (inserting or resetting its row); return the run id.
 
         Returns ``None`` when that row is already held (see :func:`held`): two runs never share one
-        record.  A ``running`` row whose owner is gone or whose lease ran out is taken over.  With
+        record.  A ``running`` row whose process is gone, or, from another host, whose lease ran
+        out, is taken over.  With
         ``forbid_overlap`` it also returns ``None`` while another slot of the job is held.
         """
         now = clock.now()
         with self._tx() as db:
             current = db.execute("SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND slot = ?",
                                  (job, _iso(slot))).fetchone()
-            if current is not None and held(current, now):
+            if current is not None and held(current, now, self.host):
                 return None
-            if forbid_overlap and any(held(r, now) for r in db.execute(
+            if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
                     "SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND status = 'running' "
                     "AND slot != ?", (job, _iso(slot)))):
                 return None
@@ -216,8 +219,8 @@ class SQLiteStore:
                      host = excluded.host, logical_date = excluded.logical_date, owner = excluded.owner,
                      lease_until = excluded.lease_until
                    RETURNING id""",
-                (job, _iso(slot), logical_date.isoformat(), trigger, attempt, _iso(now), os.getpid(),
-                 socket.gethostname(), self.owner, _iso(now + self.lease_ttl)),
+                (job, _iso(slot), logical_date.isoformat(), trigger, attempt, _iso(now), os.getpid(), self.host,
+                 self.owner, _iso(now + self.lease_ttl)),
             ).fetchone()
         return int(row[0])
 

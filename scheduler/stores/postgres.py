@@ -67,6 +67,7 @@ class PostgresStore:
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[dict[str, Any]] | None = None
         self.owner = new_owner()
+        self.host = socket.gethostname()
         self.lease_ttl = lease_ttl
         self.url = mask_url(url)  # for messages: never the password
 
@@ -162,9 +163,9 @@ class PostgresStore:
             db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (JOB_LOCK, job))
             current = db.execute("SELECT status, pid, host, lease_until FROM runs WHERE job = %s AND slot = %s "
                                  "FOR UPDATE", (job, slot)).fetchone()
-            if current is not None and held(current, now):
+            if current is not None and held(current, now, self.host):
                 return None
-            if forbid_overlap and any(held(r, now) for r in db.execute(
+            if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
                     "SELECT status, pid, host, lease_until FROM runs WHERE job = %s AND status = 'running' "
                     "AND slot <> %s", (job, slot))):
                 return None
@@ -179,7 +180,7 @@ class PostgresStore:
                      host = excluded.host, logical_date = excluded.logical_date, owner = excluded.owner,
                      lease_until = excluded.lease_until
                    RETURNING id""",
-                (job, slot, logical_date, trigger, attempt, now, os.getpid(), socket.gethostname(), self.owner,
+                (job, slot, logical_date, trigger, attempt, now, os.getpid(), self.host, self.owner,
                  now + self.lease_ttl),
             ).fetchone()
         return int(row["id"])
@@ -224,13 +225,14 @@ class PostgresStore:
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
         """Mark ``running`` rows ``abandoned`` whose process is provably gone: on this host with a
-        dead pid (or this very pid: a previous life of a PID-1 scheduler), or with a lease that ran
-        out.  Other hosts' runs with a live lease belong to other replicas and are left alone."""
+        dead pid (or this very pid: a previous life of a PID-1 scheduler), or on another host with
+        a lease that ran out.  Other hosts' runs with a live lease belong to other replicas and are
+        left alone (a replica restarted under a new host name recovers its runs by lease expiry)."""
         now = clock.now()
         with self._tx() as db:
             rows = db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY id FOR UPDATE SKIP LOCKED")
             stale = [r["id"] for r in rows
-                     if r["pid"] == os.getpid() and r["host"] == socket.gethostname() or not held(r, now)]
+                     if r["pid"] == os.getpid() and r["host"] == self.host or not held(r, now, self.host)]
             changed = db.execute("UPDATE runs SET status = 'abandoned', ended_at = %s, error = %s "
                                  "WHERE id = ANY(%s) RETURNING *", (now, reason, stale)).fetchall()
         return sorted((_record(r) for r in changed), key=lambda r: r.id)
@@ -318,6 +320,6 @@ class PostgresStore:
             rows = db.execute("SELECT id, owner, lease_until FROM runs WHERE status = 'running' AND lease_until < %s "
                               "ORDER BY id FOR UPDATE SKIP LOCKED", (now,)).fetchall()
             changed = [db.execute("UPDATE runs SET status = 'abandoned', ended_at = %s, error = %s WHERE id = %s "
-                                  "RETURNING *", (now, expired_reason(r["owner"], r["lease_until"]), r["id"])).fetchone()
-                       for r in rows]
+                                  "RETURNING *", (now, expired_reason(r["owner"], r["lease_until"]), r["id"]))
+                       .fetchone() for r in rows]
         return [_record(r) for r in changed]

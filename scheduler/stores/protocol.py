@@ -10,8 +10,8 @@ Invariants every backend keeps:
   resets that row and keeps its id, so records stay idempotent;
 * :meth:`StateStore.start_run` is the atomic claim of ``(job, slot)``: of any number of callers
   racing for the same slot, across processes and hosts, at most one gets a run id while the slot
-  is held; a slot is held while its row is ``running``, its lease has not run out and its process
-  is not provably gone;
+  is held; a slot is held while its row is ``running`` and its process lives (seen from its own
+  host) or its lease lasts (seen from another host);
 * a watermark is only written together with the success of the run that published its data, and
   only by the run's owner;
 * timestamps are timezone-aware UTC ``datetime`` values on the way in and out;
@@ -37,6 +37,11 @@ class StateStore(Protocol):
 
     owner: str
     """This store's replica id (``host:pid:random``): the owner recorded on the runs it claims."""
+    host: str
+    """The host name recorded on the runs it claims: their process is checked directly from the
+    same host; from another host only their lease tells whether they live."""
+    lease_ttl: timedelta
+    """How long a claim holds without renewal."""
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""

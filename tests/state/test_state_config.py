@@ -44,8 +44,8 @@ def test_sqlite_stays_the_default(write_config: Callable[..., Path], tmp_path: P
 
 
 def test_a_postgres_url_is_read_and_its_password_is_a_secret(write_config: Callable[..., Path]) -> None:
-    config = load_config(write_config('state: {backend: postgres, url: "postgres://sched:Tr0ub4dor-3@db:5432/scheduler"}\n'
-                                      + JOB), env={})
+    state = 'state: {backend: postgres, url: "postgres://sched:Tr0ub4dor-3@db:5432/scheduler"}\n'
+    config = load_config(write_config(state + JOB), env={})
     assert (config.state.backend, config.state.url) == ("postgres", "postgres://sched:Tr0ub4dor-3@db:5432/scheduler")
     assert "Tr0ub4dor-3" in config.secrets
 
@@ -62,7 +62,8 @@ def test_url_file_holds_the_whole_url(write_config: Callable[..., Path], tmp_pat
 
 @pytest.mark.parametrize(("state", "field", "message"), [
     ("{backend: postgres}", "state", "backend postgres needs 'url' (or 'url_file')"),
-    ('{backend: postgres, url: "mysql://u:hunter2-pw@db/x"}', "state.url", "must be a postgresql:// or postgres:// URL"),
+    ('{backend: postgres, url: "mysql://u:hunter2-pw@db/x"}', "state.url",
+     "must be a postgresql:// or postgres:// URL"),
     ('{backend: postgres, url: "postgresql://db/x", path: /x.db}', "state", "'path' is only for backend sqlite"),
     ('{url: "postgresql://u:hunter2-pw@db/x"}', "state", "'url' is only for backend postgres"),
     ("{backend: mysql}", "state.backend", "must be one of 'sqlite' or 'postgres'"),

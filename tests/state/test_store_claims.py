@@ -64,9 +64,19 @@ def test_expired_leases_are_abandoned_once_with_the_owner_named(store: Any) -> N
     assert store.renew_leases(store.owner, timedelta(hours=1)) == []  # the owner learns it lost the run
 
 
+def test_a_live_process_on_this_host_keeps_its_slot_without_renewing(store: Any, open_store: Any) -> None:
+    other = open_store()  # same host: the process itself is checked, not the lease
+    with freeze_time("2026-03-01 02:00:05", tz_offset=0) as frozen:
+        store.start_run("j", slot(2), LOGICAL, "schedule")
+        frozen.tick(store.lease_ttl * 10)
+        assert other.start_run("j", slot(2), LOGICAL, "manual") is None
+        assert other.start_run("j", slot(3), LOGICAL, "schedule", forbid_overlap=True) is None
+
+
 def test_a_slot_whose_lease_ran_out_is_taken_over_and_the_late_owner_records_nothing(
         store: Any, open_store: Any) -> None:
     other = open_store()
+    other.host = "replica-b"  # another host: only the lease tells whether the run lives
     with freeze_time("2026-03-01 02:00:05", tz_offset=0) as frozen:
         run_id = store.start_run("j", slot(2), LOGICAL, "schedule", forbid_overlap=True)
         assert other.start_run("j", slot(2), LOGICAL, "schedule") is None

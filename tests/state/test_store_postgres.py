@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import psycopg
 import pytest
+
+from scheduler import clock
 
 from scheduler.errors import StateError
 from scheduler.stores.postgres import PostgresStore
@@ -54,8 +57,6 @@ def test_times_are_stored_as_timestamptz(pg_url: str) -> None:
     store = PostgresStore.open(pg_url)
     try:
         store.start_run("j", SLOT, date(2026, 2, 28), "schedule")
-        import psycopg
-
         with psycopg.connect(pg_url) as conn:
             types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns "
                                       "WHERE table_name = 'runs'").fetchall())
@@ -65,3 +66,20 @@ def test_times_are_stored_as_timestamptz(pg_url: str) -> None:
         assert lease == store.lease_ttl
     finally:
         store.close()
+
+
+def test_a_starting_replica_abandons_only_runs_that_are_provably_gone(pg_url: str) -> None:
+    other = PostgresStore.open(pg_url)
+    other.host = "replica-b"
+    starting = PostgresStore.open(pg_url)
+    try:
+        live = other.start_run("j", SLOT, date(2026, 2, 28), "schedule")  # another replica, lease running
+        stale = other.start_run("j", SLOT + timedelta(hours=1), date(2026, 2, 28), "schedule")
+        with psycopg.connect(pg_url, autocommit=True) as conn:  # that replica stopped renewing one lease
+            conn.execute("UPDATE runs SET lease_until = %s WHERE id = %s", (clock.now() - timedelta(seconds=1), stale))
+        mine = starting.start_run("k", SLOT, date(2026, 2, 28), "schedule")  # this very pid: a past life
+        assert sorted(r.id for r in starting.abandon_running()) == sorted([stale, mine])
+        assert starting.get_run(live).status == "running"
+    finally:
+        other.close()
+        starting.close()

@@ -21,7 +21,7 @@ def test_the_protocol_names_every_store_call_the_package_makes() -> None:
             "watermark", "last_fired", "set_last_fired", "set_last_fired_many"}
     claims = {"advance_last_fired", "renew_leases", "expire_leases"}
     assert set(MEMBERS) == used | claims
-    assert "owner" in StateStore.__annotations__
+    assert set(StateStore.__annotations__) == {"owner", "host", "lease_ttl"}
 
 
 @pytest.mark.parametrize("cls", [SQLiteStore, PostgresStore])
