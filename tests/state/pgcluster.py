@@ -17,7 +17,18 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-BIN = Path(os.environ.get("SCHEDULER_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _bin_dir() -> Path:
+    """``SCHEDULER_TEST_PG_BIN``, else Debian's PostgreSQL 15, else the newest version installed."""
+    if os.environ.get("SCHEDULER_TEST_PG_BIN"):
+        return Path(os.environ["SCHEDULER_TEST_PG_BIN"])
+    default = Path("/usr/lib/postgresql/15/bin")
+    found = sorted((p for p in Path("/usr/lib/postgresql").glob("*/bin") if p.parent.name.isdigit()),
+                   key=lambda p: int(p.parent.name))
+    return default if default.exists() or not found else found[-1]
+
+
+BIN = _bin_dir()
 START_ATTEMPTS = 8
 
 
