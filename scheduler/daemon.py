@@ -33,7 +33,7 @@ from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
 from scheduler.runner import Runner
 from scheduler.runs import RunHandle, RunRequest
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 SHUTDOWN_REASON = "scheduler shutting down"
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from scheduler.config.compiled import Config
 from scheduler.runs import RunRequest
 from scheduler.schedule import Schedule
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 ON_TIME = timedelta(seconds=60)
 

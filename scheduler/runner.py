@@ -32,7 +32,7 @@ from scheduler.process import (
     stop_group,
 )
 from scheduler.runs import RunHandle, RunRequest, RunResult, decide
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 __all__ = ["RunHandle", "RunRequest", "RunResult", "Runner", "decide"]
 

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from scheduler.config.compiled import Config, load_compiled
-from scheduler.errors import StateError
 from scheduler.logs import Redactor, configure
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 if TYPE_CHECKING:
     from scheduler.daemon import Daemon
@@ -34,7 +32,6 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "config"
 DEFAULT_DATA_DIR = "data"
-STATE_FILE = Path(".scheduler") / "state.db"  # under the data dir, unless ``state.path`` says otherwise
 
 
 def _setting(value: str | None, env: str, default: str) -> str:
@@ -74,8 +71,9 @@ def load_config(path: Path) -> Config:
 
 def state_path(config: Config | None, data_dir: Path) -> Path:
     """Where the state store lives: ``state.path`` from the config, else under the data dir."""
-    configured = config.state.path if config is not None else None
-    return Path(configured) if configured else data_dir / STATE_FILE
+    from scheduler.stores import sqlite_path
+
+    return sqlite_path(config.state if config is not None else None, data_dir)
 
 
 def open_state(config: Config | None, data_dir: Path) -> StateStore:
@@ -83,11 +81,9 @@ def open_state(config: Config | None, data_dir: Path) -> StateStore:
 
     The one place a store is opened.  Raises ``StateError`` (exit 2) when it cannot be.
     """
-    path = state_path(config, data_dir)
-    try:
-        return StateStore.open(path)
-    except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"cannot open the state store {path}: {exc}") from None
+    from scheduler.stores import open_store
+
+    return open_store(config.state if config is not None else None, data_dir)
 
 
 @dataclass

@@ -291,7 +291,8 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         raise ConfigError(issues)
     return Config(
         jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
-        docker=sections["docker"], secrets=frozenset(s for s in merge.secrets if len(s) >= MIN_SECRET_LENGTH),
+        docker=sections["docker"],
+        secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
         schedules=MappingProxyType(schedules),
     )

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from scheduler.config.types import Duration, Model
 
@@ -24,10 +24,37 @@ class DaemonSettings(Model):
 
 
 class StateSettings(Model):
-    """Where run records live.  ``path`` defaults to ``<data dir>/.scheduler/state.db``."""
+    """Where run records live: a SQLite file (``path``, default ``<data dir>/.scheduler/state.db``)
+    or a PostgreSQL database shared by several schedulers (``url``, or ``url_file`` for a file
+    holding it).  The URL's password is a secret: see :meth:`secrets`."""
 
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
     path: str | None = None
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # never echo the value: it holds the password
+        if value is not None and not re.match(r"postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// or postgres:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_keys(self) -> "StateSettings":
+        if self.backend == "postgres" and not self.url:
+            raise ValueError("backend postgres needs 'url' (or 'url_file')")
+        if self.backend == "postgres" and self.path is not None:
+            raise ValueError("'path' is only for backend sqlite (postgres uses 'url')")
+        if self.backend == "sqlite" and self.url is not None:
+            raise ValueError("'url' is only for backend postgres")
+        return self
+
+    def secrets(self) -> set[str]:
+        """Values to mask wherever text is shown: the URL's password, as written and decoded."""
+        from scheduler.stores.urls import url_secrets
+
+        return url_secrets(self.url)
 
 
 class HttpSettings(Model):
