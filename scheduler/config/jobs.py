@@ -14,9 +14,10 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.compiled import command_argv
-from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName
+from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName, format_duration
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MIN_EVERY = timedelta(seconds=1)  # the daemon loop is not a sub-second timer
 
 
 def argv_strings(items: list[Any]) -> list[str]:
@@ -91,12 +92,17 @@ class JobBase(Model):
             out[key] = str(val).lower() if isinstance(val, bool) else str(val)
         return out
 
+    @field_validator("every")
+    @classmethod
+    def _every_floor(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < MIN_EVERY:
+            raise ValueError(f"must be at least {format_duration(MIN_EVERY)}")
+        return value
+
     @model_validator(mode="after")
     def _one_schedule(self) -> "JobBase":
         if self.schedule is not None and self.every is not None:
             raise ValueError("use either 'schedule' or 'every', not both")
-        if self.every is not None and self.every < timedelta(seconds=1):
-            raise ValueError("'every' must be at least 1s")
         return self
 
 

@@ -18,6 +18,7 @@ import fnmatch
 import posixpath
 import re
 import shlex
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
@@ -428,16 +429,27 @@ def _under(path: str, roots: tuple[str, ...]) -> bool:
 def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -> list[tuple[str, str]]:
     """Checks that need the global ``docker:`` section: ``(field, message)`` for each problem."""
     settings = settings or DockerSettings()
+    return allowlist_problems(job.image, job.volumes, settings.allowed_images, settings.allowed_host_paths,
+                              settings.allowed_volumes)
+
+
+def allowlist_problems(image: str | None, volumes: Sequence[Volume], allowed_images: tuple[str, ...] | None,
+                       allowed_host_paths: tuple[str, ...] | None,
+                       allowed_volumes: tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """``(field, message)`` for each image or mount outside the allowlists.
+
+    ``None`` stands for a value that is unknown (it was itself invalid, and reported): the checks
+    that need it are skipped, the others still run, so one bad key hides no other problem.
+    """
     problems: list[tuple[str, str]] = []
-    if not image_allowed(job.image, settings.allowed_images):
+    if image is not None and allowed_images is not None and not image_allowed(image, allowed_images):
         problems.append(
-            ("image", f"image {job.image!r} is not in docker.allowed_images ({', '.join(settings.allowed_images) or 'empty'})")
+            ("image", f"image {image!r} is not in docker.allowed_images ({', '.join(allowed_images) or 'empty'})")
         )
-    for i, vol in enumerate(job.volumes):
-        if vol.is_host_path and not _under(vol.source, settings.allowed_host_paths):
-            problems.append(
-                (f"volumes[{i}]", f"host path {vol.source!r} is not under docker.allowed_host_paths")
-            )
-        elif not vol.is_host_path and vol.source not in settings.allowed_volumes:
+    for i, vol in enumerate(volumes):
+        if vol.is_host_path:
+            if allowed_host_paths is not None and not _under(vol.source, allowed_host_paths):
+                problems.append((f"volumes[{i}]", f"host path {vol.source!r} is not under docker.allowed_host_paths"))
+        elif allowed_volumes is not None and vol.source not in allowed_volumes:
             problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
     return problems
