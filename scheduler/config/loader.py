@@ -333,35 +333,3 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
         schedules=MappingProxyType(schedules),
     )
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of the config file, for editors (yaml-language-server) and ``scheduler schema``."""
-    from pydantic import TypeAdapter
-
-    job_schemas = {kind: TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
-                   for kind, model in JOB_MODELS.items()}
-    defs: dict[str, Any] = {}
-    variants = []
-    for kind, schema in job_schemas.items():
-        defs.update(schema.pop("$defs", {}))
-        title = JOB_MODELS[kind].__name__
-        defs[title] = schema
-        variants.append({"$ref": f"#/$defs/{title}"})
-    properties: dict[str, Any] = {
-        "defaults": {"type": "object", "description": "Keys merged into every job (the job's own value wins)."},
-        "jobs": {"type": "object", "additionalProperties": {"oneOf": variants}},
-    }
-    for name, model in SECTIONS.items():
-        schema = TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        defs[model.__name__] = schema
-        properties[name] = {"$ref": f"#/$defs/{model.__name__}"}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "cron-container-scheduler config",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
-        "$defs": defs,
-    }
