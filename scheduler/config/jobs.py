@@ -131,7 +131,7 @@ class JobBase(Model):
 class CommandJob(JobBase):
     """Run an argv list (``command``) or a ``/bin/sh -c`` string (``shell``)."""
 
-    kind: Literal["command"]
+    kind: Literal["command"] = Field(description="command: run an argv list or a shell command line.")
     command: tuple[str, ...] | None = Field(
         default=None, description="Argv to execute, no shell (exactly one of command / shell).")
     shell: str | None = Field(
@@ -163,7 +163,7 @@ class CommandJob(JobBase):
 class PythonJob(JobBase):
     """Call ``module:function`` (importable from the project root, e.g. ``jobs.report:build``)."""
 
-    kind: Literal["python"]
+    kind: Literal["python"] = Field(description="python: call package.module:function in a child process.")
     function: FunctionRef = Field(description="package.module:function, called as function(ctx) in a child process.")
     cwd: str | None = Field(
         default=None, description="Working directory, also put first on PYTHONPATH (default: the daemon's).")

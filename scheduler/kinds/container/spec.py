@@ -196,7 +196,7 @@ class ContainerJob(JobBase):
     secrets included, reaches a container unless listed for it.
     """
 
-    kind: Literal["container"]
+    kind: Literal["container"] = Field(description="container: run an image as a sibling container.")
     image: str = Field(description="Image tag or digest; must match docker.allowed_images.")
     command: Argv | None = Field(
         default=None,

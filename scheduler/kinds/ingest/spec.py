@@ -143,7 +143,7 @@ class Incremental(Model):
 class IngestJob(JobBase):
     """Fetch an HTTP API page by page, clean, check and publish a Parquet partition."""
 
-    kind: Literal["ingest"]
+    kind: Literal["ingest"] = Field(description="ingest: fetch an HTTP API into Parquet under the data dir.")
     source: Source = Field(description="The HTTP API to fetch.")
     transform: tuple[Step, ...] = Field(
         default=(),
