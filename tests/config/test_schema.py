@@ -326,3 +326,37 @@ def test_defaults_is_an_object_of_the_keys_jobs_accept() -> None:
     assert defaults["type"] == "object" and defaults["additionalProperties"] is False
     job_keys = {name for model in JOB_MODELS.values() for name in model.model_fields} - {"kind"}
     assert job_keys <= set(defaults["properties"])
+
+
+# --- the configuration reference states the limits the models enforce ----------------------------
+def limits_table() -> list[tuple[str, str]]:
+    text = README.read_text(encoding="utf-8").split("**Limits.**", 1)[1]
+    rows = [line for line in text.split("\n\n", 2)[1].splitlines() if line.startswith("|")][2:]
+    return [tuple(cell.strip() for cell in row.strip("|").split("|")) for row in rows]  # type: ignore[misc]
+
+
+def _bound(value: Any) -> str:
+    return f"`{int(value)}`" if float(value).is_integer() else f"`{value}`"
+
+
+def test_readme_limits_table_states_every_bound_of_the_models() -> None:
+    import annotated_types as at
+
+    from scheduler.config.jobs import MIN_EVERY
+    from scheduler.config.types import format_duration
+
+    rows = limits_table()
+    checked = 0
+    for model in models():
+        for name, field in model.model_fields.items():
+            bounds = [_bound(getattr(m, attr)) for m in field.metadata
+                      for kind, attr in ((at.Ge, "ge"), (at.Le, "le"), (at.Gt, "gt"), (at.Lt, "lt"),
+                                         (at.MinLen, "min_length")) if isinstance(m, kind)]
+            if not bounds:
+                continue
+            key = re.compile(rf"`(?:[\w.]+\.)?{re.escape(field.alias or name)}`")
+            assert any(key.search(k) and all(b in limit for b in bounds) for k, limit in rows), \
+                f"README limits table lacks {model.__name__}.{name} {bounds}"
+            checked += 1
+    assert checked >= 15
+    assert ("`every`", f"at least `{format_duration(MIN_EVERY)}`") in rows
