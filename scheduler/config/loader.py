@@ -24,7 +24,8 @@ from scheduler.config.partial import model_checks, valid_fields
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings, allowlist_problems
+from scheduler.kinds.container.allowlist import allowlist_problems
+from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.logs import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule, parse_cron

@@ -87,7 +87,8 @@ def as_overlay(block: dict[str, Any]) -> dict[str, Any]:
     read on top of that file, as a user would apply it; any other block stands alone."""
     jobs = block.get("jobs") or {}
     shipped = shipped_jobs()
-    if not any(isinstance(spec, dict) and "kind" not in spec and name in shipped["jobs"] for name, spec in jobs.items()):
+    if not any(isinstance(spec, dict) and "kind" not in spec and name in shipped["jobs"]
+               for name, spec in jobs.items()):
         return block
     merged = {**shipped, **{k: v for k, v in block.items() if k != "jobs"}}
     merged["jobs"] = {**shipped["jobs"]}
@@ -145,7 +146,9 @@ ACCEPTED: dict[str, dict[str, Any]] = {
                                  "b": {"kind": "command", "shell": "y"}}},
     "gpus-forms": {"jobs": {"a": {"kind": "container", "image": "i", "gpus": "all"},
                             "b": {"kind": "container", "image": "i", "gpus": 2},
-                            "c": {"kind": "container", "image": "i", "gpus": ["0", "1"]}}},
+                            "c": {"kind": "container", "image": "i", "gpus": ["0", "1"]},
+                            "d": {"kind": "container", "image": "i", "gpus": "2"},
+                            "e": {"kind": "container", "image": "i", "gpus": [0, "GPU-3f2a"]}}},
 }
 
 
@@ -214,6 +217,9 @@ REJECTED: dict[str, dict[str, Any]] = {
     "reject-ratio-above-1": {"jobs": {"i": {**ingest()["jobs"]["i"], "checks": {"max_reject_ratio": 1.5}}}},
     "page-size-zero": ingest(pagination={"type": "page_number", "page_size": 0}),
     "cpus-zero": container(cpus=0),
+    "gpus-zero": container(gpus=0),
+    "gpus-zero-quoted": container(gpus="0"),
+    "gpus-empty-list": container(gpus=[]),
     "empty-sink-schema": {"jobs": {"i": {**ingest()["jobs"]["i"], "sink": {"dataset": "d", "schema": {}}}}},
     # durations, sizes, patterns
     "duration-unknown-unit": cmd(timeout="10x"),

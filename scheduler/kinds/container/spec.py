@@ -14,18 +14,18 @@ This module imports no Docker SDK: validating a config never needs an engine.
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import re
 import shlex
-from collections.abc import Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase, argv_strings
 from scheduler.config.types import Duration, Model
+from scheduler.kinds.container.allowlist import allowlist_problems, image_allowed  # noqa: F401 - re-exported
+from scheduler.kinds.container.sizes import SIZE_PATTERN, Size, format_size, parse_size  # noqa: F401 - re-exported
 
 LABEL_PREFIX = "org.cron-scheduler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
@@ -76,41 +76,9 @@ FORBIDDEN_KEYS: dict[str, str] = {
     "publish": "container jobs publish no ports",
 }
 
-# One grammar for the parser and the JSON Schema (ASCII only, no flags, so both engines agree).
-SIZE_PATTERN = r"^ *([0-9]+(?:\.[0-9]+)?) *([bBkKmMgGtT]?)([iI]?[bB])? *$"
-_SIZE = re.compile(SIZE_PATTERN)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-
-
-def parse_size(value: Any) -> int:
-    """``"512m"``, ``"2g"``, ``"64MiB"``, ``1048576`` -> bytes (binary units, as Docker reads them)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size like 512m or 2g")
-    if isinstance(value, int):
-        result = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        result = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    else:
-        raise ValueError(f"invalid size {value!r}: use bytes or a number with k, m, g (like 512m)")
-    if result <= 0:
-        raise ValueError("must be positive")
-    return result
-
-
-def format_size(size: int) -> str:
-    """Inverse of :func:`parse_size`: the largest unit that divides exactly (``67108864`` -> ``64m``)."""
-    for unit, factor in (("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
-
-
-Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str),
-                 WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1},
-                                           {"type": "string", "pattern": SIZE_PATTERN}]})]
 
 
 def _argv(value: Any) -> Any:
@@ -219,7 +187,12 @@ class ContainerJob(JobBase):
     pids_limit: int | None = Field(default=None, ge=1, description="Process limit.")
     shm_size: Size | None = Field(default=None, description="/dev/shm size (64m).")
     gpus: Literal["all"] | int | tuple[str, ...] | None = Field(
-        default=None, description="GPU device requests: all, a count, or a list of device ids.")
+        default=None, description="GPU device requests: all, a count, or a list of device ids.",
+        json_schema_extra={"anyOf": [  # what the validator below accepts
+            {"const": "all"}, {"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^[0-9]*[1-9][0-9]*$"},
+            {"type": "array", "minItems": 1, "items": {"anyOf": [
+                {"type": "string", "pattern": _DEVICE_ID.pattern}, {"type": "integer", "minimum": 0}]}},
+            {"type": "null"}]})
     gpu_policy: Literal["required", "preferred"] = Field(
         default="required",
         description="Without a GPU runtime: fail (required), or rerun without GPU with a warning (preferred).")
@@ -289,12 +262,12 @@ class ContainerJob(JobBase):
     def _gpus(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("use 'all', a count, or a list of device ids")
+        if isinstance(value, str) and value != "all":
+            if not re.fullmatch(r"[0-9]+", value):
+                raise ValueError(f"invalid gpus {value!r}: use 'all', a count, or a list of device ids")
+            value = int(value)  # a quoted count ("2"), checked like a number
         if isinstance(value, int) and value < 1:
             raise ValueError("a GPU count must be at least 1")
-        if isinstance(value, str) and value != "all":
-            if value.isdigit():
-                return int(value)
-            raise ValueError(f"invalid gpus {value!r}: use 'all', a count, or a list of device ids")
         if isinstance(value, list):
             if not value:
                 raise ValueError("the list of GPU device ids must not be empty")
@@ -431,50 +404,8 @@ class DockerSettings(Model):
         return value
 
 
-def image_allowed(image: str, patterns: tuple[str, ...]) -> bool:
-    """Whether ``image`` matches one of the glob ``patterns``; ``busybox`` also counts as
-    ``busybox:latest`` and ``docker.io/library/busybox:latest``."""
-    names = {image}
-    last = image.rsplit("/", 1)[-1]
-    if "@" not in image and ":" not in last:
-        names.add(image + ":latest")
-    for name in list(names):
-        first = name.split("/", 1)[0]
-        if "/" not in name:
-            names.add("docker.io/library/" + name)
-        elif "." not in first and ":" not in first and first != "localhost":
-            names.add("docker.io/" + name)
-    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
-
-
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
-
-
 def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -> list[tuple[str, str]]:
     """Checks that need the global ``docker:`` section: ``(field, message)`` for each problem."""
     settings = settings or DockerSettings()
     return allowlist_problems(job.image, job.volumes, settings.allowed_images, settings.allowed_host_paths,
                               settings.allowed_volumes)
-
-
-def allowlist_problems(image: str | None, volumes: Sequence[Volume], allowed_images: tuple[str, ...] | None,
-                       allowed_host_paths: tuple[str, ...] | None,
-                       allowed_volumes: tuple[str, ...] | None) -> list[tuple[str, str]]:
-    """``(field, message)`` for each image or mount outside the allowlists.
-
-    ``None`` stands for a value that is unknown (it was itself invalid, and reported): the checks
-    that need it are skipped, the others still run, so one bad key hides no other problem.
-    """
-    problems: list[tuple[str, str]] = []
-    if image is not None and allowed_images is not None and not image_allowed(image, allowed_images):
-        problems.append(
-            ("image", f"image {image!r} is not in docker.allowed_images ({', '.join(allowed_images) or 'empty'})")
-        )
-    for i, vol in enumerate(volumes):
-        if vol.is_host_path:
-            if allowed_host_paths is not None and not _under(vol.source, allowed_host_paths):
-                problems.append((f"volumes[{i}]", f"host path {vol.source!r} is not under docker.allowed_host_paths"))
-        elif allowed_volumes is not None and vol.source not in allowed_volumes:
-            problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
-    return problems
