@@ -93,6 +93,7 @@ def _is_checked_scalar(node: dict[str, Any]) -> bool:
 _SUBSCHEMA = ("additionalProperties", "items", "not", "if", "then", "else")
 _SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
 _SUBSCHEMA_MAPS = ("properties", "patternProperties", "$defs")
+_ANNOTATIONS = ("description", "default", "title")  # stay on the key, outside the union
 
 
 def _allow_interpolation(node: Any) -> Any:
@@ -103,8 +104,9 @@ def _allow_interpolation(node: Any) -> Any:
     if not isinstance(node, dict):
         return node
     if _is_checked_scalar(node) and "const" not in node:
-        meta = {k: node.pop(k) for k in ("description", "default", "title") if k in node}
-        return {**meta, "anyOf": [node, {"$ref": "#/$defs/Interpolated"}]}
+        meta = {k: v for k, v in node.items() if k in _ANNOTATIONS}
+        value = {k: v for k, v in node.items() if k not in _ANNOTATIONS}
+        return {**meta, "anyOf": [value, {"$ref": "#/$defs/Interpolated"}]}
     out = dict(node)
     if "anyOf" in node and any(isinstance(sub, dict) and _is_checked_scalar(sub) for sub in node["anyOf"]):
         # A union with a checked scalar branch (a duration: pattern or number): one more branch.
