@@ -64,7 +64,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from scheduler.config.loader import json_schema
+    from scheduler.config.schema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return 0

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.types import Duration, Model
 
@@ -17,10 +17,14 @@ from scheduler.config.types import Duration, Model
 class DaemonSettings(Model):
     """How the PID-1 daemon behaves."""
 
-    shutdown_grace: Duration = timedelta(seconds=8)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
-    max_parallel_runs: int = 64
+    shutdown_grace: Duration = Field(
+        default=timedelta(seconds=8),
+        description="On SIGTERM/SIGINT: time running jobs get after SIGTERM before SIGKILL.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level (--log-level overrides it).")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON lines when stdout is not a terminal (--log-format overrides it).")
+    max_parallel_runs: int = Field(default=64, description="Runs beyond this wait in a queue.")
 
 
 class StateSettings(Model):
@@ -28,9 +32,14 @@ class StateSettings(Model):
     or a PostgreSQL database shared by several schedulers (``url``, or ``url_file`` for a file
     holding it).  The URL's password is a secret: see :meth:`secrets`."""
 
-    backend: Literal["sqlite", "postgres"] = "sqlite"
-    path: str | None = None
-    url: str | None = None
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="The state store: a SQLite file, or a PostgreSQL database shared by several schedulers.")
+    path: str | None = Field(
+        default=None, description="SQLite file (default: <data dir>/.scheduler/state.db); sqlite only.")
+    url: str | None = Field(
+        default=None,
+        description="postgresql://USER:PASSWORD@HOST:5432/DB (or url_file); postgres only. The password is masked.")
 
     @field_validator("url")
     @classmethod
@@ -60,9 +69,12 @@ class StateSettings(Model):
 class HttpSettings(Model):
     """The optional operations endpoint (health, metrics, job API)."""
 
-    listen: str | None = None
-    api_token: str | None = None
-    stale_after: Duration = timedelta(seconds=90)
+    listen: str | None = Field(
+        default=None, description="HOST:PORT of the operations endpoint (unset: off; port 0 picks a free one).")
+    api_token: str | None = Field(
+        default=None, description="Bearer token (a secret) that enables GET /jobs and POST /jobs/NAME/run.")
+    stale_after: Duration = Field(
+        default=timedelta(seconds=90), description="/healthz answers 503 when the loop has not stepped for this long.")
 
     @field_validator("listen")
     @classmethod
