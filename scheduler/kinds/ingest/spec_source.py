@@ -129,9 +129,11 @@ Pagination = Annotated[
 
 
 class Retries(Model):
-    """Retry policy for 429, 5xx and connection errors (urllib3 ``Retry``)."""
+    """Retry policy: 429, 5xx and read errors up to ``total`` retries (urllib3 ``Retry``); failed
+    connections while the backoff waits fit in ``connect_budget`` (a source that is down fails fast)."""
 
     total: int = Field(default=5, ge=0, le=100)
+    connect_budget: Duration = timedelta(seconds=10)
     backoff: Duration = timedelta(seconds=1)
     backoff_max: Duration = timedelta(seconds=60)
     jitter: Duration = timedelta(milliseconds=500)
