@@ -122,6 +122,20 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
     return params
 
 
+def make_data_dir(root: Path) -> Path:
+    """Create the data root; a root this process may not create is a setup error (exit 2)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        from scheduler.state import not_writable, unwritable
+
+        blocked = unwritable(root / ".scheduler" / "state.db")
+        if blocked is None:
+            raise
+        raise not_writable(root, blocked, "the data dir") from None
+    return root
+
+
 def open_store(config: Config, root: Path) -> Any:
     return open_store_at(Path(config.state.path) if config.state.path else root / ".scheduler" / "state.db")
 
@@ -221,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config, redactor = _load(args)
     root = data_dir(args)
-    root.mkdir(parents=True, exist_ok=True)
+    make_data_dir(root)
     store = open_store(config, root)
     try:
         daemon = Daemon(config, config_path(args), root, store, redactor,
@@ -289,7 +303,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     request = RunRequest(job=args.job, slot=slot_for(config, args.job, day), trigger="manual",
                          params=parse_params(args.param))
     root = data_dir(args)
-    root.mkdir(parents=True, exist_ok=True)
+    make_data_dir(root)
     store = open_store(config, root)
     handle = RunHandle(request)
     received: list[int] = []

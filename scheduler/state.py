@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock
+from scheduler.errors import StoreNotWritable
 from scheduler.process import pid_alive
 
 SCHEMA_VERSION = 1
@@ -70,6 +71,34 @@ def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) ->
     if host != socket.gethostname():
         return other_hosts
     return bool(pid) and pid_alive(pid)
+
+
+def unwritable(path: Path) -> Path | None:
+    """The first thing keeping this process from writing ``path`` (a file, maybe not there yet):
+    the file or a WAL companion it may not write, else the nearest existing directory it may not
+    create files in; ``None`` when nothing does (root passes every check)."""
+    for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if item.exists() and not os.access(item, os.R_OK | os.W_OK):
+            return item
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return None if os.access(directory, os.W_OK | os.X_OK) else directory
+
+
+def not_writable(path: Path, blocked: Path, what: str = "the state store") -> StoreNotWritable:
+    """The one-line error for a path this process may not write (``blocked`` is why), with the fix."""
+    uid = os.getuid()
+    try:
+        owner = blocked.stat().st_uid
+    except OSError:
+        owner = None
+    fix_dir = blocked if blocked.is_dir() else blocked.parent
+    hint = f"fix: chown -R {uid} {fix_dir} (on the host, for a bind mount)"
+    if owner is not None and owner != uid:
+        hint += f", or run the container with --user {owner}"
+    whose = f" (owned by uid {owner})" if owner is not None else ""
+    return StoreNotWritable(f"cannot open {what} {path}: {blocked}{whose} is not writable by uid {uid}", hint)
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -126,14 +155,23 @@ class StateStore:
 
     @classmethod
     def open(cls, path: Path) -> "StateStore":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        """Open (creating directory, file and tables as needed).  Raises :class:`StoreNotWritable`
+        when this process may not write the file or its directory (WAL needs both)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if (blocked := unwritable(path)) is not None:  # before SQLite says "unable to open database file"
+                raise not_writable(path, blocked)
+            conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except (PermissionError, sqlite3.OperationalError):
+            if (blocked := unwritable(path)) is None:
+                raise
+            raise not_writable(path, blocked) from None
         return cls(conn, path)
 
     def close(self) -> None:

@@ -223,7 +223,7 @@ def _summary(job: str, plans: list[DatePlan]) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from scheduler.cli import _load, data_dir, open_store
+    from scheduler.cli import _load, data_dir, make_data_dir, open_store
     from scheduler.logs import configure
     from scheduler.process import ChildTable
     from scheduler.runner import Runner
@@ -235,7 +235,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         raise UsageError("--parallel must be at least 1")
     first, last = parse_day(args.start, "--from"), parse_day(args.end, "--to")
     root = data_dir(args)
-    root.mkdir(parents=True, exist_ok=True)
+    make_data_dir(root)
     store = open_store(config, root)
     level = getattr(args, "log_level", None) or config.daemon.log_level
     fmt = getattr(args, "log_format", None) or config.daemon.log_format
