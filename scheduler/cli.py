@@ -319,6 +319,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     try:
         runner = Runner(config, store, root, ChildTable(),
                         getattr(args, "log_level", None) or config.daemon.log_level)
+        runner.sweep_result_files()
         thread = threading.Thread(target=runner.execute, args=(request, handle), daemon=True)
         thread.start()
         while not handle.finished.wait(0.5) and thread.is_alive():

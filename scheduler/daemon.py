@@ -114,6 +114,7 @@ class Daemon:
         for record in self.store.abandon_running():
             self.log.warning("run abandoned", job=record.job, run_id=record.id,
                              reason="left running by a previous scheduler process")
+        self.runner.sweep_result_files()  # after the records above: their files are stale now
         self._cleanup_container_orphans()
         self.planner.start(clock.now())
         self._resume_stopped_slots()

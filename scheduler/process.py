@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +43,11 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # it exists, owned by someone else
     return True
+
+
+def host_tag() -> str:
+    """This host's name as it appears in temp names: letters, digits and ``_`` only, at most 40."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "unknown"
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

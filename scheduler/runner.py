@@ -17,7 +17,6 @@ import random
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler import clock
+from scheduler import clock, resultfiles
 from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
@@ -135,6 +134,22 @@ class Runner:
         self.log_level = log_level
         self.redactor = Redactor(config.secrets)
 
+    def sweep_result_files(self) -> int:
+        """Remove result files left by runners that were killed (call before running anything)."""
+        def running(run_id: int) -> bool:
+            record = self.store.get_run(run_id)
+            return record is not None and record.status == "running"
+
+        try:
+            removed = resultfiles.sweep(self.data_dir, running)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop a start
+            get_logger().warning("stale result files not removed", error=str(exc))
+            return 0
+        if removed:
+            get_logger().info("stale result files removed", count=len(removed),
+                              directory=str(resultfiles.result_dir(self.data_dir)))
+        return len(removed)
+
     # --- one run, all attempts -----------------------------------------------------------------
     def execute(self, request: RunRequest, handle: RunHandle | None = None) -> RunResult:
         """Run all attempts and record them; ``handle.finished`` is set however this ends."""
@@ -221,11 +236,7 @@ class Runner:
             argv, stdin_data = command_argv(spec), None
             cwd = spec.cwd
         else:
-            tmp_dir = self.data_dir / ".scheduler" / "tmp"
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"run-{run_id}-", suffix=".json", dir=tmp_dir)
-            os.close(fd)
-            result_file = Path(name)
+            result_file = resultfiles.create(self.data_dir, run_id)
             argv = [sys.executable, "-m", "scheduler.worker"]
             cwd = getattr(spec, "cwd", None)
             stdin_data = json.dumps({

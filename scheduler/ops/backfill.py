@@ -242,6 +242,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     try:
         plans = plan_dates(store, args.job, config.schedules[args.job], first, last, args.rerun)
         runner = Runner(config, store, root, ChildTable(), level)
+        runner.sweep_result_files()
         todo = [p for p in plans if p.run]
         tty = sys.stdout.isatty()
         progress = Progress(args.job, len(todo), tty)
