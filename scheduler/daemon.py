@@ -34,6 +34,8 @@ from scheduler.runner import RunHandle, Runner, RunRequest
 from scheduler.state import StateStore
 
 IDLE_TICK = timedelta(seconds=30)
+# how ``scheduler.kinds.container.engine.EngineUnavailable`` begins (the daemon never imports the SDK)
+ENGINE_UNREACHABLE = "cannot reach the Docker engine at "
 SHUTDOWN_REASON = "scheduler shutting down"
 
 
@@ -151,7 +153,13 @@ class Daemon:
                 if line.strip():
                     self.log.warning("orphan container removed", detail=line.strip())
             if out.returncode != 0:
-                self.log.warning("orphan container cleanup failed", error=out.stderr.strip()[-500:])
+                error = (out.stderr.strip().splitlines() or ["no output"])[-1][-500:]
+                if error.startswith(ENGINE_UNREACHABLE):
+                    # not a cleanup problem: the container jobs themselves cannot run; say which and why
+                    jobs = sorted(name for name, spec in self.config.jobs.items() if spec.kind == "container")
+                    self.log.warning("container jobs need a Docker engine", jobs=jobs, error=error)
+                else:
+                    self.log.warning("orphan container cleanup failed", error=error)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.log.warning("orphan container cleanup failed", error=str(exc))
 

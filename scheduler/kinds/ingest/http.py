@@ -40,7 +40,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from scheduler.kinds.ingest.neterrors import Failure, classify, endpoint, target
+from scheduler.neterrors import Failure, classify, endpoint, target
 from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.logs import MIN_SECRET_LENGTH
 
