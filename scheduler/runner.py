@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -260,8 +261,11 @@ class Runner:
             return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
-        pump = LinePump(proc.stdout, lambda line: _relay(log, line))
-        pump.start()
+        tail: deque[str] = deque(maxlen=50)
+        pumps = [LinePump(proc.stdout, lambda line: _relay(log, line, "stdout"), lines=tail),
+                 LinePump(proc.stderr, lambda line: _relay(log, line, "stderr"), lines=tail)]
+        for pump in pumps:
+            pump.start()
         if stdin_data is not None:
             _feed(proc, stdin_data)
         exited = threading.Event()
@@ -300,7 +304,8 @@ class Runner:
         finally:
             self.children.release(proc.pid)
             handle.pgid = None
-        pump.join(timeout=5)
+        for pump in pumps:
+            pump.join(timeout=5)
         duration = clock.monotonic() - began
         worker = _read_result(result_file)
         status, error = decide(proc.returncode, timed_out, handle.cancel_reason, worker.get("error"))
@@ -309,8 +314,8 @@ class Runner:
         if isinstance(worker.get("exit_code"), int) and sig is None:
             code = worker["exit_code"]  # the work's own exit status (a container's), not the worker's
         metrics = dict(worker.get("metrics") or {})
-        if status != "success" and pump.tail:
-            metrics["last_lines"] = pump.tail[-10:]
+        if status != "success" and tail:
+            metrics["last_lines"] = list(tail)[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
 
 
@@ -348,8 +353,10 @@ def _read_result(path: Path | None) -> dict[str, Any]:
         path.unlink(missing_ok=True)
 
 
-def _relay(log: Any, line: str) -> None:
-    """Log one line of child output; structured lines from the worker keep their level and fields."""
+def _relay(log: Any, line: str, stream: str) -> None:
+    """Log one line of child output as ``output`` with ``line`` and ``stream`` (stdout|stderr, both
+    at info: programs write progress to stderr); structured lines from the worker keep their
+    level and fields."""
     if line.startswith("{") and line.endswith("}"):
         try:
             event = json.loads(line)
@@ -363,4 +370,4 @@ def _relay(log: Any, line: str) -> None:
             message = str(event.pop("event"))
             getattr(log, level if level in _LEVELS else "info")(message, **event)
             return
-    log.info("output", line=line)
+    log.info("output", line=line, stream=stream)
