@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
 import threading
 import traceback
 from collections.abc import Callable, Iterator
@@ -84,7 +85,7 @@ def test_refused_connection_is_retried_within_the_connect_budget(refused_port: i
     assert re.fullmatch(rf"cannot connect to 127\.0\.0\.1:{refused_port}: connection refused "
                         r"\(5 attempts in \d+\.\ds\)", message), message
     warnings = [e for e in events if e["log_level"] == "warning" and e["event"].startswith("retrying")]
-    assert [e["attempt"] for e in warnings] == [2, 3, 4, 5] and {e["reason"] for e in warnings} == {"connection refused"}
+    assert [e["request_attempt"] for e in warnings] == [2, 3, 4, 5] and {e["reason"] for e in warnings} == {"connection refused"}
 
 
 def test_a_smaller_budget_means_fewer_attempts(refused_port: int, tmp_path: Path, make_ctx: Ctx) -> None:
@@ -138,24 +139,18 @@ def test_tls_failure_is_not_retried(plain_text_server: int, tmp_path: Path, make
     assert message.startswith(f"GET 127.0.0.1:{plain_text_server}/v1/sales failed: TLS handshake failed: "), message
 
 
-def test_read_timeout_is_retried_then_named(httpserver: HTTPServer, tmp_path: Path, make_ctx: Ctx) -> None:
+def test_read_timeout_is_retried_then_named(raw_server: Callable[..., Any], tmp_path: Path, make_ctx: Ctx) -> None:
     release = threading.Event()
-
-    def hang(request: Any) -> Any:
-        release.wait(10)
-        raise ConnectionAbortedError("test over")
-
-    httpserver.expect_request("/v1/sales").respond_with_handler(hang)
-    job = spec(httpserver.url_for("").rstrip("/"), read_timeout="0.3s",
-               retries={"total": 1, "backoff": "0.1s", "jitter": "0s"})
+    server = raw_server(lambda conn, _: release.wait(10))  # reads the request, never answers
+    job = spec(server.url, read_timeout="0.3s", retries={"total": 1, "backoff": "0.1s", "jitter": "0s"})
     try:
         message, events = run_failing(job, make_ctx(tmp_path))
     finally:
         release.set()
     lines = retry_lines(events)
     assert [(m[2], m[3], m[4]) for m in lines] == [("no response within 0.3s (read timeout)", "2", "2")]
-    assert message == (f"GET {httpserver.host}:{httpserver.port}/v1/sales failed: "
-                       "no response within 0.3s (read timeout) after retries")
+    assert message == f"GET {server.url[len('http://'):]}/v1/sales failed: no response within 0.3s (read timeout) after retries"
+    assert server.requests == 2
 
 
 def test_http_status_retries_are_logged_one_line_each(httpserver: HTTPServer, tmp_path: Path, make_ctx: Ctx) -> None:
@@ -179,3 +174,39 @@ def test_connect_budget_plan(budget: float, backoff: float, backoff_max: float, 
     assert plan.attempts == attempts
     assert sum(plan.waits) <= budget
     assert plan.planned(Failure("dns", "name does not resolve")) == min(attempts, 2)
+
+
+def test_run_job_records_one_line_and_logs_no_traceback(refused_port: int, tmp_path: Path, write_config: Any,
+                                                        scheduler_cmd: list[str], scheduler_env: dict[str, str]) -> None:
+    config = write_config(f"""
+        jobs:
+          daily_sales:
+            kind: ingest
+            source:
+              base_url: http://127.0.0.1:{refused_port}
+              path: /v1/sales
+              params: {{date: "{{logical_date}}"}}
+              auth: {{type: bearer, token: "${{SALES_API_TOKEN}}"}}
+              retries: {{backoff: 0.1s, jitter: 0s, connect_budget: 0.5s}}
+            sink:
+              dataset: sales
+              schema: {{id: int}}
+    """)
+    env = {**scheduler_env, "SALES_API_TOKEN": CANARY}
+    data = tmp_path / "data"
+    proc = subprocess.run([*scheduler_cmd, "run-job", "daily_sales", "--date", "2026-11-05", "--config", str(config),
+                           "--data-dir", str(data), "--log-format", "json"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert CANARY not in proc.stdout + proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert not [e for e in events if "traceback" in e], "an expected transport failure logged a traceback"
+    assert "Traceback" not in proc.stdout + proc.stderr
+    retries = [e for e in events if str(e["event"]).startswith("retrying GET")]
+    assert [(e["request_attempt"], e["request_attempts"]) for e in retries] == [(2, 3), (3, 3)]  # 0.1 + 0.2 fit in 0.5s, + 0.4 not
+    history = subprocess.run([*scheduler_cmd, "history", "--json", "--config", str(config), "--data-dir", str(data)],
+                             capture_output=True, text=True, env=env, timeout=60)
+    [record] = json.loads(history.stdout)
+    assert record["status"] == "failed"
+    assert re.fullmatch(rf"cannot connect to 127\.0\.0\.1:{refused_port}: connection refused \(3 attempts in \d+\.\ds\)",
+                        record["error"]), record["error"]

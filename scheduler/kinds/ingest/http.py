@@ -310,8 +310,9 @@ class Fetcher:
             reason = self._failure(reason).reason
         self.log.warning(self.redact(f"retrying GET {self._endpoint}: {reason} (attempt {attempt}/{attempts}, "
                                      f"next in {wait:.1f}s)"),
-                         url=self.redact(self._endpoint), reason=reason, attempt=attempt, attempts=attempts,
-                         wait=round(wait, 3))
+                         # not ``attempt``: that field is the run's attempt, bound to every line of it
+                         url=self.redact(self._endpoint), reason=reason, request_attempt=attempt,
+                         request_attempts=attempts, wait=round(wait, 3))
 
     def _budget(self) -> ConnectBudget:
         policy = self.source.retries
