@@ -210,3 +210,24 @@ def test_run_job_records_one_line_and_logs_no_traceback(refused_port: int, tmp_p
     assert record["status"] == "failed"
     assert re.fullmatch(rf"cannot connect to 127\.0\.0\.1:{refused_port}: connection refused \(3 attempts in \d+\.\ds\)",
                         record["error"]), record["error"]
+
+
+def test_connect_budget_is_in_the_config_schema(scheduler_cmd: list[str], scheduler_env: dict[str, str]) -> None:
+    proc = subprocess.run([*scheduler_cmd, "schema"], capture_output=True, text=True, env=scheduler_env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    found = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("properties", {})
+            if "connect_budget" in props and "total" in props:
+                found.append(props["connect_budget"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(proc.stdout))
+    assert found and found[0].get("default") in ("10s", "PT10S"), found
+    assert "retrying failed connections" in found[0]["description"]

@@ -133,7 +133,9 @@ class Retries(Model):
     connections while the backoff waits fit in ``connect_budget`` (a source that is down fails fast)."""
 
     total: int = Field(default=5, ge=0, le=100)
-    connect_budget: Duration = timedelta(seconds=10)
+    connect_budget: Duration = Field(default=timedelta(seconds=10), description=(
+        "how long a request keeps retrying failed connections (refused, unreachable, timed out): "
+        "as many attempts as the backoff waits fit in; a name that does not resolve is retried once"))
     backoff: Duration = timedelta(seconds=1)
     backoff_max: Duration = timedelta(seconds=60)
     jitter: Duration = timedelta(milliseconds=500)
