@@ -1,4 +1,5 @@
-"""Transport failures in words: what went wrong talking to a source, in one short line.
+"""Transport failures: what went wrong talking to a server, in one short line, and how long a
+failed connection is worth retrying (:class:`ConnectBudget`).
 
 requests and urllib3 wrap the socket error several layers deep (``ConnectionError`` around
 ``MaxRetryError`` around ``NewConnectionError`` around ``ConnectionRefusedError``), and their
@@ -14,8 +15,10 @@ Invariants:
 
 from __future__ import annotations
 
+import random
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -113,3 +116,48 @@ def endpoint(url: str) -> str:
     if parts.port:
         host += f":{parts.port}"
     return host + (parts.path or "/")
+
+
+class ConnectBudget:
+    """When to retry a request whose connection failed, and for how long.
+
+    Waits follow the backoff (``backoff``, doubling, at most ``backoff_max``, plus up to
+    ``jitter``).  The plan, :attr:`attempts`, is as many attempts as fit when the waits alone
+    (without jitter) add up to at most ``budget``; a name that does not resolve gets two at most (a
+    resolver hiccup, not an outage).  A retry also needs the budget not yet spent in wall time,
+    measured from the first attempt: slow failures (connect timeouts) end the plan early.
+    """
+
+    def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float) -> None:
+        self.budget, self.backoff, self.backoff_max, self.jitter = budget, backoff, backoff_max, jitter
+        self.waits: list[float] = []
+        total = 0.0
+        while len(self.waits) < 100:
+            wait = self._base(len(self.waits) + 1)
+            if total + wait > budget + 1e-9:
+                break
+            total += wait
+            self.waits.append(wait)
+        self.attempts = len(self.waits) + 1
+        self.made = 0
+        self.started = time.monotonic()
+
+    def _base(self, retry: int) -> float:
+        return min(self.backoff * 2 ** (retry - 1), self.backoff_max)
+
+    def planned(self, failure: Failure) -> int:
+        """The most attempts this request makes for ``failure``."""
+        return min(self.attempts, 2) if failure.phase == "dns" else self.attempts
+
+    def next_wait(self, failure: Failure) -> float | None:
+        """Count the failed attempt; the wait before the next one, or ``None`` to give up."""
+        self.made += 1
+        if self.made >= self.planned(failure):
+            return None
+        left = self.budget - self.elapsed()
+        if left <= 0:
+            return None
+        return min(self.waits[self.made - 1] + random.uniform(0, self.jitter), left)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started

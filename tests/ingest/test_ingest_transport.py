@@ -24,8 +24,7 @@ from pytest_httpserver import HTTPServer
 
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import execute
-from scheduler.kinds.ingest.http import ConnectBudget
-from scheduler.neterrors import Failure
+from scheduler.neterrors import ConnectBudget, Failure
 from scheduler.kinds.ingest.pipeline import IngestFailed
 from scheduler.kinds.ingest.spec import IngestJob
 

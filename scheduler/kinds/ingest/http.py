@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -40,9 +39,9 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from scheduler.neterrors import Failure, classify, endpoint, target
 from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.logs import MIN_SECRET_LENGTH
+from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
 _CHUNK = 256 * 1024
@@ -178,51 +177,6 @@ class _Retry(Retry):
             time.sleep(wait)
         if self.limiter is not None:
             self.limiter.acquire(self.deadline)
-
-
-class ConnectBudget:
-    """When to retry a request whose connection failed, and for how long.
-
-    Waits follow the backoff (``backoff``, doubling, at most ``backoff_max``, plus up to
-    ``jitter``).  The plan, :attr:`attempts`, is as many attempts as fit when the waits alone
-    (without jitter) add up to at most ``budget``; a name that does not resolve gets two at most (a
-    resolver hiccup, not an outage).  A retry also needs the budget not yet spent in wall time,
-    measured from the first attempt: slow failures (connect timeouts) end the plan early.
-    """
-
-    def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float) -> None:
-        self.budget, self.backoff, self.backoff_max, self.jitter = budget, backoff, backoff_max, jitter
-        self.waits: list[float] = []
-        total = 0.0
-        while len(self.waits) < 100:
-            wait = self._base(len(self.waits) + 1)
-            if total + wait > budget + 1e-9:
-                break
-            total += wait
-            self.waits.append(wait)
-        self.attempts = len(self.waits) + 1
-        self.made = 0
-        self.started = time.monotonic()
-
-    def _base(self, retry: int) -> float:
-        return min(self.backoff * 2 ** (retry - 1), self.backoff_max)
-
-    def planned(self, failure: Failure) -> int:
-        """The most attempts this request makes for ``failure``."""
-        return min(self.attempts, 2) if failure.phase == "dns" else self.attempts
-
-    def next_wait(self, failure: Failure) -> float | None:
-        """Count the failed attempt; the wait before the next one, or ``None`` to give up."""
-        self.made += 1
-        if self.made >= self.planned(failure):
-            return None
-        left = self.budget - self.elapsed()
-        if left <= 0:
-            return None
-        return min(self.waits[self.made - 1] + random.uniform(0, self.jitter), left)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 class _Adapter(HTTPAdapter):
