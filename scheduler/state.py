@@ -94,6 +94,13 @@ def not_writable(path: Path, blocked: Path, what: str = "the state store") -> St
     except OSError:
         owner = None
     fix_dir = blocked if blocked.is_dir() else blocked.parent
+    try:
+        read_only = bool(os.statvfs(fix_dir).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:  # no chown helps there
+        return StoreNotWritable(f"cannot open {what} {path}: {fix_dir} is on a read-only filesystem",
+                                "fix: mount the data volume read-write (no :ro)")
     hint = f"fix: chown -R {uid} {fix_dir} (on the host, for a bind mount)"
     if owner is not None and owner != uid:
         hint += f", or run the container with --user {owner}"
