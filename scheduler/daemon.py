@@ -35,6 +35,8 @@ from scheduler.runner import Runner
 from scheduler.runs import RunHandle, RunRequest
 from scheduler.stores.protocol import StateStore
 
+# how ``scheduler.kinds.container.engine.EngineUnavailable`` begins (the daemon never imports the SDK)
+ENGINE_UNREACHABLE = "cannot reach the Docker engine at "
 SHUTDOWN_REASON = "scheduler shutting down"
 
 
@@ -114,6 +116,7 @@ class Daemon:
         for record in self.store.abandon_running():
             self.log.warning("run abandoned", job=record.job, run_id=record.id,
                              reason="left running by a previous scheduler process")
+        self.runner.sweep_result_files()  # after the records above: their files are stale now
         self._cleanup_container_orphans()
         self.planner.start(clock.now())
         self._resume_stopped_slots()
@@ -150,7 +153,13 @@ class Daemon:
                 if line.strip():
                     self.log.warning("orphan container removed", detail=line.strip())
             if out.returncode != 0:
-                self.log.warning("orphan container cleanup failed", error=out.stderr.strip()[-500:])
+                error = (out.stderr.strip().splitlines() or ["no output"])[-1][-500:]
+                if error.startswith(ENGINE_UNREACHABLE):
+                    # not a cleanup problem: the container jobs themselves cannot run; say which and why
+                    jobs = sorted(name for name, spec in self.config.jobs.items() if spec.kind == "container")
+                    self.log.warning("container jobs need a Docker engine", jobs=jobs, error=error)
+                else:
+                    self.log.warning("orphan container cleanup failed", error=error)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.log.warning("orphan container cleanup failed", error=str(exc))
 

@@ -16,13 +16,13 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import threading
+from collections import deque
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler import clock
+from scheduler import clock, resultfiles
 from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
@@ -50,6 +50,22 @@ class Runner:
         self.children = children
         self.log_level = log_level
         self.redactor = Redactor(config.secrets)
+
+    def sweep_result_files(self) -> int:
+        """Remove result files left by runners that were killed (call before running anything)."""
+        def running(run_id: int) -> bool:
+            record = self.store.get_run(run_id)
+            return record is not None and record.status == "running"
+
+        try:
+            removed = resultfiles.sweep(self.data_dir, running)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop a start
+            get_logger().warning("stale result files not removed", error=str(exc))
+            return 0
+        if removed:
+            get_logger().info("stale result files removed", count=len(removed),
+                              directory=str(resultfiles.result_dir(self.data_dir)))
+        return len(removed)
 
     # --- one run, all attempts -----------------------------------------------------------------
     def execute(self, request: RunRequest, handle: RunHandle | None = None) -> RunResult:
@@ -137,11 +153,7 @@ class Runner:
             argv, stdin_data = command_argv(spec), None
             cwd = spec.cwd
         else:
-            tmp_dir = self.data_dir / ".scheduler" / "tmp"
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"run-{run_id}-", suffix=".json", dir=tmp_dir)
-            os.close(fd)
-            result_file = Path(name)
+            result_file = resultfiles.create(self.data_dir, run_id)
             argv = [sys.executable, "-m", "scheduler.worker"]
             cwd = getattr(spec, "cwd", None)
             stdin_data = json.dumps({
@@ -165,8 +177,11 @@ class Runner:
             return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
-        pump = LinePump(proc.stdout, lambda line: _relay(log, line))
-        pump.start()
+        tail: deque[str] = deque(maxlen=50)
+        pumps = [LinePump(proc.stdout, lambda line: _relay(log, line, "stdout"), lines=tail),
+                 LinePump(proc.stderr, lambda line: _relay(log, line, "stderr"), lines=tail)]
+        for pump in pumps:
+            pump.start()
         if stdin_data is not None:
             _feed(proc, stdin_data)
         exited = threading.Event()
@@ -205,7 +220,8 @@ class Runner:
         finally:
             self.children.release(proc.pid)
             handle.pgid = None
-        pump.join(timeout=5)
+        for pump in pumps:
+            pump.join(timeout=5)
         duration = clock.monotonic() - began
         worker = _read_result(result_file)
         status, error = decide(proc.returncode, timed_out, handle.cancel_reason, worker.get("error"))
@@ -214,8 +230,8 @@ class Runner:
         if isinstance(worker.get("exit_code"), int) and sig is None:
             code = worker["exit_code"]  # the work's own exit status (a container's), not the worker's
         metrics = dict(worker.get("metrics") or {})
-        if status != "success" and pump.tail:
-            metrics["last_lines"] = pump.tail[-10:]
+        if status != "success" and tail:
+            metrics["last_lines"] = list(tail)[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
 
 
@@ -253,8 +269,10 @@ def _read_result(path: Path | None) -> dict[str, Any]:
         path.unlink(missing_ok=True)
 
 
-def _relay(log: Any, line: str) -> None:
-    """Log one line of child output; structured lines from the worker keep their level and fields."""
+def _relay(log: Any, line: str, stream: str) -> None:
+    """Log one line of child output as ``output`` with ``line`` and ``stream`` (stdout|stderr, both
+    at info: programs write progress to stderr); structured lines from the worker keep their
+    level and fields."""
     if line.startswith("{") and line.endswith("}"):
         try:
             event = json.loads(line)
@@ -268,4 +286,4 @@ def _relay(log: Any, line: str) -> None:
             message = str(event.pop("event"))
             getattr(log, level if level in _LEVELS else "info")(message, **event)
             return
-    log.info("output", line=line)
+    log.info("output", line=line, stream=stream)

@@ -181,6 +181,7 @@ def run_job(app: App, job: str, day: date | None, params: Mapping[str, Any]) -> 
     request = RunRequest(job=job, slot=slot_for(app.config, job, day), trigger="manual", params=dict(params))
     app.prepare_data_dir()
     runner = app.runner()
+    runner.sweep_result_files()
     handle = RunHandle(request)
     received: list[int] = []
 

@@ -128,8 +128,17 @@ class App:
         return self.redactor
 
     def prepare_data_dir(self) -> None:
-        """Create the data dir (commands that write to it)."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data dir (commands that write to it); a dir this process may not create is
+        a setup error (``StoreNotWritable``, exit 2, with the fix)."""
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except PermissionError:
+            from scheduler.state import not_writable, unwritable
+
+            blocked = unwritable(self.data_dir / ".scheduler" / "state.db")
+            if blocked is None:
+                raise
+            raise not_writable(self.data_dir, blocked, "the data dir") from None
 
     @property
     def store(self) -> StateStore:

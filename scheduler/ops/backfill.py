@@ -241,6 +241,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         app.prepare_data_dir()
         plans = plan_dates(app.store, args.job, app.config.schedules[args.job], first, last, args.rerun)
         runner = app.runner()
+        runner.sweep_result_files()
         todo = [p for p in plans if p.run]
         tty = sys.stdout.isatty()
         progress = Progress(args.job, len(todo), tty)

@@ -132,9 +132,13 @@ Pagination = Annotated[
 
 
 class Retries(Model):
-    """Retry policy for 429, 5xx and connection errors (urllib3 ``Retry``)."""
+    """Retry policy: 429, 5xx and read errors up to ``total`` retries (urllib3 ``Retry``); failed
+    connections while the backoff waits fit in ``connect_budget`` (a source that is down fails fast)."""
 
     total: int = Field(default=5, ge=0, le=100, description="Retries on 'statuses' and connection or read errors.")
+    connect_budget: Duration = Field(default=timedelta(seconds=10), description=(
+        "how long a request keeps retrying failed connections (refused, unreachable, timed out): "
+        "as many attempts as the backoff waits fit in; a name that does not resolve is retried once"))
     backoff: Duration = Field(default=timedelta(seconds=1), description="First backoff; exponential.")
     backoff_max: Duration = Field(default=timedelta(seconds=60), description="Cap of the backoff.")
     jitter: Duration = Field(
