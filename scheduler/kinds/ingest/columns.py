@@ -173,12 +173,3 @@ def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
             continue
         _add(columns, name, array, flatten_sep)
     return Batch(columns, np.arange(len(records)))
-
-
-def from_frame(frame: pd.DataFrame) -> dict[str, Column]:
-    """Columns of a DataFrame (what a pandas step returned), keeping each Series' dtype."""
-    out = {}
-    for name in frame.columns:
-        col = frame[name]
-        out[name] = Column(col.tolist() if col.dtype == OBJECT else pa.array(col, from_pandas=True), col.dtype)
-    return out

@@ -1,4 +1,9 @@
-"""Declarative cleaning steps applied in order to one batch (a DataFrame) at a time.
+"""Declarative cleaning steps applied in order to one batch at a time.
+
+A run's batches go through :meth:`Transformer.apply_batch`: Arrow columns and the kernels of
+:mod:`scheduler.kinds.ingest.arrow_steps` first, and from the first step (or part of one) those
+leave to pandas, the pandas steps here on a DataFrame view of the batch.  The pandas steps are the
+reference: the kernels give exactly what they give (tests/ingest/test_ingest_golden.py pins it).
 
 Invariant: every input row ends up in exactly one place: the output frame, the rejects frame
 (with the step and a reason naming the bad value), or a counter (``duplicates`` for rows dropped
@@ -12,7 +17,6 @@ import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
