@@ -42,7 +42,7 @@ if str(REPO) not in sys.path:
 
 from scheduler.kinds.base import RunContext  # noqa: E402
 from scheduler.kinds.ingest.spec import IngestJob  # noqa: E402
-from scheduler.sample_api import SalesData  # noqa: E402
+from scheduler.sample.api import SalesData  # noqa: E402
 
 
 def _edge(i: int, **fields: Any) -> dict[str, Any]:
