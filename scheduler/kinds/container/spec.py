@@ -7,7 +7,9 @@ Security is decided here, at load time, before any call reaches an engine:
   "extra inputs are not permitted";
 - capabilities: all are dropped; a job may keep a few by name, only from Docker's default set;
 - host paths and named volumes, and images, are checked against the global allowlists by
-  :func:`check_against_settings`, which the config loader calls for every container job.
+  :func:`check_against_settings`, which the config loader calls for every container job;
+- so is the backend: keys only one of ``docker.backend: engine | swarm`` can honour are refused
+  under the other (see ``swarm_spec``).
 
 This module imports no Docker SDK: validating a config never needs an engine.
 """
@@ -21,10 +23,15 @@ import shlex
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase, argv_strings
 from scheduler.config.types import Duration, Model
+from scheduler.kinds.container.sizes import Size, format_size, parse_size
+from scheduler.kinds.container.swarm_spec import Placement, Reservations, backend_problems
+
+__all__ = ["ContainerJob", "DockerSettings", "Limits", "Placement", "Reservations", "Volume",
+           "check_against_settings", "format_size", "image_allowed", "parse_size"]
 
 LABEL_PREFIX = "org.cron-scheduler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
@@ -75,38 +82,9 @@ FORBIDDEN_KEYS: dict[str, str] = {
     "publish": "container jobs publish no ports",
 }
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-
-
-def parse_size(value: Any) -> int:
-    """``"512m"``, ``"2g"``, ``"64MiB"``, ``1048576`` -> bytes (binary units, as Docker reads them)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size like 512m or 2g")
-    if isinstance(value, int):
-        result = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        result = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    else:
-        raise ValueError(f"invalid size {value!r}: use bytes or a number with k, m, g (like 512m)")
-    if result <= 0:
-        raise ValueError("must be positive")
-    return result
-
-
-def format_size(size: int) -> str:
-    """Inverse of :func:`parse_size`: the largest unit that divides exactly (``67108864`` -> ``64m``)."""
-    for unit, factor in (("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
-
-
-Size = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=Union[int, str]),
-                 PlainSerializer(format_size, return_type=str)]
 
 
 def _argv(value: Any) -> Any:
@@ -209,6 +187,11 @@ class ContainerJob(JobBase):
     capabilities: tuple[str, ...] = ()
     pull: Literal["never", "missing", "always"] = "missing"
     labels: dict[str, str] = Field(default_factory=dict)
+    data_volume: str | None = None
+    # docker.backend: swarm only (refused under engine by check_against_settings)
+    placement: Placement | None = None
+    reservations: Reservations | None = None
+    start_timeout: Duration | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -253,6 +236,13 @@ class ContainerJob(JobBase):
         path, _, mode = value.partition(":")
         if not path.startswith("/") or ".." in path.split("/") or mode not in ("", "ro", "rw"):
             raise ValueError(f"invalid data_mount {value!r}: use an absolute container path, optionally with :ro")
+        return value
+
+    @field_validator("data_volume")
+    @classmethod
+    def _job_data_volume(cls, value: str | None) -> str | None:
+        if value is not None:
+            return Volume(source=value, target="/data").source  # same rules as a volume's source
         return value
 
     @field_validator("pass_env", mode="before")
@@ -316,6 +306,8 @@ class ContainerJob(JobBase):
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
             raise ValueError(f"more than one volume mounted at {', '.join(dupes)}")
+        if self.data_volume is not None and not self.data_mount:
+            raise ValueError("'data_volume' needs 'data_mount' (where the volume is mounted in the container)")
         return self
 
     @property
@@ -352,8 +344,12 @@ class DockerTLS(Model):
 
 
 class DockerSettings(Model):
-    """The global ``docker:`` section: how to reach the engine and what jobs may ask of it."""
+    """The global ``docker:`` section: how to reach the engine and what jobs may ask of it.
 
+    ``backend: engine`` runs each attempt as a container on the engine; ``backend: swarm`` as a
+    ``replicated-job`` service on the Swarm that engine manages (see ``swarm_run``)."""
+
+    backend: Literal["engine", "swarm"] = "engine"
     host: str | None = None
     tls: DockerTLS | None = None
     use_ssh_client: bool = True
@@ -367,6 +363,11 @@ class DockerSettings(Model):
     network: str = "none"
     defaults: Limits = Limits()
     stop_grace: Duration = timedelta(seconds=10)
+    # Swarm: the generic resource a node advertises GPUs as (dockerd node-generic-resources).
+    gpu_resource: str = "NVIDIA-GPU"
+    # Swarm has no 'none' network: tasks of jobs on network 'none' join this internal overlay
+    # network instead (no gateway, so no route off it), created on first use.
+    isolated_network: str = "scheduler-isolated"
 
     @field_validator("host")
     @classmethod
@@ -387,6 +388,13 @@ class DockerSettings(Model):
     @classmethod
     def _network(cls, value: str) -> str:
         return _check_network(value)
+
+    @field_validator("gpu_resource", "isolated_network")
+    @classmethod
+    def _swarm_names(cls, value: str) -> str:
+        if not _NETWORK_NAME.match(value):
+            raise ValueError(f"invalid name {value!r}")
+        return value
 
     @field_validator("instance")
     @classmethod
@@ -440,4 +448,11 @@ def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -
             )
         elif not vol.is_host_path and vol.source not in settings.allowed_volumes:
             problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
+    source = job.data_volume
+    if source is not None and source != settings.data_volume:
+        if source.startswith("/") and not _under(source, settings.allowed_host_paths):
+            problems.append(("data_volume", f"host path {source!r} is not under docker.allowed_host_paths"))
+        elif not source.startswith("/") and source not in settings.allowed_volumes:
+            problems.append(("data_volume", f"volume {source!r} is neither docker.data_volume nor in docker.allowed_volumes"))
+    problems.extend(backend_problems(job, settings))
     return problems
