@@ -354,7 +354,7 @@ def cleanup_orphans(
     if settings is not None and settings.backend == "swarm":
         from scheduler.kinds.container.swarm_run import cleanup_services
 
-        removed = cleanup_services(settings, client_factory=client_factory)
+        removed = cleanup_services(settings, grace=grace, client_factory=client_factory)
     return removed + _stop_and_remove(settings, grace, running_only=False, client_factory=client_factory)
 
 
@@ -362,9 +362,9 @@ def stop_all(
     settings: DockerSettings | None = None, grace: float | None = None, *, client_factory: ClientFactory = make_client
 ) -> list[tuple[str, int]]:
     """Stop and remove this instance's running containers within ``grace`` (shutdown); under
-    ``backend: swarm`` remove its services (Swarm stops their tasks within their stop grace)."""
+    ``backend: swarm`` retire its services the same way."""
     if settings is not None and settings.backend == "swarm":
         from scheduler.kinds.container.swarm_run import cleanup_services
 
-        return cleanup_services(settings, client_factory=client_factory)
+        return cleanup_services(settings, grace=grace, client_factory=client_factory)
     return _stop_and_remove(settings, grace, running_only=True, client_factory=client_factory)

@@ -108,6 +108,7 @@ def build_service_request(
     caller has already run ``check_against_settings``."""
     environ = os.environ if environ is None else environ
     variables = facts.template_vars
+    labels = labels_for(settings, facts.job, facts.run_id, spec.labels)
     container: dict[str, Any] = {
         "Image": spec.image,
         # Swarm's Command is the entrypoint and Args the command; [""] clears the image's entrypoint.
@@ -116,7 +117,9 @@ def build_service_request(
         "Env": environment(spec, facts, spec.data_target, environ),
         "Dir": spec.working_dir,
         "User": spec.user,
-        "Labels": dict(spec.labels) or None,
+        # Ours on the task's container too: an ended task's container stays on its node after
+        # the service is gone (Engine 20.10), and these labels let it be found and pruned.
+        "Labels": labels,
         "Mounts": swarm_mounts(spec, settings, facts) or None,
         "StopGracePeriod": _nanos(stop_grace_seconds(spec)),
         # Fixed security posture: not configurable by a job (Swarm has no privileged mode and
@@ -140,7 +143,7 @@ def build_service_request(
     request: dict[str, Any] = {
         "task_template": task_template,
         "name": service_name(facts.job, facts.run_id, facts.attempt),
-        "labels": labels_for(settings, facts.job, facts.run_id, spec.labels),
+        "labels": labels,
         # One task, run to completion; the SDK's ServiceMode("replicated-job") says the same.
         "mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}},
     }

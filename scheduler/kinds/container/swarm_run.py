@@ -5,8 +5,16 @@ The lifecycle of an attempt: check the spec against ``docker:`` again, create on
 run's log as lines arrive, poll its task until it ends, and read the exit code from the task
 (``Status.ContainerStatus.ExitCode``).  A task Swarm cannot place (no node matches the
 constraints or has the resources) stays ``pending``: after ``start_timeout`` the run fails with
-Swarm's reason.  A timeout, a stop (SIGTERM) or the end of the run removes the service, and
-Swarm stops the task's container (SIGTERM, then SIGKILL after the stop grace) and removes it.
+Swarm's reason.  A timeout, a stop (SIGTERM) or the end of the run retires the service (below)
+and removes it.
+
+Retiring: removing a job service alone leaves its task behind (Engine 20.10: the task of a
+removed ``replicated-job`` service keeps running, and an exited one keeps its container on the
+node).  So a task still running is stopped first by updating the service to a new job iteration
+that no node can take (a constraint nothing satisfies): Swarm then stops the task's container
+(SIGTERM, SIGKILL after the stop grace) and removes it, on whichever node it ran.  The container
+of an ended task is removed directly when it ran on the node of the engine we talk to.  Then
+the service is removed.
 
 Invariant: when :func:`execute` returns or raises, the service it created is gone, except when
 the worker is SIGKILLed first; such services keep our labels and :func:`cleanup_services`
@@ -19,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -53,6 +62,8 @@ from scheduler.kinds.container.spec import (
 from scheduler.kinds.container.swarm_payload import build_service_request
 
 DEFAULT_START_TIMEOUT = timedelta(minutes=5)
+# No node has this label: the retiring iteration is never placed.
+RETIRED_CONSTRAINT = "node.labels.org.cron-scheduler.retired==true"
 # Task states after which nothing more happens (``remove``: the service is being removed).
 TERMINAL = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
 _LOG_DRAIN_SECONDS = 10.0
@@ -164,18 +175,92 @@ def _fmt(td: timedelta) -> str:
     return format_duration(td)
 
 
+def _stop_task(client: docker.DockerClient, sid: str, grace: float | None) -> None:
+    """Update the service to a job iteration no node can take: Swarm marks the old task for
+    removal, stops its container (SIGTERM, SIGKILL after the stop grace) and removes it, on
+    whichever node.  Returns once Swarm has marked it (at once); the stop goes on without us."""
+    for _ in range(3):  # an update races with Swarm's own writes ("update out of sequence")
+        service = client.api.inspect_service(sid)
+        spec = service["Spec"]
+        template = dict(spec["TaskTemplate"])
+        container = dict(template.get("ContainerSpec") or {})
+        if grace is not None:
+            container["StopGracePeriod"] = int(grace * 1_000_000_000)
+        template["ContainerSpec"] = container
+        template["Placement"] = {"Constraints": [RETIRED_CONSTRAINT]}
+        template["ForceUpdate"] = int(template.get("ForceUpdate") or 0) + 1
+        try:
+            client.api.update_service(sid, service["Version"]["Index"], task_template=template, name=spec["Name"],
+                                      labels=spec.get("Labels"), mode=spec["Mode"])  # fmt: skip
+            break
+        except docker.errors.APIError as exc:
+            if isinstance(exc, docker.errors.NotFound) or "out of sequence" not in str(exc.explanation or exc):
+                raise
+    iteration = int((((client.api.inspect_service(sid).get("JobStatus") or {}).get("JobIteration") or {})
+                     .get("Index")) or 0)  # fmt: skip
+
+    def marked() -> bool:
+        return all(
+            int((t.get("JobIteration") or {}).get("Index") or 0) >= iteration
+            or t.get("DesiredState") in ("remove", "shutdown") or _state(t) in TERMINAL
+            for t in _tasks(client, sid)
+        )
+
+    deadline = time.monotonic() + 10.0
+    while not marked() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _tasks(client: docker.DockerClient, sid: str) -> list[dict[str, Any]]:
+    return client.api.tasks(filters={"service": sid})
+
+
+def _state(task: dict[str, Any] | None) -> str:
+    return ((task or {}).get("Status") or {}).get("State", "new")
+
+
+def retire_service(client: docker.DockerClient, sid: str, *, grace: float | None = None) -> None:
+    """Have Swarm stop the service's task if it still runs (within ``grace``, default the spec's
+    stop grace) and remove its container, remove an ended task's container where this engine can
+    reach it, and remove the service.  Does not wait for the stop itself.
+
+    A job task that has ended keeps its container after its service is removed (Engine 20.10),
+    so the container of a task on this engine's own node is removed here; on other nodes it
+    carries our labels for ``docker container prune``.  A service already gone is fine."""
+    try:
+        tasks = _tasks(client, sid)
+        # Even a task not placed yet must be retired: once placed it would run without a service.
+        if not tasks or not all(_state(t) in TERMINAL for t in tasks):
+            _stop_task(client, sid, grace)
+            tasks = _tasks(client, sid)
+    except docker.errors.NotFound:
+        return
+    here = ((client.info().get("Swarm") or {}).get("NodeID")) if tasks else None
+    for task in tasks:
+        cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
+        if cid and task.get("NodeID") == here:
+            try:
+                client.api.remove_container(cid, force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: Swarm is removing it already
+                    raise
+    try:
+        client.api.remove_service(sid)
+    except docker.errors.NotFound:
+        pass
+
+
 def _remove_service(client_factory: ClientFactory, settings: DockerSettings, sid: str, log: Any) -> None:
-    """Remove on a fresh client (the run's own may be mid-request when a signal lands); Swarm
-    then stops the task's container with the spec's stop grace and removes it."""
+    """Retire on a fresh client: the run's own may be mid-request when a signal lands."""
     try:
         client = client_factory(settings)
     except JobFailed as exc:
         log.error("cannot remove service: engine unreachable", service=sid[:12], error=str(exc))
         return
     try:
-        client.api.remove_service(sid)
-    except docker.errors.NotFound:
-        pass
+        retire_service(client, sid)
     except docker.errors.APIError as exc:
         log.error("cannot remove service", service=sid[:12], error=str(exc.explanation or exc))
     finally:
@@ -235,15 +320,15 @@ def _attempt(
         task, timed_out = _wait(client, sid, spec, log)
         status = (task or {}).get("Status") or {}
         if timed_out:
-            log.warning("timeout reached; removing the service", timeout=_fmt(spec.timeout), service=sid[:12])
-            client.api.remove_service(sid)
-            state["sid"] = None
+            log.warning("timeout reached; stopping the task and removing the service", timeout=_fmt(spec.timeout),
+                        service=sid[:12])  # fmt: skip
+        # The output is complete once the task has ended; on a timeout, what it printed so far
+        # (its container is removed with the service, and its logs with it).
         streamer.close()
         streamer.join(_LOG_DRAIN_SECONDS)
-        _catch_up(client, sid if state["sid"] else None, streamer, log)
-        if state["sid"]:
-            client.api.remove_service(sid)
-            state["sid"] = None
+        _catch_up(client, sid, streamer, log)
+        retire_service(client, sid)
+        state["sid"] = None
     except BaseException:
         if streamer is not None:  # its thread must not outlive the attempt on a dead socket
             streamer.close()
@@ -267,11 +352,8 @@ def _attempt(
     raise JobFailed(f"Swarm task {task_state or 'gone'}: {_reason(task)}")
 
 
-def _catch_up(client: docker.DockerClient, sid: str | None, streamer: LineStreamer, log: Any) -> None:
+def _catch_up(client: docker.DockerClient, sid: str, streamer: LineStreamer, log: Any) -> None:
     """The output the live stream had not delivered yet (it never ends by itself)."""
-    if sid is None:  # the service is gone (timeout): its logs went with it
-        streamer.catch_up(())
-        return
     try:
         streamer.catch_up(ServiceLogStream(client, sid, follow=False))
     except (docker.errors.APIError, requests.exceptions.RequestException) as exc:
@@ -323,26 +405,29 @@ def _ours(client: docker.DockerClient, settings: DockerSettings) -> list[dict[st
 
 
 def cleanup_services(
-    settings: DockerSettings | None = None, *, client_factory: ClientFactory = make_client
+    settings: DockerSettings | None = None, *, grace: float | None = None, client_factory: ClientFactory = make_client
 ) -> list[tuple[str, int]]:
-    """Remove every service this scheduler instance labelled (on daemon start: none of ours can be
-    live then; on shutdown: the runs are being stopped).  Swarm stops each task's container with
-    the stop grace its spec carries.  Returns ``(job, run_id)`` of each."""
+    """Retire every service this scheduler instance labelled (on daemon start: none of ours can
+    be live then; on shutdown: the runs are being stopped), stopping their tasks within ``grace``
+    (default ``docker.stop_grace``).  Returns ``(job, run_id)`` of each."""
     settings = settings or DockerSettings()
+    grace_s = settings.stop_grace.total_seconds() if grace is None else grace
     client = client_factory(settings)
-    removed: list[tuple[str, int]] = []
     try:
-        for service in _ours(client, settings):
+        found = _ours(client, settings)
+
+        def one(service: dict[str, Any]) -> tuple[str, int]:
             labels = (service.get("Spec") or {}).get("Labels") or {}
-            try:
-                client.api.remove_service(service["ID"])
-            except docker.errors.NotFound:
-                pass
+            retire_service(client, service["ID"], grace=grace_s)
             try:
                 run_id = int(labels.get(LABEL_RUN_ID, "-1"))
             except ValueError:
                 run_id = -1
-            removed.append((labels.get(LABEL_JOB, "?"), run_id))
+            return labels.get(LABEL_JOB, "?"), run_id
+
+        if not found:
+            return []
+        with ThreadPoolExecutor(max_workers=min(8, len(found))) as pool:
+            return list(pool.map(one, found))
     finally:
         client.close()
-    return removed
