@@ -15,7 +15,5 @@ def test_no_container_of_ours_is_left(docker_client) -> None:
     assert all_ours(docker_client) == []
 
 
-def test_no_swarm_service_of_ours_is_left(docker_client) -> None:
-    if not (docker_client.info().get("Swarm") or {}).get("ControlAvailable"):
-        pytest.skip("the engine is not a swarm manager: no service can exist")
+def test_no_swarm_service_of_ours_is_left(docker_client, swarm) -> None:
     assert docker_client.api.services(filters={"label": "org.cron-scheduler.managed-by=scheduler"}) == []

@@ -339,9 +339,8 @@ def _attempt(
     code = (status.get("ContainerStatus") or {}).get("ExitCode")
     result = {"exit_code": code, "service_id": sid, "task_id": (task or {}).get("ID"),
               "node_id": (task or {}).get("NodeID"), "image": spec.image}
-    if timed_out:
-        raise ContainerTimedOut(f"container timed out after {_fmt(spec.timeout)}; service removed",
-                                container_exit_code=code)
+    if timed_out:  # the task was still running: it has no exit code of its own
+        raise ContainerTimedOut(f"container timed out after {_fmt(spec.timeout)}; service removed")
     task_state = status.get("State")
     if task_state == "complete":
         log.info("container exited", exit_code=0)
