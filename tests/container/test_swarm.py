@@ -212,3 +212,17 @@ def test_cleanup_removes_only_this_instances_services(docker_client, swarm_setti
     assert services_of(docker_client, swarm_settings.instance) == []
     # Removing a job service alone would leave its task running: it must be gone as well.
     wait_until(lambda: not task_containers(docker_client, sid), what="the orphan's container to go")
+
+
+def test_the_engine_address_comes_from_the_settings_as_for_containers(swarm_settings, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # The same client construction as the engine backend: docker.host wins over DOCKER_HOST.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    log = RecordingLog()
+    local = swarm_settings.model_copy(update={"host": "unix:///var/run/docker.sock"})
+    assert execute(container_job(command=["echo", "via docker.host"]), make_ctx(tmp_path, log=log, docker=local))["exit_code"] == 0
+    assert log.lines() == ["via docker.host"]
+    from scheduler.kinds.container.engine import EngineUnavailable
+
+    with pytest.raises(EngineUnavailable, match="cannot reach the Docker engine at unix:///nonexistent/docker.sock"):
+        execute(container_job(command=["true"]), make_ctx(tmp_path, docker=swarm_settings))
