@@ -72,6 +72,8 @@ def swarm(docker_client: Any) -> Iterator[str]:
     cli = [docker_cli(), "-H", resolve_host(DockerSettings())]
     initialised = False
     state, manager = _swarm_state(docker_client)
+    # Swarm mode creates this bridge on first use and leaves it behind: ours to remove if so.
+    had_gwbridge = bool(docker_client.api.networks(names=["docker_gwbridge"]))
     if state == "inactive":
         done = subprocess.run([*cli, "swarm", "init", "--advertise-addr", "127.0.0.1"], capture_output=True, text=True)
         # Another session may have initialised it meanwhile: then it is theirs to leave.
@@ -83,6 +85,8 @@ def swarm(docker_client: Any) -> Iterator[str]:
     yield node
     if initialised:
         subprocess.run([*cli, "swarm", "leave", "--force"], capture_output=True, text=True, check=True)
+        if not had_gwbridge:
+            subprocess.run([*cli, "network", "rm", "docker_gwbridge"], capture_output=True, text=True)
 
 
 @pytest.fixture
