@@ -36,8 +36,10 @@ class Placement(Model):
     takes them (``node.labels.gpu==true``), ``preferences`` as ``--placement-pref``
     (``spread=node.labels.zone``)."""
 
-    constraints: tuple[str, ...] = ()
-    preferences: tuple[str, ...] = ()
+    constraints: tuple[str, ...] = Field(
+        default=(), description="Node constraints, ATTRIBUTE==VALUE or ATTRIBUTE!=VALUE (node.labels.gpu==true).")
+    preferences: tuple[str, ...] = Field(
+        default=(), description="Placement preferences, spread=ATTRIBUTE (spread=node.labels.zone).")
 
     @field_validator("constraints")
     @classmethod
@@ -61,8 +63,8 @@ class Placement(Model):
 class Reservations(Model):
     """What Swarm sets aside on the node for the task (a node without that much free is not picked)."""
 
-    memory: Size | None = None
-    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: Size | None = Field(default=None, description="Memory reserved on the node (24g).")
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPUs reserved on the node.")
 
 
 def backend_problems(job: ContainerJob, settings: DockerSettings) -> list[tuple[str, str]]:
