@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
     from scheduler.daemon_view import DaemonView, EventLog
     from scheduler.runs import RunHandle
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 FAILED = ("failed", "timeout")
 DECISIVE_FAILURES = ("failed", "timeout", "abandoned")
