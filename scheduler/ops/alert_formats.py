@@ -154,7 +154,8 @@ def discord_format(event: str, payload: Mapping[str, Any], target: Any) -> Reque
 
 def ntfy_format(event: str, payload: Mapping[str, Any], target: Any) -> Request:
     job = str(payload.get("job", "?"))
-    text = str(payload.get("text") or f"{event}: {job}")
+    # the summary first, at most a quarter of the message, so the newest output always fits too
+    text = _first_bytes(str(payload.get("text") or f"{event}: {job}"), NTFY_BODY // 4)
     tail = _tail(payload)
     if tail:
         room = NTFY_BODY - len(text.encode("utf-8")) - 2
