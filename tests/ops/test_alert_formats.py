@@ -265,3 +265,22 @@ def test_service_server_flags_a_malformed_event(services: ServiceServer) -> None
     assert caught.value.code == 400
     assert any("payload.severity" in v for v in services.violations)
     assert any("payload.source" in v for v in services.violations)
+
+
+def test_an_alert_no_format_can_render_is_logged_and_the_next_one_still_goes(services: ServiceServer) -> None:
+    @dataclass(frozen=True)
+    class Keyless:  # a pagerduty target without its routing key: the builder cannot make an event
+        url: str
+        format: str = "pagerduty"
+        timeout: timedelta = timedelta(seconds=5)
+        retries: int = 0
+
+    good = target_for("ntfy", services.url)
+    with capture_logs() as logs:
+        sender = AlertSender(structlog.get_logger())
+        sender.send("failure", (Keyless(services.url + "/pagerduty/v2/enqueue"), good), run_alert("failure"))
+        wait_until(lambda: services.of("ntfy"), 10, "the ntfy alert after the broken one")
+        sender.close(5.0)
+    assert [(e["event"], e.get("error")) for e in logs] == [("alert failed", "cannot render: AttributeError"),
+                                                            ("alert sent", None)]
+    assert services.of("pagerduty") == [] and services.violations == []
