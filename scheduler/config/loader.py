@@ -21,12 +21,13 @@ from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
 from scheduler.config.notifiers import notifier_urls, resolving_without_trigger
-from scheduler.config.partial import model_checks, valid_fields
+from scheduler.config.partial import known_values, model_checks, on_known
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.allowlist import allowlist_problems
+from scheduler.kinds.container.allowlist import allowlist_problems, data_volume_problems
 from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
+from scheduler.kinds.container.swarm_spec import backend_problems
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.logs import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule, parse_cron
@@ -48,7 +49,8 @@ TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
 FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORBIDDEN_KEYS})
 _MERGED_DICTS = ("env", "params")
 # What the checks across fields and jobs read (see _semantic_checks).
-SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes", "on_failure", "on_recovery", "on_success")
+SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes", "data_volume", "pull", "gpu_policy", "gpus", "placement",
+                   "reservations", "start_timeout", "on_failure", "on_recovery", "on_success")
 
 
 def config_files(path: Path) -> list[Path]:
@@ -131,10 +133,7 @@ def _facts(model: type[JobBase], data: dict[str, Any], spec: JobBase | None) -> 
     names = [n for n in SEMANTIC_FIELDS if n in model.model_fields]
     if spec is not None:
         return {n: getattr(spec, n) for n in names}
-    facts = valid_fields(model, data, names)
-    # given but invalid (already reported): checks that read them must not guess at their value
-    facts["invalid"] = {n for n in names if n not in facts and (model.model_fields[n].alias or n) in data}
-    return facts
+    return known_values(model, data, names)
 
 
 def _validate_job(name: str, raw: Any, doc: YamlDoc,
@@ -233,12 +232,13 @@ def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
 
 
 def _docker_facts(merge: _Merge, docker: DockerSettings | None) -> dict[str, Any]:
-    """The ``docker:`` allowlists; when the section is invalid, those valid on their own."""
-    names = ("allowed_images", "allowed_host_paths", "allowed_volumes")
+    """The ``docker:`` keys jobs are checked against; when the section is invalid, those known
+    anyway (defaults of absent keys, given keys valid on their own)."""
+    names = ("allowed_images", "allowed_host_paths", "allowed_volumes", "data_volume", "backend", "gpu_resource")
     if docker is not None:
         return {n: getattr(docker, n) for n in names}
     raw = merge.sections.get("docker", ({}, None))[0]
-    return valid_fields(DockerSettings, raw, names) if isinstance(raw, dict) else {}
+    return known_values(DockerSettings, raw if isinstance(raw, dict) else {}, names)
 
 
 def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], where: dict[str, tuple[YamlDoc, str]],
@@ -262,16 +262,20 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
                 issue(name, "after", "a job cannot run after itself")
             elif upstream not in where:
                 issue(name, "after", f"unknown job '{upstream}'{_suggest(upstream, list(where))}")
-        if "on_failure" not in known.get("invalid", ()):
-            for listed, position, problem in resolving_without_trigger(
-                    known.get("on_failure", ()), known.get("on_recovery", ()), known.get("on_success", ())):
-                issue(name, f"{listed}.{position}", problem, (listed, position))
+        for listed, position, problem in on_known(resolving_without_trigger, (JobBase, known)):
+            issue(name, f"{listed}.{position}", problem, (listed, position))
         if kinds.get(name) == "container":
             for field_name, message in allowlist_problems(
                     known.get("image"), known.get("volumes", ()), docker.get("allowed_images"),
                     docker.get("allowed_host_paths"), docker.get("allowed_volumes")):
                 index = field_name.partition("[")[2].rstrip("]")
                 issue(name, field_name, message, ("volumes", int(index)) if index.isdigit() else ())
+            for field_name, message in data_volume_problems(
+                    known.get("data_volume"), docker.get("data_volume"), docker.get("allowed_host_paths"),
+                    docker.get("allowed_volumes")):
+                issue(name, field_name, message)
+            for field_name, message in on_known(backend_problems, (ContainerJob, known), (DockerSettings, docker)):
+                issue(name, field_name, message)
     # cycles in after: (a -> b -> a)
     after = {name: known.get("after", ()) for name, known in facts.items()}
     for name in after:

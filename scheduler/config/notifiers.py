@@ -111,17 +111,16 @@ def ping_input(value: Any) -> Any:
     return {"url": value} if isinstance(value, str) else value
 
 
-def resolving_without_trigger(on_failure: tuple[Any, ...], on_recovery: tuple[Any, ...],
-                              on_success: tuple[Any, ...]) -> list[tuple[str, int, str]]:
-    """``(field, index, message)`` for each PagerDuty notifier that resolves what nothing triggers.
+def resolving_without_trigger(job: Any) -> list[tuple[str, int, str]]:
+    """``(field, index, message)`` for each PagerDuty notifier of ``job`` that resolves what nothing triggers.
 
     A resolve closes what a trigger with the same routing key (and the job's dedup key) opened;
     without a ``pagerduty`` notifier of that key under ``on_failure`` nothing ever opens.
     """
-    triggers = {n.routing_key for n in on_failure if n.format == "pagerduty"}
+    triggers = {n.routing_key for n in job.on_failure if n.format == "pagerduty"}
     return [(field_name, index, "a pagerduty notifier here resolves incidents, and no pagerduty notifier with "
                                 "the same routing key under on_failure triggers them; add one there")
-            for field_name, notifiers in (("on_recovery", on_recovery), ("on_success", on_success))
+            for field_name, notifiers in (("on_recovery", job.on_recovery), ("on_success", job.on_success))
             for index, notifier in enumerate(notifiers)
             if notifier.format == "pagerduty" and notifier.routing_key not in triggers]
 
