@@ -43,6 +43,9 @@ class DaemonExtension(Protocol):
     def on_tick(self, daemon: DaemonView) -> None:
         """At the end of every loop step."""
 
+    def on_dispatched(self, daemon: DaemonView, handle: RunHandle) -> None:
+        """For every run the loop dispatches, just before its thread starts."""
+
     def on_finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         """For every run the loop collects (``handle.result`` may be None)."""
 

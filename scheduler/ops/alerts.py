@@ -13,7 +13,9 @@ Which events fire (decided on the loop thread, from the run's result and the sto
 
 Delivery happens on one background thread fed by a queue, so a slow or dead webhook never delays
 scheduling.  Every string in a payload passes through the daemon's redactor first, and webhook
-URLs (Slack URLs are credentials) are never logged, only their host.
+URLs (Slack URLs are credentials) are never logged, only their host.  What goes on the wire for
+each ``format`` is built by :mod:`scheduler.ops.alert_formats`; the healthchecks.io pings of a
+job's ``ping:`` come from :mod:`scheduler.ops.pings` through the same sender.
 """
 
 from __future__ import annotations
@@ -27,11 +29,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from scheduler.ops.alert_formats import render
+from scheduler.ops.alert_formats import slack_body as slack_body  # re-exported: its home moved
 from scheduler.ops.ext import Extension
 
 if TYPE_CHECKING:
-    from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
     from scheduler.daemon_view import DaemonView, EventLog
+    from scheduler.ops.alert_formats import Target  # a notifier model or its compiled view, or a ping
     from scheduler.runs import RunHandle
     from scheduler.stores.protocol import StateStore
 
@@ -46,7 +50,7 @@ class Alert:
     """One payload for one notifier.  ``payload`` is the generic JSON form."""
 
     event: str
-    notifier: Notifier
+    notifier: Target
     payload: dict[str, Any]
 
 
@@ -59,15 +63,6 @@ def redact_all(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_all(v, redact) for v in value]
     return value
-
-
-def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
-    """The Slack-compatible form: ``{"text": ...}`` with the output tail in a code block."""
-    text = str(payload.get("text", ""))
-    lines = payload.get("last_lines") or []
-    if lines:
-        text += "\n```\n" + "\n".join(str(line) for line in lines)[-2500:] + "\n```"
-    return {"text": text}
 
 
 def _host(url: str) -> str:
@@ -96,7 +91,7 @@ class AlertSender:
         self._closing = threading.Event()
         self.hostname = socket.gethostname()
 
-    def send(self, event: str, notifiers: tuple[Notifier, ...], payload: dict[str, Any]) -> None:
+    def send(self, event: str, notifiers: tuple[Target, ...], payload: dict[str, Any]) -> None:
         if not notifiers:
             return
         body = redact_all({**payload, "event": event, "host": self.hostname}, self.redact)
@@ -133,12 +128,19 @@ class AlertSender:
 
     def _deliver(self, session: Any, alert: Alert) -> None:
         notifier = alert.notifier
-        body = slack_body(alert.payload) if notifier.format == "slack" else alert.payload
+        try:
+            request = render(alert.event, alert.payload, notifier)  # the format's URL, body and headers
+        except Exception as exc:  # noqa: BLE001 - a payload no format can render must not stop the thread
+            self.log.error("alert failed", alert=alert.event, job=alert.payload.get("job"),
+                           target=_host(notifier.url), error=f"cannot render: {type(exc).__name__}")
+            self._outcome(alert.event, "failed")
+            return
         attempts = 1 + notifier.retries
         error = ""
         for attempt in range(1, attempts + 1):
             try:
-                response = session.post(notifier.url, json=body, timeout=notifier.timeout.total_seconds())
+                response = session.post(request.url, data=request.body, headers=dict(request.headers),
+                                        timeout=notifier.timeout.total_seconds())
                 if 200 <= response.status_code < 300:
                     self.log.info("alert sent", alert=alert.event, job=alert.payload.get("job"),
                                   target=_host(notifier.url), attempt=attempt)
