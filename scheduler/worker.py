@@ -13,6 +13,7 @@ traceback; anything else is a bug and its traceback is logged.
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import sys
@@ -87,5 +88,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    if isinstance(sys.stdout, io.TextIOWrapper):  # always, unless the launcher replaced it
+        sys.stdout.reconfigure(line_buffering=True)
     raise SystemExit(main())

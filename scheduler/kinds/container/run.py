@@ -33,6 +33,7 @@ from scheduler.kinds.base import RunContext
 from scheduler.kinds.container.engine import make_client
 from scheduler.kinds.container.logs import LineStreamer
 from scheduler.kinds.container.payload import RunFacts, build_create_request
+from scheduler.kinds.container.sizes import format_size
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -42,7 +43,6 @@ from scheduler.kinds.container.spec import (
     ContainerJob,
     DockerSettings,
     check_against_settings,
-    format_size,
 )
 from scheduler.stopping import Stopped, sigterm_raises
 
@@ -279,7 +279,8 @@ def _wait(client: docker.DockerClient, cid: str, timeout: timedelta | None) -> t
 
 def _ours(client: docker.DockerClient, settings: DockerSettings, running_only: bool) -> list[dict[str, Any]]:
     labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={settings.instance}"]
-    return client.api.containers(all=not running_only, filters={"label": labels})
+    found: list[dict[str, Any]] = client.api.containers(all=not running_only, filters={"label": labels})
+    return found
 
 
 def _stop_and_remove(

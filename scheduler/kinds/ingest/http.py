@@ -41,7 +41,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
 from scheduler.errors import JobFailed
-from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
+from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
 from scheduler.redaction import Redactor
 
@@ -208,7 +208,9 @@ class Fetcher:
             total=policy.total, connect=0, read=policy.total, status=policy.total, other=0,
             redirect=5, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
             backoff_factor=policy.backoff.total_seconds(), backoff_max=policy.backoff_max.total_seconds(),
-            backoff_jitter=policy.jitter.total_seconds(), retry_after_max=policy.retry_after_max.total_seconds(),
+            backoff_jitter=policy.jitter.total_seconds(),
+            # typed int by urllib3, which only compares it: a fractional cap stays as configured
+            retry_after_max=policy.retry_after_max.total_seconds(),  # type: ignore[arg-type]
             respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=True,
         )
         self._retry.deadline = self.deadline
@@ -229,7 +231,9 @@ class Fetcher:
 
     @staticmethod
     def _auth_headers(source: Source) -> tuple[dict[str, str], dict[str, str]]:
-        auth, headers, params = source.auth, {"Accept": "application/json"}, {}
+        auth = source.auth
+        headers: dict[str, str] = {"Accept": "application/json"}
+        params: dict[str, str] = {}
         if isinstance(auth, BearerAuth) and auth.token:
             headers["Authorization"] = f"Bearer {auth.token}"
         elif isinstance(auth, ApiKeyAuth):
@@ -336,7 +340,7 @@ class Fetcher:
                     body = self._read(resp)
                 except (requests.RequestException, Urllib3Error, OSError) as exc:
                     try:
-                        retry = retry.increment(method="GET", url=url, error=exc)  # type: ignore[arg-type]
+                        retry = retry.increment(method="GET", url=url, error=exc)
                     except MaxRetryError:
                         raise FetchError(f"reading the body of {self._endpoint} failed after retries: "
                                          f"{self._failure(exc).reason}") from None
