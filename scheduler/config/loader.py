@@ -29,7 +29,7 @@ from scheduler.kinds.container.allowlist import allowlist_problems, data_volume_
 from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
 from scheduler.kinds.container.swarm_spec import backend_problems
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.logs import MIN_SECRET_LENGTH
+from scheduler.redaction import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule, parse_cron
 
 JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({

@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 
 from scheduler import clock
 from scheduler.errors import StateError
-from scheduler.logs import Redactor
+from scheduler.redaction import Redactor
 from scheduler.state import FINAL_STATUSES, RunRecord, held
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
