@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -30,8 +29,10 @@ import requests.exceptions
 from scheduler.config.types import format_duration
 from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.engine import make_client
+from scheduler.kinds.container.engine import ClientFactory, make_client
+from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut, GpuUnavailable, ImageUnavailable
 from scheduler.kinds.container.logs import LineStreamer
+from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts, build_create_request
 from scheduler.kinds.container.sizes import format_size
 from scheduler.kinds.container.spec import (
@@ -46,41 +47,8 @@ from scheduler.kinds.container.spec import (
 )
 from scheduler.stopping import Stopped, sigterm_raises
 
-ClientFactory = Callable[[DockerSettings], docker.DockerClient]
-
 # How long to wait for the output stream to drain after the container has exited.
 _LOG_DRAIN_SECONDS = 10.0
-
-
-class ContainerFailed(JobFailed):
-    """The container ran and ended badly; ``container_exit_code`` is its own exit status (and the
-    run's recorded one: ``work_exit_code``)."""
-
-    def __init__(self, message: str, *, container_exit_code: int | None = None, oom_killed: bool = False) -> None:
-        super().__init__(message)
-        self.container_exit_code = container_exit_code
-        self.work_exit_code = container_exit_code
-        self.oom_killed = oom_killed
-
-
-class ContainerTimedOut(ContainerFailed):
-    """The job's timeout passed; the container was stopped (grace, then kill) and removed."""
-
-
-class GpuUnavailable(JobFailed):
-    """``gpu_policy: required`` and the engine cannot hand out GPUs."""
-
-
-class ImageUnavailable(JobFailed):
-    """The image is not on the engine and could not (or may not) be pulled."""
-
-
-def _logger(ctx: RunContext) -> Any:
-    if ctx.log is not None:
-        return ctx.log
-    import structlog
-
-    return structlog.get_logger("scheduler.container").bind(job=ctx.job, run_id=ctx.run_id, attempt=ctx.attempt)
 
 
 def _is_gpu_error(exc: docker.errors.APIError) -> bool:

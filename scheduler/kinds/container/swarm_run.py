@@ -38,15 +38,11 @@ from docker.types.daemon import CancellableStream
 
 from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.engine import make_client, resolve_host
+from scheduler.kinds.container.engine import ClientFactory, make_client, resolve_host
+from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut
 from scheduler.kinds.container.logs import LineStreamer
+from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts
-from scheduler.kinds.container.run import (
-    ClientFactory,
-    ContainerFailed,
-    ContainerTimedOut,
-    _logger,
-)
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,
