@@ -99,7 +99,7 @@ def test_syntax_outside_the_documented_set_is_rejected(expr: str) -> None:
 
 @pytest.mark.parametrize(("expr", "same_as"), [
     ("0 0 ? * 1", "0 0 * * 1"), ("0 0 1 * ?", "0 0 1 * *"), ("0 0 * JAN-mar SUN", "0 0 * 1-3 0"),
-    ("0 0 0 * * *", "0 0 * * *"), ("0 */15 * * * *", "*/15 * * * *"), ("*/30 * * * * *", "0,30 * * * * *"),
+    ("0 0 0 * * *", "0 0 * * *"), ("0 0 * * 7-7/2", "0 0 * * 0"), ("59-59/3 * * * *", "59 * * * *"), ("0 */15 * * * *", "*/15 * * * *"), ("*/30 * * * * *", "0,30 * * * * *"),
 ])
 def test_equivalent_spellings_fire_alike(expr: str, same_as: str) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
@@ -119,6 +119,23 @@ def test_rare_slots_are_found_in_both_directions() -> None:
     friday_13th = Schedule(cron="0 0 13 * 5")  # Vixie OR: every Friday and every 13th
     assert friday_13th.prev_at_or_before(datetime(2026, 6, 13, 0, 0, 1, tzinfo=UTC)) == datetime(2026, 6, 13, tzinfo=UTC)
     assert friday_13th.prev_at_or_before(datetime(2026, 6, 12, 23, tzinfo=UTC)) == datetime(2026, 6, 12, tzinfo=UTC)
+
+
+def test_a_backwards_search_does_not_walk_the_slots_between(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every second of January, asked about in December: the previous slot is a few calls away,
+    not one call per slot of the month in between."""
+    calls = [0]
+    original = Schedule.next_after
+
+    def counting(self: Schedule, t: datetime) -> datetime | None:
+        calls[0] += 1
+        return original(self, t)
+
+    monkeypatch.setattr(Schedule, "next_after", counting)
+    schedule = Schedule(cron="* * * * 1 *", tz="Europe/Berlin")
+    assert schedule.prev_at_or_before(datetime(2026, 12, 15, tzinfo=UTC)) == datetime(2026, 1, 31, 22, 59, 59, tzinfo=UTC)
+    assert schedule.prev_at_or_before(datetime(2026, 1, 10, 12, 0, 0, 500, tzinfo=UTC)) == datetime(2026, 1, 10, 12, tzinfo=UTC)
+    assert calls[0] <= 4
 
 
 # --- weight ----------------------------------------------------------------------------------------
