@@ -82,7 +82,7 @@ def parse_cron(expr: str) -> str:
         return text
     name = error.removeprefix("Bad ")
     if name == "day-of-month" and _cronsim_error(" ".join([*fields[:4], "*", fields[5]])) is None:
-        raise ValueError(f"cron expression {expr!r} never fires (no such date)")  # 30 2, 31 4
+        raise ValueError(f"cron expression {expr!r} never fires (no such date)")  # 30 Feb, 31 Apr
     if name in _ALLOWED:
         value = fields[list(_ALLOWED).index(name)]
         raise ValueError(f"invalid cron expression {expr!r}: bad {name} field {value!r} "
