@@ -44,7 +44,16 @@ _FIELD = re.compile(rf"{_ITEM}(?:,{_ITEM})*", re.IGNORECASE)
 # The six fields in order, by the names cronsim's errors use ("Bad day-of-week"), and their values.
 _ALLOWED = {"second": "0-59", "minute": "0-59", "hour": "0-23", "day-of-month": "1-31",
             "month": "1-12 or jan-dec", "day-of-week": "0-7 or sun-sat"}
+_NAMES = {name: i for i, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))} | {
+    name: i + 1 for i, name in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+_RANGE_STEP = re.compile(r"(\w+)-(\w+)/\d+")
 CatchupPolicy = Literal["none", "latest", "all"]
+
+
+def _drop_idle_step(match: re.Match[str]) -> str:
+    """``5-5/2`` is just ``5``: cronsim reads a one-value range with a step as ``5/2`` (5, 7, 9, ...)."""
+    low, high = (int(x) if x.isdigit() else _NAMES.get(x.lower()) for x in (match[1], match[2]))
+    return match[1] if low is not None and low == high else match[0]
 
 
 def _cronsim_error(text: str) -> str | None:
@@ -76,7 +85,7 @@ def parse_cron(expr: str) -> str:
         raise ValueError(f"invalid characters in cron expression {expr!r}")
     for day_field in (3, 5):  # "?" (Quartz's "no specific day") is "*" to cronsim
         fields[day_field] = "*" if fields[day_field] == "?" else fields[day_field]
-    text = " ".join(fields)
+    text = " ".join(_RANGE_STEP.sub(_drop_idle_step, field) for field in fields)
     error = _cronsim_error(text)
     if error is None:
         return text
