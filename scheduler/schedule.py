@@ -44,8 +44,8 @@ _FIELD = re.compile(rf"{_ITEM}(?:,{_ITEM})*", re.IGNORECASE)
 # The six fields in order, by the names cronsim's errors use ("Bad day-of-week"), and their values.
 _ALLOWED = {"second": "0-59", "minute": "0-59", "hour": "0-23", "day-of-month": "1-31",
             "month": "1-12 or jan-dec", "day-of-week": "0-7 or sun-sat"}
-_NAMES = {name: i for i, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))} | {
-    name: i + 1 for i, name in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"))}
+_NAMES = {name: i for i, name in enumerate("sun mon tue wed thu fri sat".split())}
+_NAMES |= {name: i for i, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
 _RANGE_STEP = re.compile(r"(\w+)-(\w+)/\d+")
 CatchupPolicy = Literal["none", "latest", "all"]
 

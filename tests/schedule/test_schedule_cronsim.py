@@ -69,9 +69,10 @@ def test_seconds_first_slots_follow_the_wall_clock_rule(transition: datetime, ex
     edges = [e for s in expected[:: max(1, len(expected) // 12)] + [transition] for e in (s - TICK, s)]
     for t in inner + edges:
         i = bisect.bisect_right(expected, t)
-        if 0 < i < len(expected):
-            assert schedule.prev_at_or_before(t) == expected[i - 1], f"prev_at_or_before({t})"
-            assert schedule.next_after(t) == expected[i], f"next_after({t})"
+        previous, following = schedule.prev_at_or_before(t), schedule.next_after(t)
+        assert previous is not None and following is not None
+        assert previous == expected[i - 1] if i > 0 else previous <= start, f"prev_at_or_before({t})"
+        assert following == expected[i] if i < len(expected) else following > end, f"next_after({t})"
 
 
 def test_every_second_in_the_overlap_fires_once_per_wall_second() -> None:
@@ -99,17 +100,17 @@ def test_syntax_outside_the_documented_set_is_rejected(expr: str) -> None:
 
 @pytest.mark.parametrize(("expr", "same_as"), [
     ("0 0 ? * 1", "0 0 * * 1"), ("0 0 1 * ?", "0 0 1 * *"), ("0 0 * JAN-mar SUN", "0 0 * 1-3 0"),
-    ("0 0 0 * * *", "0 0 * * *"), ("0 0 * * 7-7/2", "0 0 * * 0"), ("59-59/3 * * * *", "59 * * * *"),
-    ("10-10/2 * * * *", "10 * * * *"), ("0 0 * * 4-4/3", "0 0 * * 4"), ("0 0 * * mon-mon/2,fri", "0 0 * * 1,5"),
-    ("0 0 1-1/5 * *", "0 0 1 * *"), ("0 0 * jun-jun/2 *", "0 0 * 6 *"), ("0 */15 * * * *", "*/15 * * * *"), ("*/30 * * * * *", "0,30 * * * * *"),
+    ("0 0 0 * * *", "0 0 * * *"), ("0 */15 * * * *", "*/15 * * * *"), ("*/30 * * * * *", "0,30 * * * * *"),
+    # A one-value range with a step is that value (a step longer than its range adds nothing).
+    ("0 0 * * 7-7/2", "0 0 * * 0"), ("0 0 * * 4-4/3", "0 0 * * 4"), ("0 0 * * mon-mon/2,fri", "0 0 * * 1,5"),
+    ("59-59/3 * * * *", "59 * * * *"), ("10-10/2 * * * *", "10 * * * *"), ("0 0 1-1/5 * *", "0 0 1 * *"),
+    ("0 0 * jun-jun/2 *", "0 0 * 6 *"),
 ])
 def test_equivalent_spellings_fire_alike(expr: str, same_as: str) -> None:
-    start = datetime(2026, 1, 1, tzinfo=UTC)
     a, b = Schedule(cron=expr, tz="Europe/Berlin"), Schedule(cron=same_as, tz="Europe/Berlin")
-    slots = [a.next_after(start)]
-    for _ in range(20):
-        slots.append(a.next_after(slots[-1]))  # type: ignore[arg-type]
-    assert slots == [b.next_after(start), *[b.next_after(s) for s in slots[:-1]]]  # type: ignore[arg-type]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    assert list(islice(a.iter_after(start), 20)) == list(islice(b.iter_after(start), 20))
+    assert a.prev_at_or_before(start) == b.prev_at_or_before(start)
 
 
 # --- long searches --------------------------------------------------------------------------------
@@ -118,9 +119,10 @@ def test_rare_slots_are_found_in_both_directions() -> None:
     t = datetime(2031, 6, 1, tzinfo=UTC)
     assert leap.prev_at_or_before(t) == datetime(2028, 2, 29, 5, tzinfo=UTC)
     assert leap.next_after(t) == datetime(2032, 2, 29, 5, tzinfo=UTC)
-    friday_13th = Schedule(cron="0 0 13 * 5")  # Vixie OR: every Friday and every 13th
-    assert friday_13th.prev_at_or_before(datetime(2026, 6, 13, 0, 0, 1, tzinfo=UTC)) == datetime(2026, 6, 13, tzinfo=UTC)
-    assert friday_13th.prev_at_or_before(datetime(2026, 6, 12, 23, tzinfo=UTC)) == datetime(2026, 6, 12, tzinfo=UTC)
+    friday_or_13th = Schedule(cron="0 0 13 * 5")  # Vixie OR: every Friday and every 13th
+    june = [datetime(2026, 6, day, tzinfo=UTC) for day in (12, 13)]  # Friday 12th, Saturday 13th
+    assert friday_or_13th.prev_at_or_before(june[1] + timedelta(seconds=1)) == june[1]
+    assert friday_or_13th.prev_at_or_before(june[1] - timedelta(hours=1)) == june[0]
 
 
 def test_a_backwards_search_does_not_walk_the_slots_between(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,8 +137,10 @@ def test_a_backwards_search_does_not_walk_the_slots_between(monkeypatch: pytest.
 
     monkeypatch.setattr(Schedule, "next_after", counting)
     schedule = Schedule(cron="* * * * 1 *", tz="Europe/Berlin")
-    assert schedule.prev_at_or_before(datetime(2026, 12, 15, tzinfo=UTC)) == datetime(2026, 1, 31, 22, 59, 59, tzinfo=UTC)
-    assert schedule.prev_at_or_before(datetime(2026, 1, 10, 12, 0, 0, 500, tzinfo=UTC)) == datetime(2026, 1, 10, 12, tzinfo=UTC)
+    last_of_january = datetime(2026, 1, 31, 22, 59, 59, tzinfo=UTC)  # 23:59:59 CET
+    assert schedule.prev_at_or_before(datetime(2026, 12, 15, tzinfo=UTC)) == last_of_january
+    noon = datetime(2026, 1, 10, 12, tzinfo=UTC)
+    assert schedule.prev_at_or_before(noon + timedelta(microseconds=500)) == noon
     assert calls[0] <= 4
 
 
