@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import SchedulerError
-from scheduler.kinds import executor_for, spec_model
 from scheduler.kinds.base import RunContext
+from scheduler.kinds.registry import Kind, Registry, current, resolve
 from scheduler.logs import configure, get_logger
 
 
@@ -43,13 +43,11 @@ def _settle() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def _docker_settings(payload: dict[str, Any]) -> Any:
-    """The ``docker:`` settings, for container jobs only (other kinds do not build the model)."""
-    if payload["kind"] != "container" or not payload.get("docker"):
-        return None
-    from scheduler.kinds.container.spec import DockerSettings
-
-    return DockerSettings.model_validate(payload["docker"])
+def _sections(kind: Kind, registry: Registry, payload: dict[str, Any]) -> dict[str, Any]:
+    """The config sections the kind takes (``docker:`` for containers), validated with their models;
+    other kinds build none of them."""
+    given = payload.get("sections") or {}
+    return {name: registry.section_model(name).model_validate(given[name]) for name in kind.passes if given.get(name)}
 
 
 def _write_result(path: str, payload: dict[str, Any]) -> None:
@@ -64,8 +62,11 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     log = get_logger(job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"])
     result_path = payload["result_path"]
+    kind: Kind | None = None
     try:
-        spec = spec_model(payload["kind"]).model_validate(payload["spec"])
+        registry = current()
+        kind = registry.get(payload["kind"])
+        spec = resolve(kind.spec).model_validate(payload["spec"])
         ctx = RunContext(
             job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"],
             slot=datetime.fromisoformat(payload["slot"]), logical_date=date.fromisoformat(payload["logical_date"]),
@@ -73,9 +74,11 @@ def main() -> int:
             data_interval_end=datetime.fromisoformat(payload["data_interval_end"]),
             data_dir=Path(payload["data_dir"]), params=payload.get("params") or {},
             watermark=payload.get("watermark"), log=log,
-            docker=_docker_settings(payload),
+            **_sections(kind, registry, payload),
         )
-        metrics = executor_for(payload["kind"])(spec, ctx) or {}
+        if kind.executor is None:  # the runner sends only worker kinds here
+            raise SchedulerError(f"job kind {kind.name!r} runs as its own process, not in the worker")
+        metrics = resolve(kind.executor)(spec, ctx) or {}
     except Stopped as exc:
         _write_result(result_path, {"error": f"stopped by {signal.Signals(exc.signum).name}"})
         _settle()
@@ -91,8 +94,9 @@ def main() -> int:
             log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
         result: dict[str, Any] = {"error": message}
         # A kind whose work has its own exit status (a container) records that, not ours.
-        if isinstance(getattr(exc, "container_exit_code", None), int):
-            result["exit_code"] = exc.container_exit_code  # type: ignore[attr-defined]
+        exit_code = getattr(exc, kind.exit_code_attr, None) if kind and kind.exit_code_attr else None
+        if isinstance(exit_code, int):
+            result["exit_code"] = exit_code
         _write_result(result_path, result)
         _settle()
         return 1

@@ -1,15 +1,15 @@
 """The ``docker:`` allowlists: which images a job may run and what it may mount.
 
 Pure functions over names and paths (no pydantic, no Docker SDK): the loader calls
-:func:`allowlist_problems` for every container job, and ``execute`` checks again before any API
-call.
+:func:`check_facts` for every container job (the kind registry names it as the ``docker:``
+section's check), and ``execute`` checks again before any API call.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scheduler.kinds.container.spec import Volume
@@ -55,3 +55,10 @@ def allowlist_problems(image: str | None, volumes: Sequence[Volume], allowed_ima
         elif allowed_volumes is not None and vol.source not in allowed_volumes:
             problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
     return problems
+
+
+def check_facts(job: Mapping[str, Any], docker: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """:func:`allowlist_problems` over what is known of a job (``image``, ``volumes``) and of the
+    ``docker:`` section (its allowlists); a missing fact was invalid itself and skips its checks."""
+    return allowlist_problems(job.get("image"), job.get("volumes", ()), docker.get("allowed_images"),
+                              docker.get("allowed_host_paths"), docker.get("allowed_volumes"))

@@ -8,7 +8,6 @@ Nothing disappears silently.  Steps are pure per batch; cross-batch dedupe lives
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from scheduler.kinds.ingest import spec as s
 from scheduler.kinds.ingest.expr import parse_expression
+from scheduler.kinds.registry import resolve
 
 REJECT_COLUMNS = ("reason", "step", "record")
 _NUMBER_JUNK = r"[^0-9eE+\-.]"  # a string, not a compiled pattern: Arrow strings then stay in C
@@ -112,11 +112,11 @@ def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.D
 
 
 def load_hook(ref: str) -> Callable[..., Any]:
-    module_name, _, attr = ref.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        hook: Callable[..., Any] = resolve(ref)
     except (ImportError, AttributeError) as exc:
         raise TransformError(f"cannot load hook {ref!r}: {exc}") from None
+    return hook
 
 
 def _is_stringy(col: pd.Series) -> bool:
