@@ -284,7 +284,8 @@ def test_the_specific_kinds_are_known_and_config_reaches_them_only_through_the_r
     files = {
         "__init__.py": "",
         "config/__init__.py": "",
-        "config/loader.py": "from scheduler.kinds.registry import BUILTIN\n\ndef f():\n    import scheduler.kinds.toy\n",
+        "config/loader.py": "from scheduler.kinds.registry import BUILTIN\n\n"
+                            "def f():\n    import scheduler.kinds.toy\n",
         "kinds/__init__.py": "",
         "kinds/registry.py": "",
         "kinds/toy/__init__.py": "",

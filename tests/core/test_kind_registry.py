@@ -11,8 +11,7 @@ import io
 import json
 import os
 import subprocess
-import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from scheduler.runner import Runner, RunRequest
 from scheduler.state import StateStore
 
 HERE = Path(__file__).resolve().parent
-SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=timezone.utc)
+SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=UTC)
 TOY_YAML = f"""
     jobs:
       hello:
@@ -152,7 +151,7 @@ def test_one_resolver_and_its_error_texts(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(AttributeError) as missing:
         resolve("toykind.toy:nope")
     with pytest.raises(AttributeError) as python_says:
-        getattr(toykind.toy, "nope")
+        _ = toykind.toy.nope  # type: ignore[attr-defined]  # Python's own words, to compare
     assert str(missing.value) == str(python_says.value) == "module 'toykind.toy' has no attribute 'nope'"
     # the python kind's words for a user's function
     with pytest.raises(AttributeError, match="^module 'toykind.toy' has no function 'nope'$"):
@@ -165,9 +164,9 @@ def test_one_resolver_and_its_error_texts(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_ingest_hooks_load_through_the_same_resolver() -> None:
-    from scheduler.kinds.ingest.transform import TransformError, load_hook
-
     import toykind.toy
+
+    from scheduler.kinds.ingest.transform import TransformError, load_hook
 
     assert load_hook("toykind.toy:execute") is toykind.toy.execute
     with pytest.raises(TransformError) as info:
