@@ -20,6 +20,9 @@ that are not built in are named by ``SCHEDULER_KINDS`` (comma-separated ``module
 same variable, so they agree on the kinds.  The module holding such a record must be as light as
 this one (records only), since the daemon imports it.
 
+A section a kind owns reaches the long-running processes as the compiled config's attribute of
+the same name (``Config.docker``): a kind with a new section adds that attribute there too.
+
 Invariants: names are unique; a kind has exactly one of ``argv`` / ``executor``; a registry is
 immutable (``with_plugins`` returns a new one), so nothing registered in one place leaks elsewhere.
 """
