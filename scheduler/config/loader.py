@@ -177,7 +177,7 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge,
     kind = raw.get("kind", merge.defaults.get("kind", (None,))[0])
     models = kinds.jobs
     model = models.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    if model is None or not isinstance(kind, str):
         facts = _facts(JobBase, raw, None)  # the fields every kind shares can still be checked
         if kind is None:
             return None, facts, [ConfigIssue(f"required key is missing (one of {', '.join(models)})",
@@ -185,7 +185,6 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge,
         return None, facts, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(models))} "
                                          f"(one of {', '.join(models)})", file=doc.file,
                                          line=doc.line_of(("jobs", name, "kind")), job=name, field="kind")]
-    assert isinstance(kind, str)  # a model was found for it
     extra = tuple(field for _, fields, _, _ in kinds.checks.get(kind, ()) for field in fields)
     issues: list[ConfigIssue] = []
     merged = dict(raw)
