@@ -26,7 +26,7 @@ from scheduler.config.compiled import Config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import JobBase
-from scheduler.config.partial import model_checks, valid_fields
+from scheduler.config.partial import known_values, model_checks
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
@@ -161,7 +161,7 @@ def _facts(model: type[JobBase], data: dict[str, Any], spec: JobBase | None,
     names = [n for n in (*SEMANTIC_FIELDS, *extra) if n in model.model_fields]
     if spec is not None:
         return {n: getattr(spec, n) for n in names}
-    return valid_fields(model, data, names)
+    return known_values(model, data, names)
 
 
 def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge,
@@ -263,11 +263,12 @@ def _validate_defaults(merge: _Merge, models: Mapping[str, type[JobBase]]) -> li
 
 def _section_facts(merge: _Merge, name: str, model: type[BaseModel], value: BaseModel | None,
                    names: tuple[str, ...]) -> dict[str, Any]:
-    """Fields ``names`` of section ``name``; when the section is invalid, those valid on their own."""
+    """Fields ``names`` of section ``name``; when the section is invalid, those known anyway
+    (defaults of absent keys, given keys valid on their own)."""
     if value is not None:
         return {n: getattr(value, n) for n in names}
     raw: Any = merge.sections.get(name, ({}, None))[0]
-    return valid_fields(model, raw, names) if isinstance(raw, dict) else {}
+    return known_values(model, raw if isinstance(raw, dict) else {}, names)
 
 
 def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], where: dict[str, tuple[YamlDoc, str]],

@@ -172,6 +172,10 @@ class Registry:
         raise KeyError(f"no kind owns a section {name!r}")
 
 
+# What the container kind's docker: check (scheduler.kinds.container.checks) reads.
+_CONTAINER_JOB_FIELDS = ("image", "volumes", "data_volume", "pull", "gpu_policy", "gpus", "placement",
+                         "reservations", "start_timeout")
+_DOCKER_FIELDS = ("allowed_images", "allowed_host_paths", "allowed_volumes", "data_volume", "backend", "gpu_resource")
 _CONTAINER_CLEANUP = ChildHook(
     module="scheduler.kinds.container.cleanup", section="docker",
     done="orphan container removed", failed="orphan container cleanup failed",
@@ -188,9 +192,8 @@ BUILTIN = Registry((
          executor="scheduler.kinds.container:execute",
          forbidden="scheduler.kinds.container.spec:FORBIDDEN_KEYS",
          sections=(Section("docker", model="scheduler.kinds.container.spec:DockerSettings",
-                           check="scheduler.kinds.container.allowlist:check_facts",
-                           job_fields=("image", "volumes"),
-                           section_fields=("allowed_images", "allowed_host_paths", "allowed_volumes")),),
+                           check="scheduler.kinds.container.checks:check_facts",
+                           job_fields=_CONTAINER_JOB_FIELDS, section_fields=_DOCKER_FIELDS),),
          passes=("docker",), exit_code_attr="container_exit_code",
          # after a forced shutdown, killed workers could not stop their containers themselves
          on_start=(_CONTAINER_CLEANUP,), on_forced_stop=(_CONTAINER_CLEANUP,)),

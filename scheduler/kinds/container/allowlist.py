@@ -1,15 +1,15 @@
 """The ``docker:`` allowlists: which images a job may run and what it may mount.
 
 Pure functions over names and paths (no pydantic, no Docker SDK): the loader calls
-:func:`check_facts` for every container job (the kind registry names it as the ``docker:``
-section's check), and ``execute`` checks again before any API call.
+:func:`allowlist_problems` for every container job, and ``execute`` checks again before any API
+call.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from scheduler.kinds.container.spec import Volume
@@ -57,8 +57,15 @@ def allowlist_problems(image: str | None, volumes: Sequence[Volume], allowed_ima
     return problems
 
 
-def check_facts(job: Mapping[str, Any], docker: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """:func:`allowlist_problems` over what is known of a job (``image``, ``volumes``) and of the
-    ``docker:`` section (its allowlists); a missing fact was invalid itself and skips its checks."""
-    return allowlist_problems(job.get("image"), job.get("volumes", ()), docker.get("allowed_images"),
-                              docker.get("allowed_host_paths"), docker.get("allowed_volumes"))
+def data_volume_problems(source: str | None, default: str | None, allowed_host_paths: tuple[str, ...] | None,
+                         allowed_volumes: tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """``(field, message)`` when a job's own ``data_volume`` is outside the allowlists (the
+    ``docker.data_volume`` itself is always allowed).  ``None`` allowlists: unknown, not checked."""
+    if source is None or source == default:
+        return []
+    if source.startswith("/"):
+        if allowed_host_paths is not None and not _under(source, allowed_host_paths):
+            return [("data_volume", f"host path {source!r} is not under docker.allowed_host_paths")]
+    elif allowed_volumes is not None and source not in allowed_volumes:
+        return [("data_volume", f"volume {source!r} is neither docker.data_volume nor in docker.allowed_volumes")]
+    return []
