@@ -12,12 +12,9 @@ the loop sleeps on, so the loop (never a handler) does the work:
 
 from __future__ import annotations
 
-import json
 import os
 import selectors
 import signal
-import subprocess
-import sys
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
@@ -28,6 +25,8 @@ from scheduler import clock
 from scheduler.config.compiled import Config, load_compiled, spec_json
 from scheduler.daemon_view import IDLE_TICK, DaemonExtension
 from scheduler.errors import ConfigError
+from scheduler.kinds.hooks import run_hooks
+from scheduler.kinds.registry import HookStage
 from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
@@ -35,8 +34,6 @@ from scheduler.runner import Runner
 from scheduler.runs import RunHandle, RunRequest
 from scheduler.stores.protocol import StateStore
 
-# how ``scheduler.kinds.container.engine.EngineUnavailable`` begins (the daemon never imports the SDK)
-ENGINE_UNREACHABLE = "cannot reach the Docker engine at "
 SHUTDOWN_REASON = "scheduler shutting down"
 
 
@@ -117,7 +114,7 @@ class Daemon:
             self.log.warning("run abandoned", job=record.job, run_id=record.id,
                              reason="left running by a previous scheduler process")
         self.runner.sweep_result_files()  # after the records above: their files are stale now
-        self._cleanup_container_orphans()
+        self._kind_hooks("start")
         self.planner.start(clock.now())
         self._resume_stopped_slots()
         self.log.info("scheduler started", jobs=len(self.config.jobs), config=",".join(self.config.sources),
@@ -141,27 +138,10 @@ class Daemon:
                               slot=record.slot.isoformat(), previous_status=record.status)
                 self.requested.append(RunRequest(job=name, slot=record.slot, trigger="catchup"))
 
-    def _cleanup_container_orphans(self) -> None:
-        """Remove containers of ours left by a crashed run (in a child: the daemon stays light)."""
-        if not any(spec.kind == "container" for spec in self.config.jobs.values()):
-            return
-        try:
-            out = subprocess.run([sys.executable, "-m", "scheduler.kinds.container.cleanup"],
-                                 input=json.dumps(spec_json(self.config.docker)), capture_output=True, text=True,
-                                 timeout=60)
-            for line in out.stdout.splitlines():
-                if line.strip():
-                    self.log.warning("orphan container removed", detail=line.strip())
-            if out.returncode != 0:
-                error = (out.stderr.strip().splitlines() or ["no output"])[-1][-500:]
-                if error.startswith(ENGINE_UNREACHABLE):
-                    # not a cleanup problem: the container jobs themselves cannot run; say which and why
-                    jobs = sorted(name for name, spec in self.config.jobs.items() if spec.kind == "container")
-                    self.log.warning("container jobs need a Docker engine", jobs=jobs, error=error)
-                else:
-                    self.log.warning("orphan container cleanup failed", error=error)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            self.log.warning("orphan container cleanup failed", error=str(exc))
+    def _kind_hooks(self, stage: HookStage) -> None:
+        """The kinds' own steps for ``stage`` (orphan container cleanup), each in a child process."""
+        run_hooks(self.runner.registry, stage, {name: spec.kind for name, spec in self.config.jobs.items()},
+                  lambda section: spec_json(getattr(self.config, section)), self.log)
 
     def serve(self) -> int:
         """Run until stopped; returns the process exit code (0 after a clean shutdown)."""
@@ -356,7 +336,7 @@ class Daemon:
         while self.completed:
             self._finished(self.completed.popleft())
         if escalated:  # killed workers could not stop their containers themselves
-            self._cleanup_container_orphans()
+            self._kind_hooks("forced_stop")
         self.children.reap_orphans()
         self._notify("on_shutdown", lambda ext: ext.on_shutdown(self))
         self.log.info("scheduler stopped")

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock, resultfiles, retry
-from scheduler.config.compiled import Config, command_argv, spec_json
+from scheduler.config.compiled import Config, spec_json
+from scheduler.kinds.registry import Registry, current, resolve
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
     ChildTable,
@@ -42,8 +43,9 @@ class Runner:
     """Executes run requests against one loaded config and records them in the store."""
 
     def __init__(self, config: Config, store: StateStore, data_dir: Path, children: ChildTable,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", registry: Registry | None = None) -> None:
         self.config = config
+        self.registry = current() if registry is None else registry  # what each kind is and how it runs
         self.store = store
         self.data_dir = data_dir
         self.children = children
@@ -149,23 +151,25 @@ class Runner:
                "SCHEDULER_DATA_INTERVAL_START": start.isoformat(), "SCHEDULER_DATA_INTERVAL_END": end.isoformat(),
                "SCHEDULER_DATA_DIR": str(self.data_dir), "SCHEDULER_PARAMS": json.dumps(params, default=str)}
         result_file: Path | None = None
-        if spec.kind == "command":
-            argv, stdin_data = command_argv(spec), None
-            cwd = spec.cwd
-        else:
+        kind = self.registry.get(spec.kind)
+        cwd = getattr(spec, "cwd", None)
+        if kind.argv is not None:  # a kind that is its own process
+            argv, stdin_data = list(resolve(kind.argv)(spec)), None
+        else:  # a kind that runs inside the worker child
             result_file = resultfiles.create(self.data_dir, run_id)
             argv = [sys.executable, "-m", "scheduler.worker"]
-            cwd = getattr(spec, "cwd", None)
             stdin_data = json.dumps({
                 "kind": spec.kind, "job": request.job, "spec": spec_json(spec),
                 "run_id": run_id, "attempt": attempt, "slot": request.slot.isoformat(),
                 "logical_date": logical_date.isoformat(), "data_interval_start": start.isoformat(),
                 "data_interval_end": end.isoformat(), "data_dir": str(self.data_dir), "params": params,
                 "watermark": self.store.watermark(request.job), "result_path": str(result_file),
-                "docker": spec_json(self.config.docker), "log_level": self.log_level,
-                "secrets": sorted(self.config.secrets),
+                "sections": {name: spec_json(getattr(self.config, name)) for name in kind.passes},
+                "log_level": self.log_level, "secrets": sorted(self.config.secrets),
             }, default=str).encode()
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, os.getcwd(), env.get("PYTHONPATH")]))
+            if self.registry.plugins:  # the worker must know the same kinds
+                env.update(self.registry.environ())
         began = clock.monotonic()
         try:
             proc = self.children.spawn(argv, env=env, cwd=cwd,
@@ -176,7 +180,7 @@ class Runner:
             where = f" in {cwd}" if cwd else ""
             return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
         handle.pgid = proc.pid
-        log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
+        log.debug("child started", pid=proc.pid, argv=argv if kind.argv is not None else None)
         tail: deque[str] = deque(maxlen=50)
         pumps = [LinePump(proc.stdout, lambda line: _relay(log, line, "stdout"), lines=tail),
                  LinePump(proc.stderr, lambda line: _relay(log, line, "stderr"), lines=tail)]

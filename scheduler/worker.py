@@ -23,19 +23,17 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import JobFailed, SchedulerError
-from scheduler.kinds import executor_for, spec_model
 from scheduler.kinds.base import RunContext
+from scheduler.kinds.registry import Kind, Registry, current, resolve
 from scheduler.logs import configure, get_logger
 from scheduler.stopping import Stopped, raise_on_sigterm, settle
 
 
-def _docker_settings(payload: dict[str, Any]) -> Any:
-    """The ``docker:`` settings, for container jobs only (other kinds do not build the model)."""
-    if payload["kind"] != "container" or not payload.get("docker"):
-        return None
-    from scheduler.kinds.container.spec import DockerSettings
-
-    return DockerSettings.model_validate(payload["docker"])
+def _sections(kind: Kind, registry: Registry, payload: dict[str, Any]) -> dict[str, Any]:
+    """The config sections the kind takes (``docker:`` for containers), validated with their models;
+    other kinds build none of them."""
+    given = payload.get("sections") or {}
+    return {name: registry.section_model(name).model_validate(given[name]) for name in kind.passes if given.get(name)}
 
 
 def _write_result(path: str, payload: dict[str, Any]) -> None:
@@ -50,8 +48,11 @@ def main() -> int:
     raise_on_sigterm()
     log = get_logger(job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"])
     result_path = payload["result_path"]
+    kind: Kind | None = None
     try:
-        spec = spec_model(payload["kind"]).model_validate(payload["spec"])
+        registry = current()
+        kind = registry.get(payload["kind"])
+        spec = resolve(kind.spec).model_validate(payload["spec"])
         ctx = RunContext(
             job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"],
             slot=datetime.fromisoformat(payload["slot"]), logical_date=date.fromisoformat(payload["logical_date"]),
@@ -59,9 +60,11 @@ def main() -> int:
             data_interval_end=datetime.fromisoformat(payload["data_interval_end"]),
             data_dir=Path(payload["data_dir"]), params=payload.get("params") or {},
             watermark=payload.get("watermark"), log=log,
-            docker=_docker_settings(payload),
+            **_sections(kind, registry, payload),
         )
-        metrics = executor_for(payload["kind"])(spec, ctx) or {}
+        if kind.executor is None:  # the runner sends only worker kinds here
+            raise SchedulerError(f"job kind {kind.name!r} runs as its own process, not in the worker")
+        metrics = resolve(kind.executor)(spec, ctx) or {}
     except Stopped as exc:
         _write_result(result_path, {"error": f"stopped by {signal.Signals(exc.signum).name}"})
         settle()

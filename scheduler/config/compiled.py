@@ -117,13 +117,6 @@ def spec_json(spec: Any) -> Any:
     return spec.model_dump(mode="json", by_alias=True)
 
 
-def command_argv(spec: Any) -> list[str]:
-    """The argv of a ``command`` job: its ``command`` list, or ``/bin/sh -c`` its ``shell``."""
-    if spec.shell is not None:
-        return ["/bin/sh", "-c", spec.shell]
-    return list(spec.command)
-
-
 def dump_compiled(config: Config) -> str:
     return json.dumps({
         "jobs": {name: encode(spec) for name, spec in config.jobs.items()},

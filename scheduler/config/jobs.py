@@ -1,8 +1,8 @@
-"""Job spec models shared by every kind, plus the ``command`` and ``python`` kinds.
+"""The job keys every kind shares (:class:`JobBase`), and helpers for the kinds' own models.
 
-A spec says *what* runs and *when*; it is immutable after loading.  Kind-specific models for
-``ingest`` and ``container`` live beside their implementations (``scheduler/kinds/``) and derive
-from :class:`JobBase`.
+A spec says *what* runs and *when*; it is immutable after loading.  Each kind's model lives in
+its own module under ``scheduler/kinds/`` and derives from :class:`JobBase`; the loader finds
+them through the kind registry, so nothing here imports a kind.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from scheduler.config.compiled import command_argv
 from scheduler.config.notifiers import Notifier, Ping, ping_input
-from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName, format_duration
+from scheduler.config.types import Duration, Model, TimezoneName, format_duration
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_EVERY = timedelta(seconds=1)  # the daemon loop is not a sub-second timer
@@ -126,44 +125,3 @@ class JobBase(Model):
         if self.schedule is not None and self.every is not None:
             raise ValueError("use either 'schedule' or 'every', not both")
         return self
-
-
-class CommandJob(JobBase):
-    """Run an argv list (``command``) or a ``/bin/sh -c`` string (``shell``)."""
-
-    kind: Literal["command"] = Field(description="command: run an argv list or a shell command line.")
-    command: tuple[str, ...] | None = Field(
-        default=None, description="Argv to execute, no shell (exactly one of command / shell).")
-    shell: str | None = Field(
-        default=None, description="A command line for /bin/sh -c (exactly one of command / shell).")
-    cwd: str | None = Field(default=None, description="Working directory (default: the daemon's).")
-
-    @field_validator("command", mode="before")
-    @classmethod
-    def _argv_strings(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise ValueError("must be a list of arguments; use 'shell' for a command line")
-        if isinstance(value, list):
-            if not value:
-                raise ValueError("must not be empty")
-            return argv_strings(value)
-        return value
-
-    @model_validator(mode="after")
-    def _command_or_shell(self) -> CommandJob:
-        if (self.command is None) == (self.shell is None):
-            raise ValueError("set exactly one of 'command' (argv list) or 'shell' (string)")
-        return self
-
-    def argv(self) -> list[str]:
-        """The argv the child process executes."""
-        return command_argv(self)
-
-
-class PythonJob(JobBase):
-    """Call ``module:function`` (importable from the project root, e.g. ``jobs.report:build``)."""
-
-    kind: Literal["python"] = Field(description="python: call package.module:function in a child process.")
-    function: FunctionRef = Field(description="package.module:function, called as function(ctx) in a child process.")
-    cwd: str | None = Field(
-        default=None, description="Working directory, also put first on PYTHONPATH (default: the daemon's).")

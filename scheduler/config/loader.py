@@ -3,13 +3,19 @@
 No raw dict leaves this module: the result is a frozen :class:`Config`.  Every problem becomes a
 :class:`ConfigIssue` with file, line, job and field, and all of them are raised together as one
 :class:`ConfigError` (exit 2).
+
+The kinds come from the kind registry (:mod:`scheduler.kinds.registry`): their job models, the
+keys they forbid, the sections they own and the checks of a job against those.  This module names
+no kind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -19,38 +25,59 @@ from pydantic import BaseModel, ValidationError
 from scheduler.config.compiled import Config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
-from scheduler.config.jobs import CommandJob, JobBase, PythonJob
+from scheduler.config.jobs import JobBase
 from scheduler.config.notifiers import notifier_urls, resolving_without_trigger
 from scheduler.config.partial import known_values, model_checks, on_known
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.allowlist import allowlist_problems, data_volume_problems
-from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
-from scheduler.kinds.container.swarm_spec import backend_problems
-from scheduler.kinds.ingest.spec import IngestJob
+from scheduler.kinds.registry import BUILTIN, Registry, current, resolve
 from scheduler.redaction import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule, parse_cron
 
-JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({
-    "command": CommandJob,
-    "python": PythonJob,
-    "ingest": IngestJob,
-    "container": ContainerJob,
-})
-SECTIONS: Mapping[str, type[BaseModel]] = MappingProxyType({
+# The sections of the scheduler itself; kinds add their own (``docker:``).
+CORE_SECTIONS: Mapping[str, type[BaseModel]] = MappingProxyType({
     "daemon": DaemonSettings,
     "state": StateSettings,
     "http": HttpSettings,
-    "docker": DockerSettings,
 })
-TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
-# Keys a kind refuses outright (security): reported one per key, at its own line.
-FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORBIDDEN_KEYS})
 _MERGED_DICTS = ("env", "params")
-# What the checks across fields and jobs read (see _semantic_checks).
-SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes", "data_volume", "pull", "gpu_policy", "gpus", "placement",
-                   "reservations", "start_timeout", "on_failure", "on_recovery", "on_success")
+# What the checks across jobs read of every job (see _semantic_checks); a kind's section checks add theirs.
+SEMANTIC_FIELDS = ("schedule", "after", "on_failure", "on_recovery", "on_success")
+SectionCheck = Callable[[Mapping[str, Any], Mapping[str, Any]], list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class KindModels:
+    """What the loader reads of a registry, resolved: the models and checks of its kinds."""
+
+    jobs: Mapping[str, type[JobBase]]  # kind -> job model, in registry order
+    sections: Mapping[str, type[BaseModel]]  # top-level section -> settings model, core sections first
+    forbidden: Mapping[str, Mapping[str, str]]  # kind -> key -> why (security): one issue per key, at its line
+    # kind -> (section, fields of the job, fields of the section, check) for each section check
+    checks: Mapping[str, tuple[tuple[str, tuple[str, ...], tuple[str, ...], SectionCheck], ...]]
+
+    @property
+    def top_level(self) -> tuple[str, ...]:
+        return ("defaults", "jobs", *self.sections)
+
+
+@cache
+def kind_models(registry: Registry) -> KindModels:
+    """The loader's view of ``registry`` (imports the kinds' models: pydantic)."""
+    checks = {kind.name: tuple((section.name, section.job_fields, section.section_fields, resolve(section.check))
+                               for section in kind.sections if section.check)
+              for kind in registry}
+    return KindModels(jobs=MappingProxyType(registry.job_models()),
+                      sections=MappingProxyType({**CORE_SECTIONS, **registry.section_models()}),
+                      forbidden=MappingProxyType(registry.forbidden()), checks=MappingProxyType(checks))
+
+
+# The built-in kinds (what ``scheduler schema`` describes and tests read).
+JOB_MODELS = kind_models(BUILTIN).jobs
+SECTIONS = kind_models(BUILTIN).sections
+FORBIDDEN = kind_models(BUILTIN).forbidden
+TOP_LEVEL = kind_models(BUILTIN).top_level
 
 
 def config_files(path: Path) -> list[Path]:
@@ -70,7 +97,8 @@ def _display(path: Path) -> str:
 class _Merge:
     """Files merged into one view, remembering which document each part came from."""
 
-    def __init__(self) -> None:
+    def __init__(self, top_level: tuple[str, ...]) -> None:
+        self.top_level = top_level
         self.issues: list[ConfigIssue] = []
         self.defaults: dict[str, tuple[Any, YamlDoc]] = {}
         self.jobs: dict[str, tuple[Any, YamlDoc]] = {}
@@ -88,9 +116,9 @@ class _Merge:
             return
         for key, value in doc.data.items():
             line = doc.line_of((key,))
-            if key not in TOP_LEVEL:
-                self.issues.append(ConfigIssue(f"unknown top-level key '{key}'{_suggest(str(key), list(TOP_LEVEL))}",
-                                               file=doc.file, line=line))
+            if key not in self.top_level:
+                hint = _suggest(str(key), list(self.top_level))
+                self.issues.append(ConfigIssue(f"unknown top-level key '{key}'{hint}", file=doc.file, line=line))
             elif key in ("defaults", "jobs"):
                 if value is None:
                     continue
@@ -116,8 +144,7 @@ class _Merge:
                 self.sections[key] = (value, doc)
 
 
-def _validate_section(name: str, merge: _Merge) -> tuple[BaseModel | None, list[ConfigIssue]]:
-    model = SECTIONS[name]
+def _validate_section(name: str, model: type[BaseModel], merge: _Merge) -> tuple[BaseModel | None, list[ConfigIssue]]:
     if name not in merge.sections:
         return model(), []
     raw, doc = merge.sections[name]
@@ -128,16 +155,18 @@ def _validate_section(name: str, merge: _Merge) -> tuple[BaseModel | None, list[
                                model=model, skip=lambda path: doc.failed_under((name, *path)))
 
 
-def _facts(model: type[JobBase], data: dict[str, Any], spec: JobBase | None) -> dict[str, Any]:
-    """The fields the semantic checks read: from the spec, or those valid on their own."""
-    names = [n for n in SEMANTIC_FIELDS if n in model.model_fields]
+def _facts(model: type[JobBase], data: dict[str, Any], spec: JobBase | None,
+           extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The fields the semantic checks read (``extra``: those of the kind's section checks): from
+    the spec, or those valid on their own."""
+    names = [n for n in (*SEMANTIC_FIELDS, *extra) if n in model.model_fields]
     if spec is not None:
         return {n: getattr(spec, n) for n in names}
     return known_values(model, data, names)
 
 
-def _validate_job(name: str, raw: Any, doc: YamlDoc,
-                  merge: _Merge) -> tuple[JobBase | None, dict[str, Any], list[ConfigIssue]]:
+def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge,
+                  kinds: KindModels) -> tuple[JobBase | None, dict[str, Any], list[ConfigIssue]]:
     """The job's spec (``None`` if invalid), the facts semantic checks need, and its problems.
 
     The facts are there even when the spec is not: a wrong key never hides the checks of the
@@ -147,18 +176,20 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc,
     if not isinstance(raw, dict):
         return None, {}, [ConfigIssue("must be a mapping of job settings", file=doc.file, line=line, job=name)]
     kind = raw.get("kind", merge.defaults.get("kind", (None,))[0])
-    model = JOB_MODELS.get(kind) if isinstance(kind, str) else None
-    if model is None:
+    models = kinds.jobs
+    model = models.get(kind) if isinstance(kind, str) else None
+    if model is None or not isinstance(kind, str):
         facts = _facts(JobBase, raw, None)  # the fields every kind shares can still be checked
         if kind is None:
-            return None, facts, [ConfigIssue(f"required key is missing (one of {', '.join(JOB_MODELS)})",
+            return None, facts, [ConfigIssue(f"required key is missing (one of {', '.join(models)})",
                                              file=doc.file, line=line, job=name, field="kind")]
-        return None, facts, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(JOB_MODELS))} "
-                                         f"(one of {', '.join(JOB_MODELS)})", file=doc.file,
+        return None, facts, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(models))} "
+                                         f"(one of {', '.join(models)})", file=doc.file,
                                          line=doc.line_of(("jobs", name, "kind")), job=name, field="kind")]
+    extra = tuple(field for _, fields, _, _ in kinds.checks.get(kind, ()) for field in fields)
     issues: list[ConfigIssue] = []
     merged = dict(raw)
-    for key, reason in FORBIDDEN.get(kind, {}).items():
+    for key, reason in kinds.forbidden.get(kind, {}).items():
         if key in merged:
             issues.append(ConfigIssue(f"'{key}' is not allowed: {reason}", file=doc.file,
                                       line=doc.line_of(("jobs", name, key)), job=name, field=key))
@@ -193,21 +224,21 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc,
             file, job_line = locate(())
             issues += [ConfigIssue(message, file=file, line=job_line, job=name)
                        for message in model_checks(model, merged)]
-        return None, _facts(model, merged, None), issues
-    return (None if issues else spec), _facts(model, merged, spec), issues
+        return None, _facts(model, merged, None, extra), issues
+    return (None if issues else spec), _facts(model, merged, spec, extra), issues
 
 
-def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
+def _validate_defaults(merge: _Merge, models: Mapping[str, type[JobBase]]) -> list[ConfigIssue]:
     """Check ``defaults:`` once against every kind that has each key; bad keys are not merged."""
     issues: list[ConfigIssue] = []
-    known = {name for model in JOB_MODELS.values() for name in model.model_fields}
+    known = {name for model in models.values() for name in model.model_fields}
     seen: set[str] = set()
     for key, (_, ddoc) in merge.defaults.items():
         if key not in known:
             merge.bad_defaults.add(key)
             issues.append(ConfigIssue(f"unknown key '{key}'{_suggest(key, sorted(known))}", file=ddoc.file,
                                       line=ddoc.line_of(("defaults", key)), field=f"defaults.{key}"))
-    for kind, model in JOB_MODELS.items():
+    for kind, model in models.items():
         subset = {k: v for k, (v, _) in merge.defaults.items() if k in model.model_fields and k != "kind"}
         if not subset:
             continue
@@ -231,19 +262,20 @@ def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
     return issues
 
 
-def _docker_facts(merge: _Merge, docker: DockerSettings | None) -> dict[str, Any]:
-    """The ``docker:`` keys jobs are checked against; when the section is invalid, those known
-    anyway (defaults of absent keys, given keys valid on their own)."""
-    names = ("allowed_images", "allowed_host_paths", "allowed_volumes", "data_volume", "backend", "gpu_resource")
-    if docker is not None:
-        return {n: getattr(docker, n) for n in names}
-    raw = merge.sections.get("docker", ({}, None))[0]
-    return known_values(DockerSettings, raw if isinstance(raw, dict) else {}, names)
+def _section_facts(merge: _Merge, name: str, model: type[BaseModel], value: BaseModel | None,
+                   names: tuple[str, ...]) -> dict[str, Any]:
+    """Fields ``names`` of section ``name``; when the section is invalid, those known anyway
+    (defaults of absent keys, given keys valid on their own)."""
+    if value is not None:
+        return {n: getattr(value, n) for n in names}
+    raw: Any = merge.sections.get(name, ({}, None))[0]
+    return known_values(model, raw if isinstance(raw, dict) else {}, names)
 
 
 def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], where: dict[str, tuple[YamlDoc, str]],
-                     docker: dict[str, Any]) -> list[ConfigIssue]:
-    """Checks across fields and jobs, over every job's valid fields (see :func:`_validate_job`)."""
+                     checks: Mapping[str, list[tuple[SectionCheck, dict[str, Any]]]]) -> list[ConfigIssue]:
+    """Checks across fields and jobs, over every job's valid fields (see :func:`_validate_job`);
+    ``checks``: kind -> each section check of its jobs with the section's facts."""
     issues: list[ConfigIssue] = []
 
     def issue(job: str, field_name: str, message: str, at: tuple[Any, ...] = ()) -> None:
@@ -264,18 +296,11 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
                 issue(name, "after", f"unknown job '{upstream}'{_suggest(upstream, list(where))}")
         for listed, position, problem in on_known(resolving_without_trigger, (JobBase, known)):
             issue(name, f"{listed}.{position}", problem, (listed, position))
-        if kinds.get(name) == "container":
-            for field_name, message in allowlist_problems(
-                    known.get("image"), known.get("volumes", ()), docker.get("allowed_images"),
-                    docker.get("allowed_host_paths"), docker.get("allowed_volumes")):
-                index = field_name.partition("[")[2].rstrip("]")
-                issue(name, field_name, message, ("volumes", int(index)) if index.isdigit() else ())
-            for field_name, message in data_volume_problems(
-                    known.get("data_volume"), docker.get("data_volume"), docker.get("allowed_host_paths"),
-                    docker.get("allowed_volumes")):
-                issue(name, field_name, message)
-            for field_name, message in on_known(backend_problems, (ContainerJob, known), (DockerSettings, docker)):
-                issue(name, field_name, message)
+        for check, section in checks.get(kinds.get(name, ""), ()):
+            for field_name, message in check(known, section):
+                head, _, index = field_name.partition("[")  # volumes[1]: at the list item's line
+                index = index.rstrip("]")
+                issue(name, field_name, message, (head, int(index)) if index.isdigit() else ())
     # cycles in after: (a -> b -> a)
     after = {name: known.get("after", ()) for name, known in facts.items()}
     for name in after:
@@ -296,18 +321,20 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
     return issues
 
 
-def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
+def load_config(path: Path | str, env: Mapping[str, str] | None = None, registry: Registry | None = None) -> Config:
     """Load and validate the config at ``path`` (a file or a directory of ``*.yaml``).
 
-    Raises :class:`ConfigError` listing every problem found.
+    ``registry``: the job kinds (default: :func:`scheduler.kinds.registry.current`).  Raises
+    :class:`ConfigError` listing every problem found.
     """
+    kinds = kind_models(current() if registry is None else registry)
     path = Path(path)
     if not path.exists():
         raise ConfigError(ConfigIssue("config path does not exist", file=str(path)))
     files = config_files(path)
     if not files:
         raise ConfigError(ConfigIssue("no *.yaml files in config directory", file=str(path)))
-    merge = _Merge()
+    merge = _Merge(kinds.top_level)
     digest = hashlib.sha256()
     for file in files:
         doc = load_yaml(file, os.environ if env is None else env, display=_display(file))
@@ -315,26 +342,29 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         merge.add(doc)
 
     issues = list(merge.issues)
-    issues.extend(_validate_defaults(merge))
+    issues.extend(_validate_defaults(merge, kinds.jobs))
     sections: dict[str, Any] = {}
-    for name in SECTIONS:
-        value, section_issues = _validate_section(name, merge)
+    for name, section_model in kinds.sections.items():
+        value, section_issues = _validate_section(name, section_model, merge)
         sections[name] = value
         issues.extend(section_issues)
 
     jobs: dict[str, JobBase] = {}
     facts: dict[str, dict[str, Any]] = {}
-    kinds: dict[str, str] = {}
+    kind_of: dict[str, str] = {}
     where = {name: (doc, name) for name, (_, doc) in merge.jobs.items()}
     for name, (raw, doc) in merge.jobs.items():
-        spec, facts[name], job_issues = _validate_job(name, raw, doc, merge)
+        spec, facts[name], job_issues = _validate_job(name, raw, doc, merge, kinds)
         issues.extend(job_issues)
         if spec is not None:
             jobs[name] = spec
-            kinds[name] = spec.kind
+            kind_of[name] = spec.kind
         elif isinstance(raw, dict):
-            kinds[name] = str(raw.get("kind", merge.defaults.get("kind", (None,))[0]))
-    issues.extend(_semantic_checks(facts, kinds, where, _docker_facts(merge, sections["docker"])))
+            kind_of[name] = str(raw.get("kind", merge.defaults.get("kind", (None,))[0]))
+    checks = {kind: [(check, _section_facts(merge, section, kinds.sections[section], sections[section], fields))
+                     for section, _, fields, check in kind_checks]
+              for kind, kind_checks in kinds.checks.items()}
+    issues.extend(_semantic_checks(facts, kind_of, where, checks))
     schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
                  for name, spec in jobs.items()} if not issues else {}
     if issues:
@@ -343,8 +373,7 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
     # alert URLs carry credentials in their path (Slack/Discord webhook tokens, ntfy topics, check UUIDs)
     urls = {url for spec in jobs.values() for url in notifier_urls(spec)}
     return Config(
-        jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
-        docker=sections["docker"],
+        jobs=MappingProxyType(jobs), **sections,  # the core's sections and the kinds' (docker)
         secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() | urls if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
         schedules=MappingProxyType(schedules),

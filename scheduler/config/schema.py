@@ -23,7 +23,7 @@ the loader only.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +31,9 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import GenerateJsonSchema
 
 from scheduler.config.durations import format_duration
-from scheduler.config.loader import JOB_MODELS, SECTIONS
+from scheduler.config.jobs import JobBase
+from scheduler.config.loader import kind_models
+from scheduler.kinds.registry import Registry, current
 
 REF = "#/$defs/{model}"
 # A string the loader expands: contains ${NAME} or ${NAME:-default} not escaped as $${...}.
@@ -155,10 +157,10 @@ def _allow_file_keys(defs: dict[str, Any]) -> None:
             obj.setdefault("allOf", []).extend(exclusive)
 
 
-def _defaults_schema(defs: dict[str, Any]) -> dict[str, Any]:
+def _defaults_schema(defs: dict[str, Any], models: Mapping[str, type[JobBase]]) -> dict[str, Any]:
     """Every key some kind has; a value must suit every kind that has the key (as the loader checks)."""
     per_key: dict[str, list[Any]] = {}
-    for model in JOB_MODELS.values():
+    for model in models.values():
         for name, sub in defs[model.__name__]["properties"].items():
             if name != "kind" and sub not in per_key.setdefault(name, []):
                 per_key[name].append(copy.deepcopy(sub))
@@ -168,11 +170,11 @@ def _defaults_schema(defs: dict[str, Any]) -> dict[str, Any]:
                            "env and params merge key by key)."}
 
 
-def _required_from_defaults(defs: dict[str, Any]) -> list[dict[str, Any]]:
+def _required_from_defaults(defs: dict[str, Any], models: Mapping[str, type[JobBase]]) -> list[dict[str, Any]]:
     """A job's required keys, unless this file's ``defaults:`` gives them (``kind`` always in the job)."""
     rules = []
     by_key: dict[str, list[str]] = {}
-    for kind, model in JOB_MODELS.items():
+    for kind, model in models.items():
         required = defs[model.__name__]["required"]
         for key in [k for k in required if k != "kind"]:
             by_key.setdefault(key, []).append(kind)
@@ -192,27 +194,31 @@ def _nullable(node: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [node, {"type": "null"}]}
 
 
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of the config file, for editors (yaml-language-server) and ``scheduler schema``."""
+def json_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """JSON Schema of the config file, for editors (yaml-language-server) and ``scheduler schema``.
+
+    ``registry``: the job kinds (default: :func:`scheduler.kinds.registry.current`).
+    """
+    kinds = kind_models(current() if registry is None else registry)
     defs: dict[str, Any] = {}
-    for model in JOB_MODELS.values():
-        defs[model.__name__] = _model_schema(model, defs)
-    for model in SECTIONS.values():
-        defs[model.__name__] = _model_schema(model, defs)
+    for job_model in kinds.jobs.values():
+        defs[job_model.__name__] = _model_schema(job_model, defs)
+    for section_model in kinds.sections.values():
+        defs[section_model.__name__] = _model_schema(section_model, defs)
     defs = {name: _allow_interpolation(sub) for name, sub in defs.items()}
-    defs["Defaults"] = _defaults_schema(defs)
+    defs["Defaults"] = _defaults_schema(defs, kinds.jobs)
     defs["Interpolated"] = copy.deepcopy(INTERPOLATED)
     _allow_file_keys(defs)
-    required_rules = _required_from_defaults(defs)
+    required_rules = _required_from_defaults(defs, kinds.jobs)
     properties: dict[str, Any] = {
         "defaults": _nullable({"$ref": "#/$defs/Defaults"}),
         "jobs": {
             "type": ["object", "null"], "description": "Job name -> job spec; 'kind' says which.",
-            "additionalProperties": {"oneOf": [{"$ref": REF.format(model=m.__name__)} for m in JOB_MODELS.values()]},
+            "additionalProperties": {"oneOf": [{"$ref": REF.format(model=m.__name__)} for m in kinds.jobs.values()]},
         },
     }
-    for name, model in SECTIONS.items():
-        properties[name] = _nullable({"$ref": REF.format(model=model.__name__)})
+    for name, section_model in kinds.sections.items():
+        properties[name] = _nullable({"$ref": REF.format(model=section_model.__name__)})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cron-container-scheduler config",

@@ -10,8 +10,9 @@ import pytest
 from pydantic import BaseModel
 
 from scheduler.config import load_compiled, load_config
-from scheduler.config.compiled import View, command_argv, spec_json
+from scheduler.config.compiled import View, spec_json
 from scheduler.errors import ConfigError
+from scheduler.kinds.command import command_argv
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = Path(__file__).parent / "good"

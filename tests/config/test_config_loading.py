@@ -17,7 +17,7 @@ import yaml
 
 from scheduler.cli import main
 from scheduler.config import load_config
-from scheduler.config.jobs import CommandJob
+from scheduler.kinds.command.spec import CommandJob
 from scheduler.kinds.container.spec import ContainerJob
 from scheduler.kinds.ingest.spec import IngestJob
 

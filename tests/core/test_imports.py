@@ -195,6 +195,21 @@ FORBIDDEN = [
     ("scheduler", "scheduler.sample", "the sample API and demo are not part of the core"),
 ]
 ENTRY_POINTS = {("scheduler.__main__", "scheduler.cli"), ("scheduler.cli", "scheduler.sample")}
+# What of scheduler.kinds is not a specific kind: the rest is reached through the registry only.
+KINDS_COMMON = {"scheduler.kinds", "scheduler.kinds.base", "scheduler.kinds.registry", "scheduler.kinds.hooks"}
+THROUGH_THE_REGISTRY = {
+    "scheduler.config": "config/ imports no specific kind: the loader builds its models from scheduler.kinds.registry",
+    "scheduler.runner": "the runner learns how a kind runs from scheduler.kinds.registry",
+    "scheduler.worker": "the worker resolves a kind's model and executor through scheduler.kinds.registry",
+    "scheduler.daemon": "the daemon runs the kinds' hooks as the registry names them",
+}
+
+
+def specific_kinds(modules: dict[str, Path] | None = None) -> list[str]:
+    """The modules and packages directly under ``scheduler.kinds`` that are one kind each."""
+    modules = module_files() if modules is None else modules
+    return sorted({".".join(name.split(".")[:3]) for name in modules
+                   if name.startswith("scheduler.kinds.") and ".".join(name.split(".")[:3]) not in KINDS_COMMON})
 
 
 def _in(module: str, package: str) -> bool:
@@ -202,17 +217,26 @@ def _in(module: str, package: str) -> bool:
     return module == package or module.startswith(package + ".")
 
 
-def test_imports_point_down_the_layers() -> None:
-    """The directions of docs/architecture.md; only the entry points cross them."""
+def layer_violations(modules: dict[str, Path] | None = None) -> list[str]:
+    """Each import against the rules above (FORBIDDEN, and the kinds reached through the registry)."""
+    modules = module_files() if modules is None else modules
     wrong = []
-    for source, edges in import_graph().items():
+    rules = FORBIDDEN + [(importer, kind, why) for importer, why in THROUGH_THE_REGISTRY.items()
+                         for kind in specific_kinds(modules)]
+    for source, edges in import_graph(modules).items():
         for edge in edges:
-            for importer, imported, why in FORBIDDEN:
+            for importer, imported, why in rules:
                 if not (_in(source, importer) and _in(edge.target, imported)) or _in(source, imported):
                     continue
                 if any(_in(source, a) and _in(edge.target, b) for a, b in ENTRY_POINTS):
                     continue
                 wrong.append(f"{edge.source} -> {edge.target} ({edge.where}): {why}")
+    return wrong
+
+
+def test_imports_point_down_the_layers() -> None:
+    """The directions of docs/architecture.md; only the entry points cross them."""
+    wrong = layer_violations()
     assert not wrong, "\n".join(wrong)
 
 
@@ -250,3 +274,28 @@ def test_the_walker_sees_lazy_imports_reexports_and_parent_packages(tmp_path: Pa
     assert [sorted(e.source for e in c) for c in found] == [
         ["scheduler.a", "scheduler.b", "scheduler.sub", "scheduler.sub.impl"]]
     assert "scheduler.sub.impl -> scheduler.a  (scheduler/sub/impl.py:1)" in describe(found[0])
+
+
+def test_the_specific_kinds_are_known_and_config_reaches_them_only_through_the_registry(tmp_path: Path) -> None:
+    """Every kind on disk is covered by the rule, and the rule catches config/ importing one."""
+    assert specific_kinds() == ["scheduler.kinds.command", "scheduler.kinds.container", "scheduler.kinds.ingest",
+                                "scheduler.kinds.python"]
+    pkg = tmp_path / PACKAGE
+    files = {
+        "__init__.py": "",
+        "config/__init__.py": "",
+        "config/loader.py": "from scheduler.kinds.registry import BUILTIN\n\n"
+                            "def f():\n    import scheduler.kinds.toy\n",
+        "kinds/__init__.py": "",
+        "kinds/registry.py": "",
+        "kinds/toy/__init__.py": "",
+        "kinds/toy/spec.py": "from scheduler.config import loader\n",
+    }
+    for name, text in files.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    modules = module_files(pkg)
+    assert specific_kinds(modules) == ["scheduler.kinds.toy"]
+    assert layer_violations(modules) == [
+        "scheduler.config.loader -> scheduler.kinds.toy (scheduler/config/loader.py:4): "
+        + THROUGH_THE_REGISTRY["scheduler.config"]]

@@ -13,7 +13,6 @@ Nothing disappears silently.  Steps are pure per batch; cross-batch dedupe lives
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -30,6 +29,7 @@ from scheduler.kinds.ingest.columns import Batch, RecordsError, from_records
 from scheduler.kinds.ingest.expr import parse_expression
 from scheduler.kinds.ingest.parsing import as_text, is_stringy, parse_numbers, parse_timestamps
 from scheduler.kinds.ingest.results import REJECT_COLUMNS, BatchResult, TransformError, reject_frame  # noqa: F401
+from scheduler.kinds.registry import resolve
 
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
 def records_to_frame(records: list[Any], flatten_sep: str | None = None) -> pd.DataFrame:
@@ -78,11 +78,11 @@ def _add_arrow(columns: dict[str, Any], name: str, array: pa.Array, sep: str | N
 
 
 def load_hook(ref: str) -> Callable[..., Any]:
-    module_name, _, attr = ref.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        hook: Callable[..., Any] = resolve(ref)
     except (ImportError, AttributeError) as exc:
         raise TransformError(f"cannot load hook {ref!r}: {exc}") from None
+    return hook
 
 
 
