@@ -251,7 +251,7 @@ def test_sender_retries_a_service_error_then_delivers(services: ServiceServer) -
         wait_until(lambda: services.of("pagerduty"), 15, "the retried trigger")
         sender.close(5.0)
     assert services.violations == []
-    assert [(e["event"], e.get("attempt")) for e in logs] == [("alert sent", 2)]
+    assert [(e["event"], e.get("attempt")) for e in logs] == [("alert retrying", 1), ("alert sent", 2)]
 
 
 def test_service_server_flags_a_malformed_event(services: ServiceServer) -> None:
