@@ -85,7 +85,7 @@ def test_sibling_container_job_records_its_exit_code(containers: Containers, con
     proc = containers.run("run-job", "sibling", options=options, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the job failed, as its container did
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert any(e.get("event") == "hello from the sibling" for e in events), proc.stdout
+    assert any(e.get("event") == "output" and e.get("line") == "hello from the sibling" for e in events), proc.stdout
 
     [record] = history(containers, config, volume, "sibling")
     assert record["status"] == "failed"
