@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from scheduler.ops.ext import Extension
+from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
@@ -35,9 +36,9 @@ if TYPE_CHECKING:
     from scheduler.runs import RunHandle
     from scheduler.state import StateStore
 
-FAILED = ("failed", "timeout")
-DECISIVE_FAILURES = ("failed", "timeout", "abandoned")
-NEUTRAL = ("interrupted", "skipped", "running")
+FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
+DECISIVE_FAILURES = (*FAILED, RunStatus.ABANDONED)
+NEUTRAL = (RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.RUNNING)
 MAX_BACKOFF = 30.0
 
 
@@ -175,7 +176,7 @@ def run_payload(handle: RunHandle, logical_date: str | None) -> dict[str, Any]:
         "slot": request.slot.isoformat(),
         "trigger": request.trigger,
         "attempt": result.attempt if result is not None else None,
-        "status": result.status if result is not None else "failed",
+        "status": result.status if result is not None else RunStatus.FAILED,
         "duration": round(result.duration, 3) if result is not None else None,
         "exit_code": result.exit_code if result is not None else None,
         "error": (result.error if result is not None else "the run ended without a result"),
@@ -214,8 +215,8 @@ class RunAlerts(Extension):
         if spec is None or not (spec.on_failure or spec.on_recovery or spec.on_success):
             return
         result = handle.result
-        status = result.status if result is not None else "failed"
-        if status not in FAILED and status != "success":
+        status = result.status if result is not None else RunStatus.FAILED
+        if status not in FAILED and status != RunStatus.SUCCESS:
             return
         record = daemon.store.get_run(result.run_id) if result is not None else None
         logical_date = record.logical_date.isoformat() if record is not None else None
