@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock, resultfiles
-from scheduler.config.compiled import Config, command_argv, spec_json
+from scheduler.config.compiled import CompiledJob, Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
     ChildTable,
@@ -140,7 +140,7 @@ class Runner:
                          result.timed_out, result.duration, error, metrics)
 
     # --- one attempt ---------------------------------------------------------------------------
-    def _attempt(self, spec: Any, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
+    def _attempt(self, spec: CompiledJob, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
                  interval: tuple[datetime, datetime, Any], log: Any) -> RunResult:
         start, end, logical_date = interval
         params = {**spec.params, **request.params}
@@ -156,7 +156,7 @@ class Runner:
         else:
             result_file = resultfiles.create(self.data_dir, run_id)
             argv = [sys.executable, "-m", "scheduler.worker"]
-            cwd = getattr(spec, "cwd", None)
+            cwd = spec.cwd
             stdin_data = json.dumps({
                 "kind": spec.kind, "job": request.job, "spec": spec_json(spec),
                 "run_id": run_id, "attempt": attempt, "slot": request.slot.isoformat(),

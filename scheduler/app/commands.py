@@ -77,7 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     config = load_config(Options.from_args(args).config_path)
     now = clock.now()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, spec in config.jobs.items():
         schedule = config.schedules[name]
         upcoming = next_fire_times(config, name, now, 3) if spec.enabled else []

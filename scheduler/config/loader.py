@@ -1,6 +1,8 @@
 """The config pipeline: files -> YAML with lines -> merge -> typed models -> semantic checks.
 
-No raw dict leaves this module: the result is a frozen :class:`Config`.  Every problem becomes a
+No raw dict leaves this module: the result is the validated models (:func:`load_models`) or,
+converted by :func:`~scheduler.config.convert.compile_config`, the typed, frozen :class:`Config`
+every process reads (:func:`load_config`).  Every problem becomes a
 :class:`ConfigIssue` with file, line, job and field, and all of them are raised together as one
 :class:`ConfigError` (exit 2).
 """
@@ -17,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from scheduler.config.compiled import Config
+from scheduler.config.convert import Validated, compile_config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
@@ -28,7 +31,7 @@ from scheduler.kinds.container.allowlist import allowlist_problems
 from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.logs import MIN_SECRET_LENGTH
-from scheduler.schedule import Schedule, parse_cron
+from scheduler.schedule import parse_cron
 
 JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({
     "command": CommandJob,
@@ -285,7 +288,15 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
-    """Load and validate the config at ``path`` (a file or a directory of ``*.yaml``).
+    """Load and validate the config at ``path`` (a file or a directory of ``*.yaml``), typed and frozen.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    return compile_config(load_models(path, env))
+
+
+def load_models(path: Path | str, env: Mapping[str, str] | None = None) -> Validated:
+    """Load and validate the config at ``path`` into its pydantic models (see :func:`load_config`).
 
     Raises :class:`ConfigError` listing every problem found.
     """
@@ -323,15 +334,12 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         elif isinstance(raw, dict):
             kinds[name] = str(raw.get("kind", merge.defaults.get("kind", (None,))[0]))
     issues.extend(_semantic_checks(facts, kinds, where, _docker_facts(merge, sections["docker"])))
-    schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
-                 for name, spec in jobs.items()} if not issues else {}
     if issues:
         issues.sort(key=lambda i: (i.file or "", i.line or 0))
         raise ConfigError(issues)
-    return Config(
+    return Validated(
         jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
         docker=sections["docker"],
         secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
-        schedules=MappingProxyType(schedules),
     )

@@ -31,10 +31,10 @@ from scheduler.ops.ext import Extension
 from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
-    from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
+    from scheduler.config.compiled import Notifier
     from scheduler.daemon_view import DaemonView, EventLog
     from scheduler.runs import RunHandle
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
 DECISIVE_FAILURES = (*FAILED, RunStatus.ABANDONED)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from scheduler.runner import Runner
     from scheduler.runs import RunHandle
     from scheduler.schedule import Schedule
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 RERUN_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED, RunStatus.ABANDONED)
 # A date is planned (``pending``), ends with its run's status, or is ``not run`` (the backfill stopped first).
