@@ -221,7 +221,8 @@ def _summary(job: str, plans: list[DatePlan]) -> None:
     not_run = sum(p.status in ("not run", "pending") for p in plans)
     interrupted = sum(p.status == RunStatus.INTERRUPTED for p in plans)
     failed = len(plans) - succeeded - skipped - not_run - interrupted
-    shown = plans if len(plans) <= SUMMARY_ROWS else [p for p in plans if p.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED)]
+    settled = (RunStatus.SUCCESS, RunStatus.SKIPPED)
+    shown = plans if len(plans) <= SUMMARY_ROWS else [p for p in plans if p.status not in settled]
     print_table(["DATE", "STATUS", "RUN", "ATTEMPTS", "DURATION", "NOTE"],
                 [[p.day.isoformat(), p.status, str(p.run_id or "-"), str(p.attempt or "-"),
                   f"{p.duration:.1f}s" if p.duration is not None else "-", (p.error or p.note)[:100]]
