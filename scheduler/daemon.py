@@ -32,6 +32,7 @@ from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
 from scheduler.runner import Runner
 from scheduler.runs import RunHandle, RunRequest
+from scheduler.status import RunStatus
 from scheduler.stores.protocol import StateStore
 
 SHUTDOWN_REASON = "scheduler shutting down"
@@ -132,8 +133,8 @@ class Daemon:
             record = latest.get(name)
             if record is None or self.config.jobs[name].catchup == "none":
                 continue
-            if record.status == "abandoned" or (
-                    record.status == "interrupted" and (record.error or "").startswith(SHUTDOWN_REASON)):
+            if record.status == RunStatus.ABANDONED or (
+                    record.status == RunStatus.INTERRUPTED and (record.error or "").startswith(SHUTDOWN_REASON)):
                 self.log.info("resuming a slot the scheduler's stop interrupted", job=name,
                               slot=record.slot.isoformat(), previous_status=record.status)
                 self.requested.append(RunRequest(job=name, slot=record.slot, trigger="catchup"))
@@ -266,7 +267,7 @@ class Daemon:
         while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
             self.dispatch(self.backlog.popleft())
         result = handle.result
-        if result is None or result.status != "success" or self.stop_signals or job not in self.config.jobs:
+        if result is None or result.status != RunStatus.SUCCESS or self.stop_signals or job not in self.config.jobs:
             return
         schedule = self.config.schedules[job]
         start, end, logical_date = handle.request.data_interval(schedule)
@@ -312,7 +313,7 @@ class Daemon:
         for request in self.backlog:  # recorded, so the next start can resume them
             schedule = self.config.schedules[request.job]
             self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
-                                      request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", "interrupted")
+                                      request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", RunStatus.INTERRUPTED)
         self.backlog.clear()
         for handle in handles:
             handle.cancel(SHUTDOWN_REASON, grace=grace)

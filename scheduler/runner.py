@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler import clock, resultfiles, retry
-from scheduler.config.compiled import Config, spec_json
+from scheduler.config.compiled import CompiledJob, Config, spec_json
 from scheduler.kinds.registry import Registry, current, resolve
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
@@ -32,6 +32,7 @@ from scheduler.process import (
     stop_group,
 )
 from scheduler.runs import RunHandle, RunRequest, RunResult, decide
+from scheduler.status import RunStatus
 from scheduler.stores.protocol import StateStore
 
 __all__ = ["RunHandle", "RunRequest", "RunResult", "Runner", "decide"]
@@ -56,7 +57,7 @@ class Runner:
         """Remove result files left by runners that were killed (call before running anything)."""
         def running(run_id: int) -> bool:
             record = self.store.get_run(run_id)
-            return record is not None and record.status == "running"
+            return record is not None and record.status == RunStatus.RUNNING
 
         try:
             removed = resultfiles.sweep(self.data_dir, running)
@@ -76,7 +77,7 @@ class Runner:
             return self._execute(request, handle)
         except Exception as exc:  # noqa: BLE001 - e.g. the store is unusable; never leave waiters hanging
             get_logger(job=request.job).error("run could not be recorded", error=str(exc))
-            handle.result = RunResult("failed", handle.run_id or 0, 0, error=f"scheduler error: {exc}")
+            handle.result = RunResult(RunStatus.FAILED, handle.run_id or 0, 0, error=f"scheduler error: {exc}")
             return handle.result
         finally:
             handle.finished.set()
@@ -89,7 +90,7 @@ class Runner:
         if run_id is None:
             reason = f"a run of {request.job} for slot {request.slot.isoformat()} is already in progress"
             get_logger(job=request.job).warning("run not started", reason=reason)
-            handle.result = RunResult("skipped", 0, 0, error=reason)
+            handle.result = RunResult(RunStatus.SKIPPED, 0, 0, error=reason)
             return handle.result
         handle.run_id = run_id
         log = get_logger(job=request.job, run_id=run_id)
@@ -104,7 +105,7 @@ class Runner:
                     self.store.set_attempt(run_id, attempt)
                 result = self._attempt(spec, request, handle, run_id, attempt, (start, end, logical_date),
                                        log.bind(attempt=attempt))
-                if result.status in ("success", "interrupted") or attempt > spec.retries:
+                if result.status in (RunStatus.SUCCESS, RunStatus.INTERRUPTED) or attempt > spec.retries:
                     break
                 # retry_delay doubling per attempt, at most retry_max_delay, drawn from its upper half
                 backoff = retry.Backoff(spec.retry_delay.total_seconds(), spec.retry_max_delay.total_seconds(),
@@ -112,17 +113,17 @@ class Runner:
                 delay = backoff.delay(attempt)
                 log.warning("attempt failed, retrying", attempt=attempt, error=result.error, retry_in=round(delay, 2))
                 if _sleep_unless_cancelled(handle, delay):
-                    result = RunResult("interrupted", run_id, attempt, error=handle.cancel_reason)
+                    result = RunResult(RunStatus.INTERRUPTED, run_id, attempt, error=handle.cancel_reason)
                     break
         except Exception as exc:  # noqa: BLE001 - the record must end in a final status whatever broke
-            result = RunResult("failed", run_id, attempt, error=f"scheduler error: {exc}")
+            result = RunResult(RunStatus.FAILED, run_id, attempt, error=f"scheduler error: {exc}")
         duration = clock.monotonic() - began
         result = self._redacted(result)
-        watermark = result.metrics.get("watermark") if result.status == "success" else None
+        watermark = result.metrics.get("watermark") if result.status == RunStatus.SUCCESS else None
         self.store.finish_run(run_id, result.status, exit_code=result.exit_code, signal=result.signal,
                               duration=duration, error=result.error, metrics=dict(result.metrics),
                               watermark=(request.job, str(watermark)) if watermark is not None else None)
-        level = "info" if result.status == "success" else "error"
+        level = "info" if result.status == RunStatus.SUCCESS else "error"
         getattr(log, level)("run finished", status=result.status, attempt=attempt, exit_code=result.exit_code,
                             duration=round(duration, 3), error=result.error,
                             **{k: v for k, v in result.metrics.items() if k.startswith(("rows", "pages"))})
@@ -141,7 +142,7 @@ class Runner:
                          result.timed_out, result.duration, error, metrics)
 
     # --- one attempt ---------------------------------------------------------------------------
-    def _attempt(self, spec: Any, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
+    def _attempt(self, spec: CompiledJob, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
                  interval: tuple[datetime, datetime, Any], log: Any) -> RunResult:
         start, end, logical_date = interval
         params = {**spec.params, **request.params}
@@ -178,7 +179,8 @@ class Runner:
             if result_file is not None:
                 result_file.unlink(missing_ok=True)
             where = f" in {cwd}" if cwd else ""
-            return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
+            return RunResult(RunStatus.FAILED, run_id, attempt,
+                             error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if kind.argv is not None else None)
         tail: deque[str] = deque(maxlen=50)
@@ -234,7 +236,7 @@ class Runner:
         if isinstance(worker.get("exit_code"), int) and sig is None:
             code = worker["exit_code"]  # the work's own exit status (a container's), not the worker's
         metrics = dict(worker.get("metrics") or {})
-        if status != "success" and tail:
+        if status != RunStatus.SUCCESS and tail:
             metrics["last_lines"] = list(tail)[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
 

@@ -18,6 +18,7 @@ from typing import Any
 from scheduler import clock
 from scheduler.process import signal_group
 from scheduler.schedule import Schedule
+from scheduler.status import RunStatus
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class RunRequest:
 class RunResult:
     """The outcome of a run (its last attempt), as recorded."""
 
-    status: str
+    status: RunStatus
     run_id: int
     attempt: int
     exit_code: int | None = None
@@ -52,22 +53,22 @@ class RunResult:
 
 
 def decide(returncode: int | None, timed_out: bool, cancel_reason: str | None,
-           worker_error: str | None) -> tuple[str, str | None]:
+           worker_error: str | None) -> tuple[RunStatus, str | None]:
     """Pure outcome rule: ``(status, error)`` from how an attempt ended.
 
     An attempt that exited 0 succeeded, even if a timeout or a stop was requested meanwhile (it
     finished first, or it had published and ignored the signal)."""
     if returncode == 0:
-        return "success", None
+        return RunStatus.SUCCESS, None
     if cancel_reason is not None:
-        return "interrupted", cancel_reason
+        return RunStatus.INTERRUPTED, cancel_reason
     if timed_out:
-        return "timeout", "timed out"
+        return RunStatus.TIMEOUT, "timed out"
     if worker_error:
-        return "failed", worker_error
+        return RunStatus.FAILED, worker_error
     if returncode is not None and returncode < 0:
-        return "failed", f"killed by signal {signal.Signals(-returncode).name}"
-    return "failed", f"exited with code {returncode}"
+        return RunStatus.FAILED, f"killed by signal {signal.Signals(-returncode).name}"
+    return RunStatus.FAILED, f"exited with code {returncode}"
 
 
 class RunHandle:

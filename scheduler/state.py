@@ -22,17 +22,20 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from scheduler import clock
 from scheduler.errors import StoreNotWritable
 from scheduler.process import pid_alive
+from scheduler.status import FINAL_STATUSES, RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 
 SCHEMA_VERSION = 2
-FINAL_STATUSES = ("success", "failed", "timeout", "interrupted", "skipped", "abandoned")
+# Statuses as SQL literals: the enum's own strings, interpolated as constants (never user input).
+_RUNNING, _SUCCESS, _SKIPPED, _ABANDONED = (f"'{s.value}'" for s in (
+    RunStatus.RUNNING, RunStatus.SUCCESS, RunStatus.SKIPPED, RunStatus.ABANDONED))
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,7 +69,7 @@ CREATE TABLE IF NOT EXISTS last_fired (job TEXT PRIMARY KEY, slot TEXT NOT NULL)
 
 
 def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(timezone.utc).isoformat()
+    return None if t is None else t.astimezone(UTC).isoformat()
 
 
 def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) -> bool:
@@ -74,7 +77,7 @@ def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) ->
     be checked: it counts as alive (``other_hosts``) or not."""
     if host != socket.gethostname():
         return other_hosts
-    return bool(pid) and pid_alive(pid)
+    return pid is not None and pid != 0 and pid_alive(pid)
 
 
 def unwritable(path: Path) -> Path | None:
@@ -120,7 +123,7 @@ def held(row: Mapping[str, Any], now: datetime, host: str) -> bool:
     """Whether a ``running`` row still belongs to a live run, as seen from ``host``: a run of this
     host while its process lives (checked directly, whatever the lease says); a run of another
     host while its lease lasts (a row without a lease: always, as its process cannot be checked)."""
-    if row["status"] != "running":
+    if row["status"] != RunStatus.RUNNING:
         return False
     if row["host"] == host:
         return bool(row["pid"]) and pid_alive(row["pid"])
@@ -140,7 +143,7 @@ class RunRecord:
     logical_date: date
     trigger: str
     attempt: int
-    status: str
+    status: RunStatus
     exit_code: int | None
     signal: int | None
     started_at: datetime | None
@@ -164,7 +167,7 @@ def _record(row: sqlite3.Row) -> RunRecord:
     return RunRecord(
         id=row["id"], job=row["job"], slot=datetime.fromisoformat(row["slot"]),
         logical_date=date.fromisoformat(row["logical_date"]), trigger=row["trigger"], attempt=row["attempt"],
-        status=row["status"], exit_code=row["exit_code"], signal=row["signal"],
+        status=RunStatus(row["status"]), exit_code=row["exit_code"], signal=row["signal"],
         started_at=parse_time(row["started_at"]), ended_at=parse_time(row["ended_at"]), duration=row["duration"],
         rows=row["rows"], metrics=json.loads(row["metrics"]) if row["metrics"] else {}, error=row["error"],
     )
@@ -186,7 +189,7 @@ class SQLiteStore:
         self.lease_ttl = lease_ttl
 
     @classmethod
-    def open(cls, path: Path) -> "SQLiteStore":
+    def open(cls, path: Path) -> SQLiteStore:
         """Open (creating directory, file and tables as needed).  Raises :class:`StoreNotWritable`
         when this process may not write the file or its directory (WAL needs both)."""
         try:
@@ -231,7 +234,7 @@ class SQLiteStore:
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
         with self._lock:
-            return self._conn.execute("SELECT 1").fetchone()[0] == 1
+            return bool(self._conn.execute("SELECT 1").fetchone()[0] == 1)
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,
@@ -250,15 +253,15 @@ class SQLiteStore:
             if current is not None and held(current, now, self.host):
                 return None
             if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
-                    "SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND status = 'running' "
+                    f"SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND status = {_RUNNING} "
                     "AND slot != ?", (job, _iso(slot)))):
                 return None
             row = db.execute(
-                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host,
+                f"""INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host,
                                      owner, lease_until)
-                   VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
+                   VALUES (?, ?, ?, ?, ?, {_RUNNING}, ?, ?, ?, ?, ?)
                    ON CONFLICT (job, slot) DO UPDATE SET
-                     trigger = excluded.trigger, attempt = excluded.attempt, status = 'running',
+                     trigger = excluded.trigger, attempt = excluded.attempt, status = {_RUNNING},
                      started_at = excluded.started_at, ended_at = NULL, duration = NULL, exit_code = NULL,
                      signal = NULL, rows = NULL, metrics = NULL, error = NULL, pid = excluded.pid,
                      host = excluded.host, logical_date = excluded.logical_date, owner = excluded.owner,
@@ -272,10 +275,10 @@ class SQLiteStore:
     def set_attempt(self, run_id: int, attempt: int) -> None:
         """Count a retry of a run this store still owns (a run taken over meanwhile is left alone)."""
         with self._tx() as db:
-            db.execute("UPDATE runs SET attempt = ?, error = NULL WHERE id = ? AND status = 'running' "
+            db.execute(f"UPDATE runs SET attempt = ?, error = NULL WHERE id = ? AND status = {_RUNNING} "
                        "AND (owner IS NULL OR owner = ?)", (attempt, run_id, self.owner))
 
-    def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None, signal: int | None = None,
+    def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
                    watermark: tuple[str, str] | None = None) -> bool:
         """Record a run's outcome; with ``watermark=(job, value)`` store it in the same transaction.
@@ -291,7 +294,7 @@ class SQLiteStore:
             updated = db.execute(
                 """UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?, duration = ?, error = ?,
                    metrics = ?, rows = ? WHERE id = ? AND (owner IS NULL OR owner = ?)""",
-                (status, exit_code, signal, _iso(clock.now()), duration, error,
+                (RunStatus(status).value, exit_code, signal, _iso(clock.now()), duration, error,
                  json.dumps(metrics, default=str) if metrics else None, rows, run_id, self.owner),
             ).rowcount
             if updated and watermark is not None:
@@ -303,26 +306,26 @@ class SQLiteStore:
         return bool(updated)
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
-                       status: str = "skipped") -> None:
+                       status: RunStatus = RunStatus.SKIPPED) -> None:
         """Record a slot that was not run: ``skipped`` (``concurrency: forbid`` while a run was
         active) or ``interrupted`` (still queued when the scheduler stopped)."""
         now = _iso(clock.now())
         with self._tx() as db:
             db.execute(
-                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
+                f"""INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
                    VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)
                    ON CONFLICT (job, slot) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
-                     error = excluded.error WHERE runs.status NOT IN ('running', 'success')""",
-                (job, _iso(slot), logical_date.isoformat(), trigger, status, now, now, reason),
+                     error = excluded.error WHERE runs.status NOT IN ({_RUNNING}, {_SUCCESS})""",
+                (job, _iso(slot), logical_date.isoformat(), trigger, RunStatus(status).value, now, now, reason),
             )
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
         """Mark ``running`` rows ``abandoned`` unless their process provably lives on (called on
         daemon start: a ``run-job`` beside the daemon, on this host, keeps its row)."""
         with self._tx() as db:
-            rows = [r for r in db.execute("SELECT * FROM runs WHERE status = 'running'").fetchall()
+            rows = [r for r in db.execute(f"SELECT * FROM runs WHERE status = {_RUNNING}").fetchall()
                     if not (r["pid"] != os.getpid() and _owner_alive(r["pid"], r["host"], other_hosts=False))]
-            db.executemany("UPDATE runs SET status = 'abandoned', ended_at = ?, error = ? WHERE id = ?",
+            db.executemany(f"UPDATE runs SET status = {_ABANDONED}, ended_at = ?, error = ? WHERE id = ?",
                            [(_iso(clock.now()), reason, r["id"]) for r in rows])
         return [_record(r) for r in rows]
 
@@ -347,20 +350,20 @@ class SQLiteStore:
         """The newest finished or running record per job."""
         with self._lock:
             rows = self._conn.execute(
-                """SELECT * FROM runs r WHERE id = (SELECT id FROM runs WHERE job = r.job AND status != 'skipped'
+                f"""SELECT * FROM runs r WHERE id = (SELECT id FROM runs WHERE job = r.job AND status != {_SKIPPED}
                    ORDER BY started_at DESC, id DESC LIMIT 1)""").fetchall()
         return {r["job"]: _record(r) for r in rows}
 
     def succeeded(self, job: str, logical_date: date) -> bool:
         """True when ``job`` has a successful run for ``logical_date``."""
         with self._lock:
-            row = self._conn.execute("SELECT 1 FROM runs WHERE job = ? AND logical_date = ? AND status = 'success' "
+            row = self._conn.execute(f"SELECT 1 FROM runs WHERE job = ? AND logical_date = ? AND status = {_SUCCESS} "
                                      "LIMIT 1", (job, logical_date.isoformat())).fetchone()
         return row is not None
 
     def last_success(self, job: str) -> datetime | None:
         with self._lock:
-            row = self._conn.execute("SELECT MAX(ended_at) FROM runs WHERE job = ? AND status = 'success'",
+            row = self._conn.execute(f"SELECT MAX(ended_at) FROM runs WHERE job = ? AND status = {_SUCCESS}",
                                      (job,)).fetchone()
         return parse_time(row[0]) if row and row[0] else None
 
@@ -368,11 +371,11 @@ class SQLiteStore:
         """How many of the job's newest finished runs failed in a row."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT status FROM runs WHERE job = ? AND status NOT IN ('skipped', 'running') "
+                f"SELECT status FROM runs WHERE job = ? AND status NOT IN ({_SKIPPED}, {_RUNNING}) "
                 "ORDER BY started_at DESC, id DESC LIMIT 1000", (job,)).fetchall()
         streak = 0
         for row in rows:
-            if row[0] == "success":
+            if row[0] == RunStatus.SUCCESS:
                 break
             streak += 1
         return streak
@@ -419,7 +422,7 @@ class SQLiteStore:
         """
         until = _iso((now or clock.now()) + ttl)
         with self._tx() as db:
-            rows = db.execute("UPDATE runs SET lease_until = ? WHERE owner = ? AND status = 'running' RETURNING id",
+            rows = db.execute(f"UPDATE runs SET lease_until = ? WHERE owner = ? AND status = {_RUNNING} RETURNING id",
                               (until, owner)).fetchall()
         return sorted(int(r[0]) for r in rows)
 
@@ -430,9 +433,9 @@ class SQLiteStore:
         """
         now = now or clock.now()
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM runs WHERE status = 'running' AND lease_until < ?",
+            rows = db.execute(f"SELECT * FROM runs WHERE status = {_RUNNING} AND lease_until < ?",
                               (_iso(now),)).fetchall()
-            db.executemany("UPDATE runs SET status = 'abandoned', ended_at = ?, error = ? WHERE id = ?",
+            db.executemany(f"UPDATE runs SET status = {_ABANDONED}, ended_at = ?, error = ? WHERE id = ?",
                            [(_iso(now), expired_reason(r["owner"], parse_time(r["lease_until"])), r["id"])
                             for r in rows])
             changed = db.execute(f"SELECT * FROM runs WHERE id IN ({', '.join('?' * len(rows))})",

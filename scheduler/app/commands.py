@@ -19,8 +19,10 @@ from scheduler import clock
 from scheduler.app.context import App, Options, load_config, open_state
 from scheduler.config.compiled import Config
 from scheduler.errors import ConfigError, Interrupted, JobFailed, UsageError
+from scheduler.status import RunStatus
 
-EXIT_FOR_STATUS = {"success": 0, "failed": 1, "timeout": 1, "skipped": 0, "abandoned": 1}
+EXIT_FOR_STATUS: Mapping[RunStatus, int] = {RunStatus.SUCCESS: 0, RunStatus.FAILED: 1, RunStatus.TIMEOUT: 1,
+                                            RunStatus.SKIPPED: 0, RunStatus.ABANDONED: 1}
 
 
 def parse_date(text: str) -> date:
@@ -75,7 +77,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     config = load_config(Options.from_args(args).config_path)
     now = clock.now()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, spec in config.jobs.items():
         schedule = config.schedules[name]
         upcoming = next_fire_times(config, name, now, 3) if spec.enabled else []
@@ -202,8 +204,8 @@ def run_job(app: App, job: str, day: date | None, params: Mapping[str, Any]) -> 
         for sig, old in previous.items():
             signal.signal(sig, old)
     result = handle.result
-    if result is None or result.status == "skipped":
+    if result is None or result.status == RunStatus.SKIPPED:
         raise JobFailed(result.error if result is not None else "the run ended without a result")
-    if result.status == "interrupted":
+    if result.status == RunStatus.INTERRUPTED:
         raise Interrupted(received[0] if received else signal.SIGTERM)
     return EXIT_FOR_STATUS.get(result.status, 1)

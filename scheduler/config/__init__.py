@@ -1,7 +1,8 @@
 """Configuration: load YAML job definitions into frozen, validated models.
 
-Use :func:`load_config`; it returns a :class:`Config` or raises ``ConfigError`` listing every
-problem with file, line, job and field.  Long-running processes use :func:`load_compiled`, which
+Use :func:`load_config`; it returns a :class:`Config` (typed, frozen dataclasses) or raises
+``ConfigError`` listing every problem with file, line, job and field (:func:`load_models` returns
+the validated pydantic models instead).  Long-running processes use :func:`load_compiled`, which
 validates in a child process so they never import pydantic.  The names below are imported on first use, so a kind's
 ``spec`` module (which the loader imports) can itself import ``scheduler.config.jobs`` first.
 """
@@ -12,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scheduler.config.compiled import Config, load_compiled
-    from scheduler.config.loader import JOB_MODELS, config_files, load_config
+    from scheduler.config.loader import JOB_MODELS, config_files, load_config, load_models
     from scheduler.config.schema import json_schema
 
-__all__ = ["JOB_MODELS", "Config", "config_files", "json_schema", "load_compiled", "load_config"]
+__all__ = ["JOB_MODELS", "Config", "config_files", "json_schema", "load_compiled", "load_config", "load_models"]
 _PYDANTIC_FREE = {"Config", "load_compiled"}
 
 

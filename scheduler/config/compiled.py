@@ -1,13 +1,15 @@
-"""The validated config as the long-running processes hold it: plain data, no pydantic.
+"""The validated config as every process holds it: typed, frozen dataclasses, no pydantic.
 
 Validation needs pydantic (about 20 MB of RSS with our models); the daemon and ``run-job`` only
-need the result.  So they call :func:`load_compiled`, which validates in a short-lived child
-(``python -m scheduler.config.compile``) and rebuilds the result here from JSON as
-:class:`View` objects: read-only attribute access with the same names and value types as the
-pydantic models (durations are ``timedelta``, lists are tuples), so code reading a spec works
-on either.  Workers re-validate a job's JSON form (:func:`spec_json`) with the real model.
+need the result.  ``load_config`` validates in-process and converts the models with
+:func:`scheduler.config.convert.compile_config`; :func:`load_compiled` runs the same in a
+short-lived child (``python -m scheduler.config.compile``) and rebuilds the identical
+:class:`Config` here from JSON.  Either way code reads a :class:`CompiledJob`, whose attributes
+mypy checks; workers re-validate a job's JSON form (:func:`spec_json`) with the real model.
 
-Invariant: a :class:`Config` only ever holds data that passed ``load_config``.
+Invariants: a :class:`Config` only ever holds data that passed ``load_config``; every class here
+is frozen, so equal values hash alike (mapping fields, which cannot hash, are left out of the
+hash and still compared); ``load_config(p) == load_compiled(p)`` field for field.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.schedule import Schedule
@@ -29,100 +31,182 @@ from scheduler.schedule import Schedule
 COMPILE_TIMEOUT = 60
 
 
-@dataclass(frozen=True)
-class Config:
-    """A validated configuration.  Immutable; ``digest`` identifies its content.
+@dataclass(frozen=True, slots=True)
+class Notifier:
+    """A webhook called on run outcomes (``on_failure``, ``on_recovery``, ``on_success``)."""
 
-    ``jobs`` and the sections hold pydantic models (from ``load_config``) or :class:`View`
-    objects (from :func:`load_compiled`), which read alike.
+    url: str = field(repr=False)  # a webhook URL often carries its token
+    format: Literal["json", "slack", "discord", "ntfy", "pagerduty"]
+    timeout: timedelta
+    retries: int
+    routing_key: str | None = field(default=None, repr=False)  # a secret
+    severity: Literal["critical", "error", "warning", "info"] | None = None
+    priority: int | str | None = None
+    tags: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False)  # a secret
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """A job's healthchecks.io check (``ping:``): start, success and failure pings."""
+
+    url: str = field(repr=False)  # the check's UUID is its credential
+    timeout: timedelta
+    retries: int
+    send_log: bool
+    format: Literal["healthchecks"] = "healthchecks"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledJob:
+    """One job as the daemon, planner, runner and operations features read it.
+
+    The fields every kind has, plus the few kind-specific ones read outside the worker
+    (``command``/``shell``/``cwd`` of a ``command`` job, ``cwd`` of a ``python`` job; ``None``
+    for other kinds).  Everything else a kind needs travels in ``json``, the model's JSON form,
+    which the worker re-validates.  ``env`` and ``params`` are read-only mappings; ``params``
+    holds JSON values, as the worker receives them.
     """
 
-    jobs: Mapping[str, Any]
-    daemon: Any
-    state: Any
-    http: Any
-    docker: Any
-    secrets: frozenset[str] = frozenset()
+    kind: str
+    description: str
+    enabled: bool
+    schedule: str | None
+    every: timedelta | None
+    timezone: str
+    jitter: timedelta
+    after: tuple[str, ...]
+    catchup: Literal["none", "latest", "all"]
+    max_catchup: int
+    timeout: timedelta | None
+    kill_grace: timedelta
+    retries: int
+    retry_delay: timedelta
+    retry_max_delay: timedelta
+    concurrency: Literal["allow", "forbid", "replace"]
+    env: Mapping[str, str] = field(hash=False, repr=False)  # values may be secrets
+    params: Mapping[str, Any] = field(hash=False)
+    on_failure: tuple[Notifier, ...]
+    on_recovery: tuple[Notifier, ...]
+    on_success: tuple[Notifier, ...]
+    expect_success_within: timedelta | None
+    ping: Ping | None
+    json: str = field(repr=False)  # JSON text, so it is immutable and hashes; may hold secrets
+    command: tuple[str, ...] | None = None
+    shell: str | None = None
+    cwd: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    """The ``daemon:`` section."""
+
+    shutdown_grace: timedelta
+    log_level: Literal["debug", "info", "warning", "error"]
+    log_format: Literal["auto", "json", "console"]
+    max_parallel_runs: int
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    """The ``state:`` section: a SQLite file or a PostgreSQL URL."""
+
+    backend: Literal["sqlite", "postgres"]
+    path: str | None
+    url: str | None = field(repr=False)  # holds the password
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The ``http:`` section: the operations endpoint."""
+
+    listen: str | None
+    api_token: str | None = field(repr=False)
+    stale_after: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class DockerSection:
+    """The ``docker:`` section, as its JSON form: the daemon reads none of its fields and hands it
+    to the children that talk to the engine (workers, orphan cleanup), which re-validate it."""
+
+    json: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """A validated configuration.  Immutable; ``digest`` identifies its content."""
+
+    jobs: Mapping[str, CompiledJob] = field(hash=False)
+    daemon: DaemonSettings
+    state: StateSettings
+    http: HttpSettings
+    docker: DockerSection
+    secrets: frozenset[str] = field(default=frozenset(), repr=False)  # values to mask, never to show
     sources: tuple[str, ...] = ()
     digest: str = ""
-    schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    schedules: Mapping[str, Schedule] = field(default_factory=dict, hash=False, compare=False)  # from jobs
 
-    def job(self, name: str) -> Any:
+    def job(self, name: str) -> CompiledJob:
         return self.jobs[name]
 
 
-class View:
-    """Read-only attribute view of one validated model, decoded from the compile child's JSON."""
+def schedules_of(jobs: Mapping[str, CompiledJob]) -> Mapping[str, Schedule]:
+    """Each job's :class:`Schedule` (the one way both loaders build them)."""
+    return MappingProxyType({name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
+                             for name, spec in jobs.items()})
 
-    __slots__ = ("_fields", "_json")
 
-    def __init__(self, fields: dict[str, Any], json_form: Any = None) -> None:
-        object.__setattr__(self, "_fields", fields)
-        object.__setattr__(self, "_json", json_form)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._fields[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("config views are read-only")
-
-    def __repr__(self) -> str:
-        return f"View({self._fields!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, View) and self._fields == other._fields
-
-    def __hash__(self) -> int:
-        return id(self)
+def spec_json(spec: CompiledJob | DockerSection) -> dict[str, Any]:
+    """The JSON form of a job or the ``docker:`` section, which the real model re-validates."""
+    value: dict[str, Any] = json.loads(spec.json)
+    return value
 
 
 # --- the wire format between the compile child and us -------------------------------------------
-def encode(value: Any) -> Any:
-    """Model tree -> JSON-safe data that keeps models, durations and mappings apart."""
-    from pydantic import BaseModel  # only the compile child encodes
+# Dataclasses are tagged with their name, durations kept exact, mappings kept apart from
+# dataclasses (their values are JSON data, never decoded further); tuples travel as lists.
+_WIRE: Mapping[str, type[Any]] = {cls.__name__: cls for cls in (
+    CompiledJob, Notifier, DaemonSettings, StateSettings, HttpSettings, DockerSection)}
+_SECTIONS = ("daemon", "state", "http", "docker")
 
-    if isinstance(value, BaseModel):
-        fields = {name: encode(getattr(value, name)) for name in type(value).model_fields}
-        return {"$m": fields, "$j": value.model_dump(mode="json", by_alias=True)}
+
+def encode(value: Any) -> Any:
+    """A compiled value -> JSON-safe data that :func:`decode` turns back into an equal value."""
+    if _WIRE.get(type(value).__name__) is type(value):
+        return {"$c": type(value).__name__, "f": {f.name: encode(getattr(value, f.name)) for f in fields(value)}}
     if isinstance(value, timedelta):
-        return {"$td": value.total_seconds()}
-    if isinstance(value, dict):
-        return {"$d": {str(k): encode(v) for k, v in value.items()}}
-    if isinstance(value, (list, tuple)):
+        return {"$td": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, Mapping):
+        return {"$d": dict(value)}
+    if isinstance(value, tuple):
         return [encode(v) for v in value]
     return value
 
 
 def decode(value: Any) -> Any:
     if isinstance(value, dict):
-        if "$m" in value:
-            return View({k: decode(v) for k, v in value["$m"].items()}, value.get("$j"))
+        if "$c" in value:
+            return _WIRE[value["$c"]](**{k: decode(v) for k, v in value["f"].items()})
         if "$td" in value:
-            return timedelta(seconds=value["$td"])
+            days, seconds, microseconds = value["$td"]
+            return timedelta(days=days, seconds=seconds, microseconds=microseconds)
         if "$d" in value:
-            return {k: decode(v) for k, v in value["$d"].items()}
-        return value
+            return MappingProxyType(value["$d"])
+        raise ValueError(f"untagged mapping in compiled config: {sorted(value)}")
     if isinstance(value, list):
         return tuple(decode(v) for v in value)
     return value
 
 
-def spec_json(spec: Any) -> Any:
-    """The JSON form of a spec (model or view) that the real model re-validates."""
-    if isinstance(spec, View):
-        return spec._json
-    return spec.model_dump(mode="json", by_alias=True)
-
-
 def dump_compiled(config: Config) -> str:
     return json.dumps({
         "jobs": {name: encode(spec) for name, spec in config.jobs.items()},
-        "sections": {name: encode(getattr(config, name)) for name in ("daemon", "state", "http", "docker")},
+        "sections": {name: encode(getattr(config, name)) for name in _SECTIONS},
         "secrets": sorted(config.secrets), "sources": list(config.sources), "digest": config.digest,
     })
+
+
 
 
 def load_compiled(path: Path | str) -> Config:
@@ -144,10 +228,8 @@ def load_compiled(path: Path | str) -> Config:
         raise ConfigError(f"config check failed: {detail}") from None
     if "issues" in payload:
         raise ConfigError([ConfigIssue(**issue) for issue in payload["issues"]])
-    jobs = {name: decode(spec) for name, spec in payload["jobs"].items()}
-    sections = {name: decode(value) for name, value in payload["sections"].items()}
-    schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
-                 for name, spec in jobs.items()}
+    jobs: dict[str, CompiledJob] = {name: decode(spec) for name, spec in payload["jobs"].items()}
+    sections = {name: decode(payload["sections"][name]) for name in _SECTIONS}
     return Config(jobs=MappingProxyType(jobs), secrets=frozenset(payload["secrets"]),
-                  sources=tuple(payload["sources"]), digest=payload["digest"],
-                  schedules=MappingProxyType(schedules), **sections)
+                  sources=tuple(payload["sources"]), digest=payload["digest"], schedules=schedules_of(jobs),
+                  **sections)

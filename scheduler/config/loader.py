@@ -1,6 +1,8 @@
 """The config pipeline: files -> YAML with lines -> merge -> typed models -> semantic checks.
 
-No raw dict leaves this module: the result is a frozen :class:`Config`.  Every problem becomes a
+No raw dict leaves this module: the result is the validated models (:func:`load_models`) or,
+converted by :func:`~scheduler.config.convert.compile_config`, the typed, frozen :class:`Config`
+every process reads (:func:`load_config`).  Every problem becomes a
 :class:`ConfigIssue` with file, line, job and field, and all of them are raised together as one
 :class:`ConfigError` (exit 2).
 
@@ -23,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from scheduler.config.compiled import Config
+from scheduler.config.convert import Validated, compile_config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import JobBase
@@ -33,7 +36,7 @@ from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
 from scheduler.kinds.registry import BUILTIN, Registry, current, resolve
 from scheduler.redaction import MIN_SECRET_LENGTH
-from scheduler.schedule import Schedule, parse_cron
+from scheduler.schedule import parse_cron
 
 # The sections of the scheduler itself; kinds add their own (``docker:``).
 CORE_SECTIONS: Mapping[str, type[BaseModel]] = MappingProxyType({
@@ -322,7 +325,15 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None, registry: Registry | None = None) -> Config:
-    """Load and validate the config at ``path`` (a file or a directory of ``*.yaml``).
+    """Load and validate the config at ``path`` (a file or a directory of ``*.yaml``), typed and frozen.
+
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    return compile_config(load_models(path, env, registry))
+
+
+def load_models(path: Path | str, env: Mapping[str, str] | None = None, registry: Registry | None = None) -> Validated:
+    """Load and validate the config at ``path`` into its pydantic models (see :func:`load_config`).
 
     ``registry``: the job kinds (default: :func:`scheduler.kinds.registry.current`).  Raises
     :class:`ConfigError` listing every problem found.
@@ -365,16 +376,13 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None, registry
                      for section, _, fields, check in kind_checks]
               for kind, kind_checks in kinds.checks.items()}
     issues.extend(_semantic_checks(facts, kind_of, where, checks))
-    schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
-                 for name, spec in jobs.items()} if not issues else {}
     if issues:
         issues.sort(key=lambda i: (i.file or "", i.line or 0))
         raise ConfigError(issues)
     # alert URLs carry credentials in their path (Slack/Discord webhook tokens, ntfy topics, check UUIDs)
     urls = {url for spec in jobs.values() for url in notifier_urls(spec)}
-    return Config(
+    return Validated(
         jobs=MappingProxyType(jobs), **sections,  # the core's sections and the kinds' (docker)
         secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() | urls if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
-        schedules=MappingProxyType(schedules),
     )

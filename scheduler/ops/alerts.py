@@ -35,6 +35,7 @@ from scheduler.ops.alert_formats import slack_body as slack_body  # re-exported:
 from scheduler.ops.ext import Extension
 from scheduler.redaction import Redactor, redact_all
 from scheduler.retry import Backoff, retry_after, wait
+from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.daemon_view import DaemonView, EventLog
@@ -42,9 +43,9 @@ if TYPE_CHECKING:
     from scheduler.runs import RunHandle
     from scheduler.stores.protocol import StateStore
 
-FAILED = ("failed", "timeout")
-DECISIVE_FAILURES = ("failed", "timeout", "abandoned")
-NEUTRAL = ("interrupted", "skipped", "running")
+FAILED = (RunStatus.FAILED, RunStatus.TIMEOUT)
+DECISIVE_FAILURES = (*FAILED, RunStatus.ABANDONED)
+NEUTRAL = (RunStatus.INTERRUPTED, RunStatus.SKIPPED, RunStatus.RUNNING)
 MAX_BACKOFF = 30.0  # the longest wait between two attempts, a webhook's Retry-After included
 # 1 s, 2 s, 4 s ... (each drawn from its lower half up), at most MAX_BACKOFF
 BACKOFF = Backoff(initial=1.0, cap=MAX_BACKOFF, spread=0.5)
@@ -180,7 +181,7 @@ def run_payload(handle: RunHandle, logical_date: str | None) -> dict[str, Any]:
         "slot": request.slot.isoformat(),
         "trigger": request.trigger,
         "attempt": result.attempt if result is not None else None,
-        "status": result.status if result is not None else "failed",
+        "status": result.status if result is not None else RunStatus.FAILED,
         "duration": round(result.duration, 3) if result is not None else None,
         "exit_code": result.exit_code if result is not None else None,
         "error": (result.error if result is not None else "the run ended without a result"),
@@ -219,8 +220,8 @@ class RunAlerts(Extension):
         if spec is None or not (spec.on_failure or spec.on_recovery or spec.on_success):
             return
         result = handle.result
-        status = result.status if result is not None else "failed"
-        if status not in FAILED and status != "success":
+        status = result.status if result is not None else RunStatus.FAILED
+        if status not in FAILED and status != RunStatus.SUCCESS:
             return
         record = daemon.store.get_run(result.run_id) if result is not None else None
         logical_date = record.logical_date.isoformat() if record is not None else None

@@ -26,9 +26,10 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from scheduler.errors import UsageError
+from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.runner import Runner
@@ -36,7 +37,9 @@ if TYPE_CHECKING:
     from scheduler.schedule import Schedule
     from scheduler.stores.protocol import StateStore
 
-RERUN_STATUSES = ("failed", "timeout", "interrupted", "abandoned")
+RERUN_STATUSES = (RunStatus.FAILED, RunStatus.TIMEOUT, RunStatus.INTERRUPTED, RunStatus.ABANDONED)
+# A date is planned (``pending``), ends with its run's status, or is ``not run`` (the backfill stopped first).
+PlanStatus = RunStatus | Literal["pending", "not run"]
 MAX_DATES = 36_600  # a century of days; a guard against typos in --from/--to
 SUMMARY_ROWS = 60
 
@@ -49,7 +52,7 @@ class DatePlan:
     slot: datetime
     run: bool
     note: str = ""
-    status: str = "pending"
+    status: PlanStatus = "pending"
     run_id: int | None = None
     attempt: int | None = None
     duration: float | None = None
@@ -78,13 +81,13 @@ def plan_dates(store: StateStore, job: str, schedule: Schedule, first: date, las
         if rerun == "all":
             plans.append(DatePlan(day, slot, True))
         elif store.succeeded(job, day):
-            plans.append(DatePlan(day, slot, False, "already succeeded", status="skipped"))
+            plans.append(DatePlan(day, slot, False, "already succeeded", status=RunStatus.SKIPPED))
         elif rerun == "failed":
             record = store.find_run(job, slot)
             if record is not None and record.status in RERUN_STATUSES:
                 plans.append(DatePlan(day, slot, True))
             else:
-                plans.append(DatePlan(day, slot, False, "no failed run", status="skipped"))
+                plans.append(DatePlan(day, slot, False, "no failed run", status=RunStatus.SKIPPED))
         else:
             plans.append(DatePlan(day, slot, True))
     return plans
@@ -126,12 +129,12 @@ class Progress:
     def advance(self, plan: DatePlan) -> None:
         with self._lock:
             self.done += 1
-            self.failed += plan.status != "success"
+            self.failed += plan.status != RunStatus.SUCCESS
             if self._bar is not None:
                 self._bar.update(self._task, advance=1, failed=self.failed)
             else:
                 print(f"backfill {self.job} {plan.day}: {plan.status} ({self.done}/{self.total})"
-                      + (f": {plan.error}" if plan.error and plan.status != "success" else ""), flush=True)
+                      + (f": {plan.error}" if plan.error and plan.status != RunStatus.SUCCESS else ""), flush=True)
 
 
 class Backfill:
@@ -171,7 +174,7 @@ class Backfill:
                 plan.status, plan.run_id, plan.attempt = result.status, result.run_id, result.attempt
                 plan.duration, plan.error = result.duration, result.error
             except Exception as exc:  # noqa: BLE001 - a crash fails this date, not the backfill
-                plan.status, plan.error = "failed", f"scheduler error: {exc}"
+                plan.status, plan.error = RunStatus.FAILED, f"scheduler error: {exc}"
             finally:
                 with self.lock:
                     self.active.discard(handle)
@@ -213,12 +216,13 @@ class Backfill:
 def _summary(job: str, plans: list[DatePlan]) -> None:
     from scheduler.ops.tables import print_table
 
-    succeeded = sum(p.status == "success" for p in plans)
-    skipped = sum(p.status == "skipped" for p in plans)
+    succeeded = sum(p.status == RunStatus.SUCCESS for p in plans)
+    skipped = sum(p.status == RunStatus.SKIPPED for p in plans)
     not_run = sum(p.status in ("not run", "pending") for p in plans)
-    interrupted = sum(p.status == "interrupted" for p in plans)
+    interrupted = sum(p.status == RunStatus.INTERRUPTED for p in plans)
     failed = len(plans) - succeeded - skipped - not_run - interrupted
-    shown = plans if len(plans) <= SUMMARY_ROWS else [p for p in plans if p.status not in ("success", "skipped")]
+    settled = (RunStatus.SUCCESS, RunStatus.SKIPPED)
+    shown = plans if len(plans) <= SUMMARY_ROWS else [p for p in plans if p.status not in settled]
     print_table(["DATE", "STATUS", "RUN", "ATTEMPTS", "DURATION", "NOTE"],
                 [[p.day.isoformat(), p.status, str(p.run_id or "-"), str(p.attempt or "-"),
                   f"{p.duration:.1f}s" if p.duration is not None else "-", (p.error or p.note)[:100]]
@@ -258,7 +262,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     _summary(args.job, plans)
     if backfill.signals:
         return 128 + backfill.signals[0]
-    return 1 if any(p.status not in ("success", "skipped") for p in plans) else 0
+    return 1 if any(p.status not in (RunStatus.SUCCESS, RunStatus.SKIPPED) for p in plans) else 0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ from scheduler import clock
 from scheduler.config.durations import format_duration
 from scheduler.ops.alerts import AlertSender
 from scheduler.ops.ext import Extension
+from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.daemon_view import DaemonView
@@ -68,7 +69,7 @@ class FreshnessWatch(Extension):
 
     def finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         result = handle.result
-        if result is not None and result.status == "success":
+        if result is not None and result.status == RunStatus.SUCCESS:
             self._last_success[handle.request.job] = clock.now()
 
     def _clear(self, daemon: DaemonView, name: str) -> None:

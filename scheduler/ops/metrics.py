@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from scheduler import __version__, clock
 from scheduler.ops.ext import Extension
+from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.daemon_view import DaemonView
@@ -89,14 +90,14 @@ class OpsMetrics(Extension):
     def finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         job = handle.request.job
         result = handle.result
-        status = result.status if result is not None else "failed"
+        status = result.status if result is not None else RunStatus.FAILED
         self.runs.labels(job, status).inc()
         if result is None:
             return
         self.duration.labels(job).observe(result.duration)
         if result.attempt > 1:
             self.retries.labels(job).inc(result.attempt - 1)
-        if status == "success":
+        if status == RunStatus.SUCCESS:
             self.last_success.labels(job).set(clock.now().timestamp())
         for key, metric in (("rows_written", self.rows_written), ("rows_rejected", self.rows_rejected)):
             value = result.metrics.get(key)

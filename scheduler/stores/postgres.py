@@ -39,7 +39,8 @@ from psycopg.rows import dict_row
 from scheduler import clock
 from scheduler.errors import StateError
 from scheduler.redaction import Redactor
-from scheduler.state import FINAL_STATUSES, RunRecord, held
+from scheduler.state import RunRecord, held
+from scheduler.status import FINAL_STATUSES, RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
 from scheduler.stores.urls import mask_url, url_secrets
@@ -47,6 +48,9 @@ from scheduler.stores.urls import mask_url, url_secrets
 JOB_LOCK = 0x5C4E  # advisory lock namespace of per-job claims: (JOB_LOCK, hashtext(job))
 CONNECT_TIMEOUT = 10
 T = TypeVar("T")
+# Statuses as SQL literals: the enum's own strings, interpolated as constants (never user input).
+_RUNNING, _SUCCESS, _SKIPPED, _ABANDONED = (f"'{s.value}'" for s in (
+    RunStatus.RUNNING, RunStatus.SUCCESS, RunStatus.SKIPPED, RunStatus.ABANDONED))
 
 
 def _one(cursor: Any) -> dict[str, Any]:
@@ -60,7 +64,7 @@ def _one(cursor: Any) -> dict[str, Any]:
 def _record(row: dict[str, Any]) -> RunRecord:
     return RunRecord(
         id=row["id"], job=row["job"], slot=row["slot"], logical_date=row["logical_date"], trigger=row["trigger"],
-        attempt=row["attempt"], status=row["status"], exit_code=row["exit_code"], signal=row["signal"],
+        attempt=row["attempt"], status=RunStatus(row["status"]), exit_code=row["exit_code"], signal=row["signal"],
         started_at=row["started_at"], ended_at=row["ended_at"], duration=row["duration"], rows=row["rows"],
         metrics=row["metrics"] or {}, error=row["error"],
     )
@@ -80,7 +84,7 @@ class PostgresStore:
         self.url = mask_url(url)  # for messages: never the password
 
     @classmethod
-    def open(cls, url: str, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> "PostgresStore":
+    def open(cls, url: str, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> PostgresStore:
         """Connect and bring the schema up to date.  Raises :class:`StateError`."""
         store = cls(url, lease_ttl)
         with store._lock:
@@ -174,15 +178,15 @@ class PostgresStore:
             if current is not None and held(current, now, self.host):
                 return None
             if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
-                    "SELECT status, pid, host, lease_until FROM runs WHERE job = %s AND status = 'running' "
+                    f"SELECT status, pid, host, lease_until FROM runs WHERE job = %s AND status = {_RUNNING} "
                     "AND slot <> %s", (job, slot))):
                 return None
             row = db.execute(
-                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host,
+                f"""INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host,
                                      owner, lease_until)
-                   VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, %s, %s, %s)
+                   VALUES (%s, %s, %s, %s, %s, {_RUNNING}, %s, %s, %s, %s, %s)
                    ON CONFLICT (job, slot) DO UPDATE SET
-                     trigger = excluded.trigger, attempt = excluded.attempt, status = 'running',
+                     trigger = excluded.trigger, attempt = excluded.attempt, status = {_RUNNING},
                      started_at = excluded.started_at, ended_at = NULL, duration = NULL, exit_code = NULL,
                      signal = NULL, rows = NULL, metrics = NULL, error = NULL, pid = excluded.pid,
                      host = excluded.host, logical_date = excluded.logical_date, owner = excluded.owner,
@@ -195,10 +199,10 @@ class PostgresStore:
 
     def set_attempt(self, run_id: int, attempt: int) -> None:
         with self._tx() as db:
-            db.execute("UPDATE runs SET attempt = %s, error = NULL WHERE id = %s AND status = 'running' "
+            db.execute(f"UPDATE runs SET attempt = %s, error = NULL WHERE id = %s AND status = {_RUNNING} "
                        "AND (owner IS NULL OR owner = %s)", (attempt, run_id, self.owner))
 
-    def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None, signal: int | None = None,
+    def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
                    watermark: tuple[str, str] | None = None) -> bool:
         if status not in FINAL_STATUSES:
@@ -210,7 +214,7 @@ class PostgresStore:
             updated = db.execute(
                 """UPDATE runs SET status = %s, exit_code = %s, signal = %s, ended_at = %s, duration = %s,
                    error = %s, metrics = %s::jsonb, rows = %s WHERE id = %s AND (owner IS NULL OR owner = %s)""",
-                (status, exit_code, signal, now, duration, error,
+                (RunStatus(status).value, exit_code, signal, now, duration, error,
                  json.dumps(metrics, default=str) if metrics else None, rows, run_id, self.owner),
             ).rowcount
             if updated and watermark is not None:
@@ -220,15 +224,15 @@ class PostgresStore:
         return bool(updated)
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
-                       status: str = "skipped") -> None:
+                       status: RunStatus = RunStatus.SKIPPED) -> None:
         now = clock.now()
         with self._tx() as db:
             db.execute(
-                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
+                f"""INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
                    VALUES (%s, %s, %s, %s, 0, %s, %s, %s, %s)
                    ON CONFLICT (job, slot) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
-                     error = excluded.error WHERE runs.status NOT IN ('running', 'success')""",
-                (job, slot, logical_date, trigger, status, now, now, reason),
+                     error = excluded.error WHERE runs.status NOT IN ({_RUNNING}, {_SUCCESS})""",
+                (job, slot, logical_date, trigger, RunStatus(status).value, now, now, reason),
             )
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
@@ -238,10 +242,10 @@ class PostgresStore:
         left alone (a replica restarted under a new host name recovers its runs by lease expiry)."""
         now = clock.now()
         with self._tx() as db:
-            rows = db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY id FOR UPDATE SKIP LOCKED")
+            rows = db.execute(f"SELECT * FROM runs WHERE status = {_RUNNING} ORDER BY id FOR UPDATE SKIP LOCKED")
             stale = [r["id"] for r in rows
                      if r["pid"] == os.getpid() and r["host"] == self.host or not held(r, now, self.host)]
-            changed = db.execute("UPDATE runs SET status = 'abandoned', ended_at = %s, error = %s "
+            changed = db.execute(f"UPDATE runs SET status = {_ABANDONED}, ended_at = %s, error = %s "
                                  "WHERE id = ANY(%s) RETURNING *", (now, reason, stale)).fetchall()
         return sorted((_record(r) for r in changed), key=lambda r: r.id)
 
@@ -262,27 +266,27 @@ class PostgresStore:
 
     def last_runs(self) -> dict[str, RunRecord]:
         rows = self._read(lambda c: c.execute(
-            "SELECT DISTINCT ON (job) * FROM runs WHERE status <> 'skipped' "
+            f"SELECT DISTINCT ON (job) * FROM runs WHERE status <> {_SKIPPED} "
             "ORDER BY job, started_at DESC NULLS LAST, id DESC").fetchall())
         return {r["job"]: _record(r) for r in rows}
 
     def succeeded(self, job: str, logical_date: date) -> bool:
         return self._read(lambda c: c.execute(
-            "SELECT 1 FROM runs WHERE job = %s AND logical_date = %s AND status = 'success' LIMIT 1",
+            f"SELECT 1 FROM runs WHERE job = %s AND logical_date = %s AND status = {_SUCCESS} LIMIT 1",
             (job, logical_date)).fetchone()) is not None
 
     def last_success(self, job: str) -> datetime | None:
         row = self._read(lambda c: c.execute(
-            "SELECT max(ended_at) AS last FROM runs WHERE job = %s AND status = 'success'", (job,)).fetchone())
+            f"SELECT max(ended_at) AS last FROM runs WHERE job = %s AND status = {_SUCCESS}", (job,)).fetchone())
         return row["last"] if row else None
 
     def failure_streak(self, job: str) -> int:
         rows = self._read(lambda c: c.execute(
-            "SELECT status FROM runs WHERE job = %s AND status NOT IN ('skipped', 'running') "
+            f"SELECT status FROM runs WHERE job = %s AND status NOT IN ({_SKIPPED}, {_RUNNING}) "
             "ORDER BY started_at DESC NULLS LAST, id DESC LIMIT 1000", (job,)).fetchall())
         streak = 0
         for row in rows:
-            if row["status"] == "success":
+            if row["status"] == RunStatus.SUCCESS:
                 break
             streak += 1
         return streak
@@ -317,7 +321,7 @@ class PostgresStore:
     def renew_leases(self, owner: str, ttl: timedelta, now: datetime | None = None) -> list[int]:
         until = (now or clock.now()) + ttl
         with self._tx() as db:
-            rows = db.execute("UPDATE runs SET lease_until = %s WHERE owner = %s AND status = 'running' "
+            rows = db.execute(f"UPDATE runs SET lease_until = %s WHERE owner = %s AND status = {_RUNNING} "
                               "RETURNING id", (until, owner)).fetchall()
         return sorted(int(r["id"]) for r in rows)
 
@@ -325,9 +329,9 @@ class PostgresStore:
         now = now or clock.now()
         with self._tx() as db:
             # SKIP LOCKED: a row another caller is expiring right now is theirs to return
-            rows = db.execute("SELECT id, owner, lease_until FROM runs WHERE status = 'running' AND lease_until < %s "
+            rows = db.execute(f"SELECT id, owner, lease_until FROM runs WHERE status = {_RUNNING} AND lease_until < %s "
                               "ORDER BY id FOR UPDATE SKIP LOCKED", (now,)).fetchall()
-            changed = [_one(db.execute("UPDATE runs SET status = 'abandoned', ended_at = %s, error = %s WHERE id = %s "
+            changed = [_one(db.execute(f"UPDATE runs SET status = {_ABANDONED}, ended_at = %s, error = %s WHERE id = %s "
                                   "RETURNING *", (now, expired_reason(r["owner"], r["lease_until"]), r["id"])))
                        for r in rows]
         return [_record(r) for r in changed]

@@ -27,6 +27,8 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from scheduler.status import RunStatus
+
 if TYPE_CHECKING:
     from scheduler.state import RunRecord
 
@@ -65,7 +67,7 @@ class StateStore(Protocol):
         """Count a retry of a run this store owns."""
         ...
 
-    def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None, signal: int | None = None,
+    def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
                    watermark: tuple[str, str] | None = None) -> bool:
         """Record a final status (and the watermark, in the same transaction).  False, with
@@ -73,7 +75,7 @@ class StateStore(Protocol):
         ...
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
-                       status: str = "skipped") -> None:
+                       status: RunStatus = RunStatus.SKIPPED) -> None:
         """Record a slot that was not run; never overwrites a ``running`` or ``success`` row."""
         ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -17,7 +18,8 @@ import yaml
 
 from scheduler.cli import main
 from scheduler.config import load_config
-from scheduler.kinds.command.spec import CommandJob
+from scheduler.config.compiled import CompiledJob
+from scheduler.config.loader import load_models
 from scheduler.kinds.container.spec import ContainerJob
 from scheduler.kinds.ingest.spec import IngestJob
 
@@ -31,9 +33,9 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def command_job(config: Any, name: str) -> CommandJob:
+def command_job(config: Any, name: str) -> CompiledJob:
     job = config.jobs[name]
-    assert isinstance(job, CommandJob)
+    assert isinstance(job, CompiledJob) and job.kind == "command"
     return job
 
 
@@ -105,7 +107,7 @@ def test_token_file_reads_the_secret_into_token_and_marks_it_secret(tmp_path: Pa
               DB_PASSWORD_file: %s
         """ % (tmp_path / "secrets" / "db"))
     config = load_config(path, env={})
-    orders = config.jobs["orders"]
+    orders = load_models(path, env={}).jobs["orders"]
     assert isinstance(orders, IngestJob)
     assert orders.source.auth is not None
     assert orders.source.auth.token == "tok-123456789"  # type: ignore[union-attr]
@@ -173,7 +175,7 @@ def test_defaults_are_merged_and_the_job_wins(tmp_path: Path) -> None:
     assert (own.timezone, own.retries) == ("UTC", 5)
     assert own.env == {"A": "from-defaults", "B": "from-job", "C": "from-job"}
     assert own.params == {"region": "eu", "size": 20}
-    image = config.jobs["image"]
+    image = load_models(path, env={}).jobs["image"]
     assert isinstance(image, ContainerJob)
     assert image.pull == "always"  # a default for one kind's field is applied where it exists
     assert image.retries == 2
@@ -232,7 +234,7 @@ def test_validate_prints_a_summary_for_a_good_config(capsys: pytest.CaptureFixtu
 def test_loaded_config_is_frozen() -> None:
     config = load_config(GOOD / "all-kinds.yaml", env={})
     job = command_job(config, "backup")
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         job.retries = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.jobs["new"] = job  # type: ignore[index]

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from scheduler.config.compiled import spec_json
+from scheduler.config.convert import compile_job
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import execute
 from scheduler.kinds.ingest.spec import IngestJob
@@ -74,7 +75,7 @@ def test_sigterm_mid_publish_still_publishes_output_and_rejects_together(
         data, marker, result = tmp_path / "data", tmp_path / "publishing", tmp_path / "result.json"
         start = DAY.isoformat() + "T00:00:00+00:00"
         payload: dict[str, Any] = {
-            "kind": "ingest", "job": "daily_sales", "spec": spec_json(job), "run_id": 1, "attempt": 1,
+            "kind": "ingest", "job": "daily_sales", "spec": spec_json(compile_job(job)), "run_id": 1, "attempt": 1,
             "slot": DAY.isoformat() + "T02:00:00+00:00", "logical_date": DAY.isoformat(),
             "data_interval_start": start, "data_interval_end": DAY.isoformat() + "T23:59:59+00:00",
             "data_dir": str(data), "params": {}, "watermark": None, "result_path": str(result),

@@ -52,10 +52,10 @@ def test_bad_specs_are_located(override: dict[str, Any], location: tuple[Any, ..
 
 
 def test_example_job_validates_and_round_trips() -> None:
-    from scheduler.config import load_config
+    from scheduler.config.loader import load_models
 
-    config = load_config(REPO / "config" / "jobs.yaml", env={"SALES_API_URL": "http://127.0.0.1:8080"})
-    spec = config.job("daily_sales")
+    config = load_models(REPO / "config" / "jobs.yaml", env={"SALES_API_URL": "http://127.0.0.1:8080"})
+    spec = config.jobs["daily_sales"]
     assert isinstance(spec, IngestJob)
     assert IngestJob.model_validate(spec.model_dump()) == spec  # workers re-validate a dump by field name
     assert spec.sink.rejects_dataset == "sales_rejects" and spec.schedule == "15 2 * * *"
