@@ -54,7 +54,11 @@ class Ping:
     timeout: timedelta
     retries: int
     send_log: bool
-    format: Literal["healthchecks"] = "healthchecks"
+
+    @property
+    def format(self) -> str:
+        """Delivery reads every target's format: a ping's is always ``healthchecks``."""
+        return "healthchecks"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +171,7 @@ def spec_json(spec: CompiledJob | DockerSection) -> dict[str, Any]:
 # Dataclasses are tagged with their name, durations kept exact, mappings kept apart from
 # dataclasses (their values are JSON data, never decoded further); tuples travel as lists.
 _WIRE: Mapping[str, type[Any]] = {cls.__name__: cls for cls in (
-    CompiledJob, Notifier, DaemonSettings, StateSettings, HttpSettings, DockerSection)}
+    CompiledJob, Notifier, Ping, DaemonSettings, StateSettings, HttpSettings, DockerSection)}
 _SECTIONS = ("daemon", "state", "http", "docker")
 
 

@@ -62,10 +62,12 @@ jobs:
     concurrency: replace
     env: {A: "1", B: two}
     params: {size: 20, tags: [x, y], nested: {k: v}}
-    on_failure: [{url: "http://127.0.0.1:9/f", format: slack, timeout: 2s, retries: 1}]
-    on_recovery: [{url: "http://127.0.0.1:9/r"}]
-    on_success: [{url: "http://127.0.0.1:9/s"}]
+    on_failure: [{url: "http://127.0.0.1:9/f", format: slack, timeout: 2s, retries: 1},
+                 {url: "http://127.0.0.1:9/pd", format: pagerduty, routing_key: rk-0123456789, severity: info}]
+    on_recovery: [{url: "http://127.0.0.1:9/r", format: ntfy, priority: low, tags: [a, b], token: ntfy-token-1}]
+    on_success: [{url: "http://127.0.0.1:9/s", format: discord}]
     expect_success_within: 2h
+    ping: {url: "http://127.0.0.1:9/ping/check", timeout: 3s, retries: 2, send_log: false}
     command: [echo, hi]
     cwd: /tmp
 """, """

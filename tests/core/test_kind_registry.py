@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from scheduler.config import load_config
+from scheduler.config.loader import load_models
 from scheduler.errors import ConfigError
 from scheduler.kinds import python as python_kind
 from scheduler.kinds.hooks import run_hooks
@@ -49,8 +50,10 @@ def toy_registry() -> Registry:
 def test_a_toy_kind_loads_and_runs_in_a_real_worker(toy_registry: Registry, write_config, tmp_path: Path) -> None:
     logs = io.StringIO()
     configure("info", "json", stream=logs)
-    config = load_config(write_config(TOY_YAML), env={}, registry=toy_registry)
-    assert type(config.jobs["hello"]).__name__ == "ToyJob" and config.jobs["hello"].repeat == 3
+    path = write_config(TOY_YAML)
+    models = load_models(path, env={}, registry=toy_registry)
+    assert type(models.jobs["hello"]).__name__ == "ToyJob" and models.jobs["hello"].repeat == 3
+    config = load_config(path, env={}, registry=toy_registry)
     store = StateStore.open(tmp_path / "state.db")
     try:
         runner = Runner(config, store, tmp_path / "data", ChildTable(), registry=toy_registry)
