@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from scheduler.config.compiled import Config
     from scheduler.logs import Redactor
     from scheduler.runs import RunHandle, RunRequest
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 IDLE_TICK = timedelta(seconds=30)  # the loop steps at least this often, so on_tick runs at least this often
 
