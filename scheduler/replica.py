@@ -96,22 +96,22 @@ class LeaseKeeper:
             self._stop.wait(self.probe_every)
 
     def tick(self) -> None:
-        """One probe: renew when due, else expire dead replicas' leases (when allowed) or ping."""
+        """One probe: renew when due; expire dead replicas' leases when allowed; else ping."""
         now = clock.monotonic()
         try:
+            probed = False
             if now >= self._next_renewal:
                 before = self.held()
                 kept = set(self.store.renew_leases(self.owner, self.ttl))
-                self._last_renewed, self._next_renewal = now, now + self.renew_every
+                self._last_renewed, self._next_renewal, probed = now, now + self.renew_every, True
                 self._reached()
                 if before - kept and self.on_lost is not None:
                     self.on_lost(before - kept, f"{LEASE_LOST}: another scheduler replica took the run over")
-            elif self.expire and self._up_since is not None and now - self._up_since >= self.ttl.total_seconds():
+            if self.expire and self._up_since is not None and now - self._up_since >= self.ttl.total_seconds():
                 expired = self.store.expire_leases()
-                self._reached()
                 if expired and self.on_expired is not None:
                     self.on_expired(expired)
-            else:
+            elif not probed:
                 self.store.ping()
                 self._reached()
         except Exception as exc:  # noqa: BLE001 - the keeper outlives any database failure
