@@ -105,8 +105,9 @@ class LeaseKeeper:
                 kept = set(self.store.renew_leases(self.owner, self.ttl))
                 self._last_renewed, self._next_renewal, probed = now, now + self.renew_every, True
                 self._reached()
-                if before - kept and self.on_lost is not None:
-                    self.on_lost(before - kept, f"{LEASE_LOST}: another scheduler replica took the run over")
+                lost = {run_id for run_id in before - kept if self._taken(run_id)}
+                if lost and self.on_lost is not None:
+                    self.on_lost(lost, f"{LEASE_LOST}: another scheduler replica took the run over")
             if self.expire and self._up_since is not None and now - self._up_since >= self.ttl.total_seconds():
                 expired = self.store.expire_leases()
                 if expired and self.on_expired is not None:
@@ -116,6 +117,12 @@ class LeaseKeeper:
                 self._reached()
         except Exception as exc:  # noqa: BLE001 - the keeper outlives any database failure
             self._unreached(exc, now)
+
+    def _taken(self, run_id: int) -> bool:
+        """Whether a run missing from the renewal is no longer this replica's (abandoned, or claimed
+        again by another), rather than just finished between the two reads."""
+        record = self.store.get_run(run_id)
+        return record is None or record.status in ("running", "abandoned")
 
     def _reached(self) -> None:
         if self.down_reason is not None:
