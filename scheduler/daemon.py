@@ -12,6 +12,7 @@ the loop sleeps on, so the loop (never a handler) does the work:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import selectors
@@ -272,7 +273,7 @@ class Daemon:
         while self.planner.missed:
             job, count = self.planner.missed.pop(0)
             self.log.warning("slots missed", job=job, count=count, catchup=self.config.jobs[job].catchup)
-            self._notify("on_slot", lambda ext: ext.on_slot(self, job, "missed", count))
+            self._notify("on_slot", functools.partial(self._on_missed, job=job, count=count))
         self._notify("on_tick", lambda ext: ext.on_tick(self))
 
     def _replica_step(self) -> bool:
@@ -288,6 +289,9 @@ class Daemon:
         for _ in range(len(self.unclaimed)):
             self.dispatch(self.unclaimed.popleft())
         return self.keeper is None or self.keeper.down_reason is None
+
+    def _on_missed(self, ext: DaemonExtension, job: str, count: int) -> None:
+        ext.on_slot(self, job, "missed", count)
 
     def _notify(self, hook: str, call: Callable[[DaemonExtension], None]) -> None:
         """``call`` every extension's ``hook``; a failing extension never stops the loop."""
