@@ -69,6 +69,9 @@ def _run_job_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", help="logical date YYYY-MM-DD (backfill); default: the most recent slot")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="run parameter (repeatable); values are parsed as YAML scalars")
+    p.add_argument("--force", action="store_true",
+                   help="if a run of the same slot is in progress (any scheduler sharing the state store), "
+                        "wait for it to end and run the slot again instead of refusing")
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ the loop sleeps on, so the loop (never a handler) does the work:
 
 from __future__ import annotations
 
+import functools
 import os
 import selectors
 import signal
@@ -19,21 +20,25 @@ import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
 from scheduler.config.compiled import Config, load_compiled, spec_json
 from scheduler.daemon_view import IDLE_TICK, DaemonExtension
-from scheduler.errors import ConfigError
+from scheduler.errors import ConfigError, StateError
 from scheduler.kinds.hooks import run_hooks
 from scheduler.kinds.registry import HookStage
 from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
+from scheduler.replica import LEASE_LOST, LeaseKeeper, Outbox, claim_mode, shared
 from scheduler.runner import Runner
 from scheduler.runs import RunHandle, RunRequest
 from scheduler.status import RunStatus
 from scheduler.stores.protocol import StateStore
+
+if TYPE_CHECKING:
+    from scheduler.state import RunRecord
 
 SHUTDOWN_REASON = "scheduler shutting down"
 
@@ -65,7 +70,13 @@ class Daemon:
         self.log_level = log_level
         self.log = get_logger()
         self.children = ChildTable()
-        self.runner = Runner(config, store, data_dir, self.children, log_level)
+        # Several replicas on one PostgreSQL store: claims before dispatch, leases kept by a
+        # thread of their own, records kept through an outage (see scheduler.replica).
+        self.outbox: Outbox | None = Outbox(store) if shared(config) else None
+        self.keeper: LeaseKeeper | None = None
+        self.unclaimed: deque[RunRequest] = deque()  # claims that failed for lack of the database
+        self.chains: deque[RunHandle] = deque()  # finished runs whose after: chain waits for records
+        self.runner = Runner(config, self._records(), data_dir, self.children, log_level)
         self.planner = Planner(config, store)
         self.downstream = downstream_of(config)
         self.active: dict[str, list[RunHandle]] = defaultdict(list)
@@ -108,15 +119,24 @@ class Daemon:
             pass  # the pipe is full: the loop is already due to wake
 
     # --- lifecycle -------------------------------------------------------------------------
+    def _records(self) -> StateStore:
+        """Where runners record: the outbox of a replica, else the store itself."""
+        return self.outbox.as_store() if self.outbox is not None else self.store
+
     def startup(self) -> None:
         become_subreaper()
         limit_malloc_arenas()
-        for record in self.store.abandon_running():
-            self.log.warning("run abandoned", job=record.job, run_id=record.id,
+        abandoned = self.store.abandon_running()  # held() rules: never a live replica's run
+        for record in abandoned:
+            self.log.warning("run abandoned", job=record.job, run_id=record.id, slot=record.slot.isoformat(),
                              reason="left running by a previous scheduler process")
         self.runner.sweep_result_files()  # after the records above: their files are stale now
         self._kind_hooks("start")
         self.planner.start(clock.now())
+        if self.outbox is not None:
+            self.keeper = LeaseKeeper(self.store, held=self._held_runs, on_lost=self._leases_lost,
+                                      on_expired=self._leases_expired, on_up=self.wake).start()
+            self._resume(abandoned)
         self._resume_stopped_slots()
         self.log.info("scheduler started", jobs=len(self.config.jobs), config=",".join(self.config.sources),
                       config_digest=self.config.digest, pid=os.getpid(), data_dir=str(self.data_dir))
@@ -137,7 +157,40 @@ class Daemon:
                     record.status == RunStatus.INTERRUPTED and (record.error or "").startswith(SHUTDOWN_REASON)):
                 self.log.info("resuming a slot the scheduler's stop interrupted", job=name,
                               slot=record.slot.isoformat(), previous_status=record.status)
-                self.requested.append(RunRequest(job=name, slot=record.slot, trigger="catchup"))
+                # with replicas, a resume claims only the row still cut short: it runs once
+                self.requested.append(RunRequest(job=name, slot=record.slot, trigger="catchup",
+                                                 resumes=self.outbox is not None))
+
+    def _resume(self, records: list[RunRecord]) -> None:
+        """Thread-safe: run again, per the job's ``catchup``, the slots of runs abandoned by this
+        replica (each abandoned run is returned to exactly one replica, and resumed by it)."""
+        config = self.config
+        for record in records:
+            spec = config.jobs.get(record.job)
+            if spec is not None and spec.catchup != "none":
+                self.log.info("resuming an abandoned run's slot", job=record.job, slot=record.slot.isoformat(),
+                              run_id=record.id)
+                self.requested.append(RunRequest(job=record.job, slot=record.slot, trigger="catchup", resumes=True))
+        self.wake()
+
+    # --- replicas (the keeper's callbacks run on its thread) -----------------------------------
+    def _held_runs(self) -> set[int]:
+        return {h.run_id for hs in list(self.active.values()) for h in list(hs)
+                if h.run_id is not None and not h.finished.is_set()}
+
+    def _leases_lost(self, run_ids: set[int], reason: str) -> None:
+        for handles in list(self.active.values()):
+            for handle in list(handles):
+                if handle.run_id in run_ids and handle.cancel_reason is None:
+                    self.log.error("stopping a run whose lease is lost", job=handle.request.job, run_id=handle.run_id,
+                                   reason=reason)
+                    handle.cancel(reason)
+
+    def _leases_expired(self, records: list[RunRecord]) -> None:
+        for record in records:
+            self.log.warning("run abandoned", job=record.job, run_id=record.id, slot=record.slot.isoformat(),
+                             reason=record.error)
+        self._resume(records)
 
     def _kind_hooks(self, stage: HookStage) -> None:
         """The kinds' own steps for ``stage`` (orphan container cleanup), each in a child process."""
@@ -185,16 +238,41 @@ class Daemon:
             self.reload()
         while self.completed:
             self._finished(self.completed.popleft())
+        if self.outbox is not None and not self._replica_step():
+            self._notify("on_tick", lambda ext: ext.on_tick(self))
+            return  # the database is unreachable: no claims, so no firing (the planner waits)
         while self.requested:
             self.dispatch(self.requested.popleft())
         for request in self.planner.due(clock.now()):
             self.dispatch(request)
-        self.planner.persist()
+        try:
+            self.planner.persist()
+        except StateError as exc:
+            if self.keeper is None:
+                raise
+            self.keeper.mark_down(str(exc))  # kept: persisted on a later step
         while self.planner.missed:
             job, count = self.planner.missed.pop(0)
             self.log.warning("slots missed", job=job, count=count, catchup=self.config.jobs[job].catchup)
-            self._notify("on_slot", lambda ext: ext.on_slot(self, job, "missed", count))
+            self._notify("on_slot", functools.partial(self._on_missed, job=job, count=count))
         self._notify("on_tick", lambda ext: ext.on_tick(self))
+
+    def _replica_step(self) -> bool:
+        """Write the records kept through an outage, retry failed claims and deferred ``after:``
+        chains; False while the database is unreachable (nothing may be claimed)."""
+        assert self.outbox is not None
+        if self.keeper is not None and self.keeper.down_reason is not None:
+            return False
+        if self.outbox.pending and self.outbox.flush():
+            return False
+        for _ in range(len(self.chains)):
+            self._chain(self.chains.popleft())
+        for _ in range(len(self.unclaimed)):
+            self.dispatch(self.unclaimed.popleft())
+        return self.keeper is None or self.keeper.down_reason is None
+
+    def _on_missed(self, ext: DaemonExtension, job: str, count: int) -> None:
+        ext.on_slot(self, job, "missed", count)
 
     def _notify(self, hook: str, call: Callable[[DaemonExtension], None]) -> None:
         """``call`` every extension's ``hook``; a failing extension never stops the loop."""
@@ -226,6 +304,8 @@ class Daemon:
         spec = self.config.jobs[request.job]
         active = [h for h in self.active[request.job] if not h.finished.is_set()]
         schedule = self.config.schedules[request.job]
+        if self.outbox is not None:
+            return self._dispatch_claimed(request, spec, active)
         if active and spec.concurrency == "forbid":
             reason = f"previous run {active[0].run_id} still running (concurrency: forbid)"
             self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
@@ -243,14 +323,58 @@ class Daemon:
             for old in active:
                 old.cancel("replaced by a newer run (concurrency: replace)")
             predecessors = active
+        return self._start(request, predecessors)
+
+    def _start(self, request: RunRequest, predecessors: list[RunHandle], run_id: int | None = None) -> RunHandle:
         handle = RunHandle(request)
+        handle.run_id = run_id
         self.active[request.job].append(handle)
         self._notify("on_dispatched", lambda ext: ext.on_dispatched(self, handle))
-        runner = self.runner
-        thread = threading.Thread(target=self._run_thread, args=(runner, handle, predecessors),
+        thread = threading.Thread(target=self._run_thread, args=(self.runner, handle, predecessors),
                                   name=f"run-{request.job}", daemon=True)
         thread.start()
         return handle
+
+    def _dispatch_claimed(self, request: RunRequest, spec: Any, active: list[RunHandle]) -> RunHandle | None:
+        """Dispatch on a store shared by replicas: claim ``(job, slot)`` first, start only a claimed run.
+
+        Refused because another replica has (or had) the slot: nothing is recorded.  Refused by
+        ``concurrency: forbid`` (a run of the job is active on any replica): the slot is recorded
+        ``skipped`` if nobody recorded it yet, so of all replicas one row at most says so.  The
+        database unreachable: the request waits in :attr:`unclaimed` and is claimed when it answers.
+        """
+        if self.running_count() >= self.config.daemon.max_parallel_runs:
+            self.backlog.append(request)  # unclaimed: another replica with room may take the slot
+            self.log.warning("run queued: parallel run limit reached", job=request.job,
+                             limit=self.config.daemon.max_parallel_runs)
+            return None
+        logical_date = request.data_interval(self.config.schedules[request.job])[2]
+        forbid = spec.concurrency == "forbid"
+        try:
+            run_id = self.store.start_run(request.job, request.slot, logical_date, request.trigger,
+                                          forbid_overlap=forbid, only_from=claim_mode(request.trigger, request.resumes))
+            if run_id is None and forbid and self.store.find_run(request.job, request.slot) is None:
+                reason = "a run of the job is still running (concurrency: forbid)"
+                if self.store.record_skipped(request.job, request.slot, logical_date, request.trigger, reason,
+                                             only_new=True):
+                    self.log.warning("run skipped", job=request.job, slot=request.slot.isoformat(), reason=reason)
+                    self._notify("on_slot", lambda ext: ext.on_slot(self, request.job, "skipped", 1))
+        except StateError as exc:
+            if self.keeper is not None:
+                self.keeper.mark_down(str(exc))
+            self.unclaimed.append(request)
+            self.log.warning("claim failed; retried when the state database answers", job=request.job,
+                             slot=request.slot.isoformat(), error=str(exc))
+            return None
+        if run_id is None:
+            self.log.debug("slot claimed by another run", job=request.job, slot=request.slot.isoformat())
+            return None
+        predecessors: list[RunHandle] = []
+        if active and spec.concurrency == "replace":  # this replica's own runs of the job
+            for old in active:
+                old.cancel("replaced by a newer run (concurrency: replace)")
+            predecessors = active
+        return self._start(request, predecessors, run_id)
 
     def _run_thread(self, runner: Runner, handle: RunHandle, predecessors: list[RunHandle]) -> None:
         for old in predecessors:
@@ -267,7 +391,21 @@ class Daemon:
         while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
             self.dispatch(self.backlog.popleft())
         result = handle.result
+        if (self.outbox is not None and result is not None and (result.error or "").startswith(LEASE_LOST)
+                and job in self.config.jobs and self.config.jobs[job].catchup != "none" and not self.stop_signals):
+            # given up for a lost lease: resumed here unless another replica took the slot over
+            self.unclaimed.append(RunRequest(job=job, slot=handle.request.slot, trigger="catchup", resumes=True))
         if result is None or result.status != RunStatus.SUCCESS or self.stop_signals or job not in self.config.jobs:
+            return
+        if self.outbox is not None and self.outbox.pending:
+            self.chains.append(handle)  # succeeded() must see the upstream's record first
+            return
+        self._chain(handle)
+
+    def _chain(self, handle: RunHandle) -> None:
+        """Dispatch the ``after:`` jobs whose upstreams all succeeded for this run's logical date."""
+        job = handle.request.job
+        if job not in self.config.jobs:
             return
         schedule = self.config.schedules[job]
         start, end, logical_date = handle.request.data_interval(schedule)
@@ -275,7 +413,14 @@ class Daemon:
         for name in self.downstream.get(job, ()):
             spec = self.config.jobs[name]
             if spec.enabled:
-                if all(self.store.succeeded(up, logical_date) for up in spec.after):
+                try:
+                    ready = all(self.store.succeeded(up, logical_date) for up in spec.after)
+                except StateError:
+                    if self.outbox is None:
+                        raise
+                    self.chains.append(handle)  # looked at again when the database answers
+                    return
+                if ready:
                     self.log.info("triggering downstream job", job=name, upstream=job,
                                   logical_date=logical_date.isoformat())
                     self.dispatch(RunRequest(job=name, slot=handle.request.slot, trigger="after",
@@ -298,7 +443,7 @@ class Daemon:
             return
         carry = dict(self.planner.cursor)
         self.config = config
-        self.runner = Runner(config, self.store, self.data_dir, self.children, self.log_level)
+        self.runner = Runner(config, self._records(), self.data_dir, self.children, self.log_level)
         self.planner = Planner(config, self.store)
         self.planner.start(clock.now(), carry={k: v for k, v in carry.items() if k in config.jobs})
         self.downstream = downstream_of(config)
@@ -306,14 +451,29 @@ class Daemon:
             self.redactor.set_secrets(config.secrets)
         self.log.info("config reloaded", jobs=len(config.jobs), config_digest=config.digest)
 
+    def _stop_replica(self, deadline: float) -> None:
+        """Write the records kept through an outage (until ``deadline``), then stop renewing."""
+        if self.outbox is not None:
+            while self.outbox.pending and self.outbox.flush() and clock.monotonic() < deadline:
+                threading.Event().wait(0.2)
+            if self.outbox.pending:
+                self.log.error("run records not written: the state database did not answer",
+                               count=self.outbox.pending)
+        if self.keeper is not None:
+            self.keeper.stop()
+            self.keeper = None
+
     def shutdown(self, selector: selectors.BaseSelector) -> int:
         handles = [h for hs in self.active.values() for h in hs if not h.finished.is_set()]
         grace = self.config.daemon.shutdown_grace.total_seconds()
         self.log.info("shutting down", running=len(handles), grace=grace)
+        records = self._records()
         for request in self.backlog:  # recorded, so the next start can resume them
             schedule = self.config.schedules[request.job]
-            self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
-                                      request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", RunStatus.INTERRUPTED)
+            if self.outbox is not None and claim_mode(request.trigger, request.resumes) is not None:
+                continue  # never claimed here: the slot is still open to the other replicas
+            records.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
+                                   request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", RunStatus.INTERRUPTED)
         self.backlog.clear()
         for handle in handles:
             handle.cancel(SHUTDOWN_REASON, grace=grace)
@@ -338,6 +498,7 @@ class Daemon:
             self._finished(self.completed.popleft())
         if escalated:  # killed workers could not stop their containers themselves
             self._kind_hooks("forced_stop")
+        self._stop_replica(deadline=clock.monotonic() + grace + 1.0)
         self.children.reap_orphans()
         self._notify("on_shutdown", lambda ext: ext.on_shutdown(self))
         self.log.info("scheduler stopped")

@@ -86,7 +86,9 @@ class Runner:
         spec = self.config.jobs[request.job]
         schedule = self.config.schedules[request.job]
         start, end, logical_date = request.data_interval(schedule)
-        run_id = self.store.start_run(request.job, request.slot, logical_date, request.trigger)
+        # a daemon sharing its store with other replicas claims before it dispatches (handle.run_id)
+        run_id = handle.run_id if handle.run_id is not None else self.store.start_run(
+            request.job, request.slot, logical_date, request.trigger)
         if run_id is None:
             reason = f"a run of {request.job} for slot {request.slot.isoformat()} is already in progress"
             get_logger(job=request.job).warning("run not started", reason=reason)

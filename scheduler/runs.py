@@ -30,6 +30,7 @@ class RunRequest:
     trigger: str = "schedule"
     params: Mapping[str, Any] = field(default_factory=dict)
     interval: tuple[datetime, datetime] | None = None  # inherited from an upstream run (``after:``)
+    resumes: bool = False  # runs again a slot whose run was cut short (abandoned or interrupted)
 
     def data_interval(self, schedule: Schedule) -> tuple[datetime, datetime, date]:
         """``(start, end, logical_date)``: the inherited interval, else the slot's on ``schedule``."""

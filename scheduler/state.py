@@ -19,7 +19,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -189,7 +189,7 @@ class SQLiteStore:
         self.lease_ttl = lease_ttl
 
     @classmethod
-    def open(cls, path: Path) -> SQLiteStore:
+    def open(cls, path: Path, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> SQLiteStore:
         """Open (creating directory, file and tables as needed).  Raises :class:`StoreNotWritable`
         when this process may not write the file or its directory (WAL needs both)."""
         try:
@@ -214,7 +214,13 @@ class SQLiteStore:
             if (blocked := unwritable(path)) is None:
                 raise
             raise not_writable(path, blocked) from None
-        return cls(conn, path)
+        return cls(conn, path, lease_ttl)
+
+    def sibling(self) -> StateStore:
+        """The same file on a connection of its own, claiming as this store's owner."""
+        other = SQLiteStore.open(self.path, self.lease_ttl)
+        other.owner, other.host = self.owner, self.host
+        return other
 
     def close(self) -> None:
         with self._lock:
@@ -238,19 +244,22 @@ class SQLiteStore:
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,
-                  forbid_overlap: bool = False) -> int | None:
+                  forbid_overlap: bool = False, only_from: Collection[str] | None = None) -> int | None:
         """Claim ``(job, slot)``: mark it running (inserting or resetting its row); return the run id.
 
         Returns ``None`` when that row is already held (see :func:`held`): two runs never share one
         record.  A ``running`` row whose process is gone, or, from another host, whose lease ran
         out, is taken over.  With
-        ``forbid_overlap`` it also returns ``None`` while another slot of the job is held.
+        ``forbid_overlap`` it also returns ``None`` while another slot of the job is held; with
+        ``only_from`` while the slot has a row whose status is not one of those.
         """
         now = clock.now()
         with self._tx() as db:
             current = db.execute("SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND slot = ?",
                                  (job, _iso(slot))).fetchone()
             if current is not None and held(current, now, self.host):
+                return None
+            if current is not None and only_from is not None and current["status"] not in only_from:
                 return None
             if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
                     f"SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND status = {_RUNNING} "
@@ -280,7 +289,7 @@ class SQLiteStore:
 
     def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
-                   watermark: tuple[str, str] | None = None) -> bool:
+                   watermark: tuple[str, str] | None = None, ended_at: datetime | None = None) -> bool:
         """Record a run's outcome; with ``watermark=(job, value)`` store it in the same transaction.
 
         Returns False, recording nothing (watermark included), when another owner took the run's
@@ -294,7 +303,7 @@ class SQLiteStore:
             updated = db.execute(
                 """UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?, duration = ?, error = ?,
                    metrics = ?, rows = ? WHERE id = ? AND (owner IS NULL OR owner = ?)""",
-                (RunStatus(status).value, exit_code, signal, _iso(clock.now()), duration, error,
+                (RunStatus(status).value, exit_code, signal, _iso(ended_at or clock.now()), duration, error,
                  json.dumps(metrics, default=str) if metrics else None, rows, run_id, self.owner),
             ).rowcount
             if updated and watermark is not None:
@@ -306,18 +315,19 @@ class SQLiteStore:
         return bool(updated)
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
-                       status: RunStatus = RunStatus.SKIPPED) -> None:
+                       status: RunStatus = RunStatus.SKIPPED, *, only_new: bool = False) -> bool:
         """Record a slot that was not run: ``skipped`` (``concurrency: forbid`` while a run was
-        active) or ``interrupted`` (still queued when the scheduler stopped)."""
+        active) or ``interrupted`` (still queued when the scheduler stopped).  With ``only_new``
+        only a slot without a row is recorded.  True when a row was written."""
         now = _iso(clock.now())
+        conflict = "NOTHING" if only_new else f"""UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+                     error = excluded.error WHERE runs.status NOT IN ({_RUNNING}, {_SUCCESS})"""
         with self._tx() as db:
-            db.execute(
+            return db.execute(
                 f"""INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
-                   VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?)
-                   ON CONFLICT (job, slot) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
-                     error = excluded.error WHERE runs.status NOT IN ({_RUNNING}, {_SUCCESS})""",
+                   VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?) ON CONFLICT (job, slot) DO {conflict}""",
                 (job, _iso(slot), logical_date.isoformat(), trigger, RunStatus(status).value, now, now, reason),
-            )
+            ).rowcount == 1
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
         """Mark ``running`` rows ``abandoned`` unless their process provably lives on (called on

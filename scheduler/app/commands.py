@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
 from scheduler.app.context import App, Options, load_config, open_state
@@ -21,6 +22,11 @@ from scheduler.config.compiled import Config
 from scheduler.errors import ConfigError, Interrupted, JobFailed, UsageError
 from scheduler.status import RunStatus
 
+if TYPE_CHECKING:
+    from scheduler.runner import Runner
+    from scheduler.runs import RunHandle, RunRequest
+
+FORCE_POLL = 1.0  # seconds between claims of a held slot (run-job --force)
 EXIT_FOR_STATUS: Mapping[RunStatus, int] = {RunStatus.SUCCESS: 0, RunStatus.FAILED: 1, RunStatus.TIMEOUT: 1,
                                             RunStatus.SKIPPED: 0, RunStatus.ABANDONED: 1}
 
@@ -167,16 +173,31 @@ def cmd_run_job(args: argparse.Namespace) -> int:
     with App.load(Options.from_args(args)) as app:
         check_job(app.config, args.job)
         day = parse_date(args.date) if args.date else None
-        return run_job(app, args.job, day, parse_params(args.param))
+        return run_job(app, args.job, day, parse_params(args.param), force=getattr(args, "force", False))
 
 
-def run_job(app: App, job: str, day: date | None, params: Mapping[str, Any]) -> int:
+def refusal(app: App, job: str, slot: datetime) -> str:
+    """Why a foreground run of ``(job, slot)`` is refused: the run holding the slot, in words."""
+    record = app.store.find_run(job, slot)
+    running = (f"run {record.id} of {job} for slot {slot.isoformat()} is running (started "
+               f"{record.started_at.isoformat() if record.started_at else 'at an unknown time'})"
+               if record is not None and record.status == RunStatus.RUNNING
+               else f"a run of {job} for slot {slot.isoformat()} is running")
+    return (f"refused: {running}, by a scheduler or another run-job; "
+            "--force runs the slot again once that run has ended")
+
+
+def run_job(app: App, job: str, day: date | None, params: Mapping[str, Any], force: bool = False) -> int:
     """Run ``job`` once in the foreground for ``day``'s slot (default: the most recent one).
 
+    The run claims the slot like any scheduler replica: while a run of the same slot is in
+    progress (on any host sharing the store) it is refused (``JobFailed``, exit 1), or with
+    ``force`` it waits for that run to end and then runs the slot again - never two at once.
     Returns the exit code of the run's outcome; raises ``Interrupted`` when a SIGTERM/SIGINT
     stopped it (a second signal kills the run's process group at once) and ``JobFailed`` when it
     ended without a result.
     """
+    from scheduler.replica import keep_leases, shared
     from scheduler.runs import RunHandle, RunRequest
 
     check_job(app.config, job)
@@ -186,6 +207,42 @@ def run_job(app: App, job: str, day: date | None, params: Mapping[str, Any]) -> 
     runner.sweep_result_files()
     handle = RunHandle(request)
     received: list[int] = []
+    with keep_leases(app.store, shared(app.config)):
+        if force:
+            handle.run_id = _claim_when_free(app, request, received)
+        return _run_in_foreground(app, runner, request, handle, received)
+
+
+def _claim_when_free(app: App, request: RunRequest, received: list[int]) -> int:
+    """``--force``: claim the slot as soon as the run holding it ended (or its lease ran out)."""
+    logical_date = request.data_interval(app.config.schedules[request.job])[2]
+    waiting = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        received.append(signum)
+        waiting.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    announced = False
+    try:
+        while True:
+            run_id = app.store.start_run(request.job, request.slot, logical_date, request.trigger)
+            if run_id is not None:
+                return run_id
+            if received:
+                raise Interrupted(received[0])
+            if not announced:
+                announced = True
+                print(f"{refusal(app, request.job, request.slot).removeprefix('refused: ')}: "
+                      "waiting for it to end (--force)", file=sys.stderr, flush=True)
+            waiting.wait(FORCE_POLL)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run_in_foreground(app: App, runner: Runner, request: RunRequest, handle: RunHandle, received: list[int]) -> int:
+    job = request.job
 
     def on_signal(signum: int, frame: Any) -> None:
         received.append(signum)
@@ -204,6 +261,8 @@ def run_job(app: App, job: str, day: date | None, params: Mapping[str, Any]) -> 
         for sig, old in previous.items():
             signal.signal(sig, old)
     result = handle.result
+    if result is not None and result.status == RunStatus.SKIPPED and result.run_id == 0:
+        raise JobFailed(refusal(app, job, request.slot))
     if result is None or result.status == RunStatus.SKIPPED:
         raise JobFailed(result.error if result is not None else "the run ended without a result")
     if result.status == RunStatus.INTERRUPTED:

@@ -40,6 +40,10 @@ class StateSettings(Model):
     url: str | None = Field(
         default=None,
         description="postgresql://USER:PASSWORD@HOST:5432/DB (or url_file); postgres only. The password is masked.")
+    lease_ttl: Duration = Field(
+        default=timedelta(seconds=30),
+        description="How long a replica's claim on a running run holds without renewal; after it, another "
+                    "replica records the run abandoned and runs the slot again (postgres).")
 
     @field_validator("url")
     @classmethod
@@ -49,8 +53,16 @@ class StateSettings(Model):
             raise ValueError("must be a postgresql:// or postgres:// URL")
         return value
 
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, value: timedelta) -> timedelta:
+        # renewals run every third of it; below a second the database round trips would dominate
+        if value < timedelta(seconds=1):
+            raise ValueError("must be at least 1s")
+        return value
+
     @model_validator(mode="after")
-    def _backend_keys(self) -> "StateSettings":
+    def _backend_keys(self) -> StateSettings:
         if self.backend == "postgres" and not self.url:
             raise ValueError("backend postgres needs 'url' (or 'url_file')")
         if self.backend == "postgres" and self.path is not None:

@@ -253,7 +253,10 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             if tty:  # log through rich's stdout proxy so lines print above the bar
                 app.configure_logging()
             backfill = Backfill(runner, args.job, plans, args.parallel, progress)
-            backfill.run()
+            from scheduler.replica import keep_leases, shared
+
+            with keep_leases(app.store, shared(app.config)):  # replicas must not take its runs for dead ones
+                backfill.run()
         if tty:
             app.configure_logging()
     for plan in todo:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.errors import StateError
+from scheduler.stores.leases import DEFAULT_LEASE_TTL
 from scheduler.stores.protocol import StateStore
 from scheduler.stores.urls import mask_url, url_secrets
 
@@ -31,11 +32,11 @@ def open_store(settings: Any, data_dir: Path) -> StateStore:
     if settings is not None and settings.backend == "postgres":
         from scheduler.stores.postgres import PostgresStore
 
-        return PostgresStore.open(settings.url)
+        return PostgresStore.open(settings.url, settings.lease_ttl)
     from scheduler.state import SQLiteStore
 
     path = sqlite_path(settings, data_dir)
     try:
-        return SQLiteStore.open(path)
+        return SQLiteStore.open(path, settings.lease_ttl if settings is not None else DEFAULT_LEASE_TTL)
     except (OSError, sqlite3.Error) as exc:
         raise StateError(f"cannot open the state store {path}: {exc}") from None

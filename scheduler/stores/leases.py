@@ -6,7 +6,7 @@ A run row claimed by :meth:`StateStore.start_run` carries ``owner`` (the claimin
 (any replica) marks the run ``abandoned`` and ``start_run`` may claim the slot again.
 
 Leases compare timestamps written by different hosts, so the replicas' clocks must agree to well
-within the TTL (NTP); :data:`DEFAULT_LEASE_TTL` leaves a minute.
+within the TTL (NTP); :data:`DEFAULT_LEASE_TTL` (``state.lease_ttl``'s default) leaves 30 s.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import secrets
 import socket
 from datetime import datetime, timedelta
 
-DEFAULT_LEASE_TTL = timedelta(seconds=60)
+DEFAULT_LEASE_TTL = timedelta(seconds=30)
 
 
 def new_owner() -> str:

@@ -28,7 +28,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack, contextmanager
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -43,10 +43,12 @@ from scheduler.state import RunRecord, held
 from scheduler.status import FINAL_STATUSES, RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
+from scheduler.stores.protocol import StateStore
 from scheduler.stores.urls import mask_url, url_secrets
 
 JOB_LOCK = 0x5C4E  # advisory lock namespace of per-job claims: (JOB_LOCK, hashtext(job))
 CONNECT_TIMEOUT = 10
+TCP_USER_TIMEOUT_MS = 10_000  # unacknowledged data for this long: the connection is broken
 T = TypeVar("T")
 # Statuses as SQL literals: the enum's own strings, interpolated as constants (never user input).
 _RUNNING, _SUCCESS, _SKIPPED, _ABANDONED = (f"'{s.value}'" for s in (
@@ -108,9 +110,13 @@ class PostgresStore:
     def _connection(self) -> psycopg.Connection[dict[str, Any]]:
         if self._conn is None or self._conn.closed:
             try:
+                # keepalives and tcp_user_timeout: a cut network fails a call within seconds
+                # instead of leaving it hanging for the kernel's retransmission timeout (minutes)
                 self._conn = psycopg.connect(self._url, autocommit=True, row_factory=dict_row,
                                              connect_timeout=CONNECT_TIMEOUT, options="-c TimeZone=UTC",
-                                             application_name="scheduler")
+                                             application_name="scheduler", keepalives=1, keepalives_idle=5,
+                                             keepalives_interval=2, keepalives_count=3,
+                                             tcp_user_timeout=TCP_USER_TIMEOUT_MS)
             except psycopg.Error as exc:
                 raise self._error("cannot open the state store", exc) from None
         return self._conn
@@ -121,6 +127,13 @@ class PostgresStore:
             self._conn = None
             return True
         return False
+
+    def sibling(self) -> StateStore:
+        """The same database on a connection of its own (opened on first use), claiming as this
+        store's owner: lease renewal must not wait behind a long call of the loop's connection."""
+        other = PostgresStore(self._url, self.lease_ttl)
+        other.owner, other.host = self.owner, self.host
+        return other
 
     def close(self) -> None:
         with self._lock:
@@ -168,7 +181,7 @@ class PostgresStore:
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,
-                  forbid_overlap: bool = False) -> int | None:
+                  forbid_overlap: bool = False, only_from: Collection[str] | None = None) -> int | None:
         """Claim ``(job, slot)``; see the module docstring for why this is race-free."""
         now = clock.now()
         with self._tx() as db:
@@ -176,6 +189,8 @@ class PostgresStore:
             current = db.execute("SELECT status, pid, host, lease_until FROM runs WHERE job = %s AND slot = %s "
                                  "FOR UPDATE", (job, slot)).fetchone()
             if current is not None and held(current, now, self.host):
+                return None
+            if current is not None and only_from is not None and current["status"] not in only_from:
                 return None
             if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
                     f"SELECT status, pid, host, lease_until FROM runs WHERE job = %s AND status = {_RUNNING} "
@@ -204,12 +219,12 @@ class PostgresStore:
 
     def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
-                   watermark: tuple[str, str] | None = None) -> bool:
+                   watermark: tuple[str, str] | None = None, ended_at: datetime | None = None) -> bool:
         if status not in FINAL_STATUSES:
             raise ValueError(f"not a final status: {status}")
         metrics = metrics or {}
         rows = metrics.get("rows_written", metrics.get("rows"))
-        now = clock.now()
+        now = ended_at or clock.now()
         with self._tx() as db:
             updated = db.execute(
                 """UPDATE runs SET status = %s, exit_code = %s, signal = %s, ended_at = %s, duration = %s,
@@ -224,16 +239,16 @@ class PostgresStore:
         return bool(updated)
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
-                       status: RunStatus = RunStatus.SKIPPED) -> None:
+                       status: RunStatus = RunStatus.SKIPPED, *, only_new: bool = False) -> bool:
         now = clock.now()
+        conflict = "NOTHING" if only_new else f"""UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
+                     error = excluded.error WHERE runs.status NOT IN ({_RUNNING}, {_SUCCESS})"""
         with self._tx() as db:
-            db.execute(
+            return db.execute(
                 f"""INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, ended_at, error)
-                   VALUES (%s, %s, %s, %s, 0, %s, %s, %s, %s)
-                   ON CONFLICT (job, slot) DO UPDATE SET status = excluded.status, ended_at = excluded.ended_at,
-                     error = excluded.error WHERE runs.status NOT IN ({_RUNNING}, {_SUCCESS})""",
+                   VALUES (%s, %s, %s, %s, 0, %s, %s, %s, %s) ON CONFLICT (job, slot) DO {conflict}""",
                 (job, slot, logical_date, trigger, RunStatus(status).value, now, now, reason),
-            )
+            ).rowcount == 1
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:
         """Mark ``running`` rows ``abandoned`` whose process is provably gone: on this host with a

@@ -24,6 +24,7 @@ simply moves on.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -53,13 +54,21 @@ class StateStore(Protocol):
         """Release the connection; the store is unusable afterwards."""
         ...
 
+    def sibling(self) -> StateStore:
+        """Another store on the same database with this store's ``owner`` and ``lease_ttl`` but a
+        connection of its own, so a thread renewing leases never waits behind this store's calls."""
+        ...
+
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,
-                  forbid_overlap: bool = False) -> int | None:
+                  forbid_overlap: bool = False, only_from: Collection[str] | None = None) -> int | None:
         """Claim ``(job, slot)`` for this store's owner with a fresh lease; return the run id.
 
         ``None`` when the slot is held by a live run, or (``forbid_overlap``, for
         ``concurrency: forbid``) while any other slot of the job is held.  Atomic across replicas.
+        ``only_from`` narrows the claim to a slot without a row or whose row has one of these
+        statuses: ``()`` claims only a slot nobody recorded yet (a scheduled slot fires once, however
+        many replicas decide it, and however late), ``("abandoned",)`` resumes an abandoned run once.
         """
         ...
 
@@ -69,14 +78,16 @@ class StateStore(Protocol):
 
     def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
-                   watermark: tuple[str, str] | None = None) -> bool:
+                   watermark: tuple[str, str] | None = None, ended_at: datetime | None = None) -> bool:
         """Record a final status (and the watermark, in the same transaction).  False, with
-        nothing written, when the run is no longer this store's (its slot was taken over)."""
+        nothing written, when the run is no longer this store's (its slot was taken over).
+        ``ended_at`` (default: now) is when the run ended, for a record written later."""
         ...
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
-                       status: RunStatus = RunStatus.SKIPPED) -> None:
-        """Record a slot that was not run; never overwrites a ``running`` or ``success`` row."""
+                       status: RunStatus = RunStatus.SKIPPED, *, only_new: bool = False) -> bool:
+        """Record a slot that was not run; never overwrites a ``running`` or ``success`` row, and
+        with ``only_new`` no row at all (the slot's first record decides it).  True when written."""
         ...
 
     def abandon_running(self, reason: str = "scheduler stopped while the run was active") -> list[RunRecord]:

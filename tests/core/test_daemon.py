@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from coretools import processes_with, unique_seconds, wait_for
 
 from scheduler.state import StateStore
-
-from coretools import processes_with, unique_seconds, wait_for
 
 
 class DaemonProc:

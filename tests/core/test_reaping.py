@@ -10,10 +10,9 @@ import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from coretools import wait_for, zombies_of
 
 from scheduler.state import StateStore
-
-from coretools import wait_for, zombies_of
 
 JOBS = 200
 

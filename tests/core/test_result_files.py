@@ -9,12 +9,11 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
+from coretools import LoggedProcess, children_of, processes_with, wait_for
 
 from scheduler import resultfiles
 from scheduler.process import host_tag
 from scheduler.state import StateStore
-
-from coretools import LoggedProcess, children_of, processes_with, wait_for
 
 SLOT = datetime(2026, 11, 5, 3, tzinfo=timezone.utc)
 

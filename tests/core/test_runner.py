@@ -8,14 +8,13 @@ import threading
 from datetime import datetime, timezone
 
 import pytest
+from coretools import processes_with, unique_seconds, wait_for
 
 from scheduler.config import load_config
 from scheduler.logs import configure
 from scheduler.process import ChildTable
 from scheduler.runner import RunHandle, Runner, RunRequest, decide
 from scheduler.state import StateStore
-
-from coretools import processes_with, unique_seconds, wait_for
 
 SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=timezone.utc)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from ingest_golden import CASES, load, run_case, sales_records
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from pydantic import ValidationError
 from scheduler.kinds.ingest.expr import ExpressionError, parse_expression
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.kinds.ingest.transform import Transformer
-from scheduler.sample.api import SalesData, SalesServer
+from scheduler.sample.api import SalesData
 
 REPO = Path(__file__).resolve().parents[2]
 

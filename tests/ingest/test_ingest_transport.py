@@ -24,9 +24,9 @@ from pytest_httpserver import HTTPServer
 
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import execute
-from scheduler.neterrors import ConnectBudget, Failure
 from scheduler.kinds.ingest.pipeline import IngestFailed
 from scheduler.kinds.ingest.spec import IngestJob
+from scheduler.neterrors import ConnectBudget, Failure
 
 CANARY = "canary-S3CRET-key-77c1"
 Ctx = Callable[..., RunContext]

@@ -54,6 +54,7 @@ class Cluster:
         self.user = "sched"
         self.password = "pw-" + secrets.token_hex(12)
         self._count = 0
+        self._options = ""
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
@@ -77,7 +78,7 @@ class Cluster:
             started = self._run([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options,
                                  "-w", "-t", "60", "start"])
             if started.returncode == 0:
-                self.port = port
+                self.port, self._options = port, options
                 break
             log = self.log.read_text(errors="replace") if self.log.exists() else ""
             if "could not bind" not in log and "already in use" not in log:
@@ -87,6 +88,19 @@ class Cluster:
         with self.admin() as conn:
             conn.execute(f"CREATE ROLE {self.user} LOGIN CREATEDB PASSWORD '{self.password}'")
         return self
+
+    def stop_server(self) -> None:
+        """Stop the server, keeping its data (an outage: clients see refused connections)."""
+        done = self._run([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {done.stderr.strip()}")
+
+    def start_server(self) -> None:
+        """Start the stopped server again on its port."""
+        done = self._run([str(BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", self._options,
+                          "-w", "-t", "60", "start"])
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()}")
 
     def stop(self) -> None:
         if self.port:

@@ -143,3 +143,57 @@ def test_racing_processes_claim_a_slot_once(backend: Any, store: Any) -> None:
     winners = [r for r in results if r is not None]
     assert len(winners) == 1, results
     assert store.find_run("race", datetime(2026, 3, 1, 2, tzinfo=UTC)).id == winners[0]
+
+
+# --- claims of replicas: first record decides, resumes once ------------------------------------
+def test_a_scheduled_claim_takes_only_a_slot_nobody_recorded(store: Any, open_store: Any) -> None:
+    other = open_store()
+    run_id = store.start_run("j", slot(1), LOGICAL, "schedule", only_from=())
+    assert run_id is not None
+    store.finish_run(run_id, "success")
+    # a replica deciding the same slot later finds its row: the slot is not run twice
+    assert other.start_run("j", slot(1), LOGICAL, "schedule", only_from=()) is None
+    assert other.start_run("j", slot(1), LOGICAL, "manual") == run_id  # a rerun is still possible
+    assert store.get_run(run_id).status == "running"
+
+
+def test_a_resume_claims_a_cut_short_row_once(store: Any, open_store: Any) -> None:
+    other = open_store()
+    run_id = store.start_run("j", slot(1), LOGICAL, "schedule")
+    [record] = store.expire_leases(clock.now() + store.lease_ttl + timedelta(seconds=1))
+    resumable = ("abandoned", "interrupted")
+    results = race([store, other], lambda s: s.start_run("j", slot(1), LOGICAL, "catchup", only_from=resumable))
+    assert [r for r in results if r is not None] == [record.id] == [run_id]
+    winner = store if results[0] is not None else other
+    winner.finish_run(run_id, "success")
+    assert store.start_run("j", slot(1), LOGICAL, "catchup", only_from=resumable) is None
+
+
+def test_a_skip_recorded_only_new_never_overwrites_a_slot_record(store: Any, open_store: Any) -> None:
+    other = open_store()
+    run_id = store.start_run("j", slot(1), LOGICAL, "schedule")
+    store.finish_run(run_id, "failed", error="boom")
+    assert other.record_skipped("j", slot(1), LOGICAL, "schedule", "forbid", only_new=True) is False
+    assert store.get_run(run_id).status == "failed"
+    results = race([store, other], lambda s: s.record_skipped("j", slot(2), LOGICAL, "schedule", "forbid",
+                                                              only_new=True))
+    assert sorted(results) == [False, True]
+    assert [r.status for r in store.history("j") if r.slot == slot(2)] == ["skipped"]
+
+
+def test_a_record_written_late_keeps_the_time_the_run_ended(store: Any) -> None:
+    run_id = store.start_run("j", slot(1), LOGICAL, "schedule")
+    ended = clock.now() - timedelta(minutes=3)
+    assert store.finish_run(run_id, "success", ended_at=ended) is True
+    assert store.get_run(run_id).ended_at == ended
+
+
+def test_a_sibling_renews_the_leases_of_its_store_on_a_connection_of_its_own(store: Any) -> None:
+    sibling = store.sibling()
+    try:
+        run_id = store.start_run("j", slot(1), LOGICAL, "schedule")
+        assert sibling.owner == store.owner and sibling.lease_ttl == store.lease_ttl
+        assert sibling.renew_leases(sibling.owner, timedelta(hours=1)) == [run_id]
+        assert sibling.finish_run(run_id, "success") is True  # the same owner
+    finally:
+        sibling.close()

@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from scheduler import clock
-
 from scheduler.errors import StateError
 from scheduler.stores.postgres import PostgresStore
 

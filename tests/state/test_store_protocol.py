@@ -19,7 +19,7 @@ def test_the_protocol_names_every_store_call_the_package_makes() -> None:
     used = {"ping", "close", "start_run", "set_attempt", "finish_run", "record_skipped", "abandon_running",
             "get_run", "find_run", "history", "last_runs", "succeeded", "last_success", "failure_streak",
             "watermark", "last_fired", "set_last_fired", "set_last_fired_many"}
-    claims = {"advance_last_fired", "renew_leases", "expire_leases"}
+    claims = {"advance_last_fired", "renew_leases", "expire_leases", "sibling"}
     assert set(MEMBERS) == used | claims
     assert set(StateStore.__annotations__) == {"owner", "host", "lease_ttl"}
 
