@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 from scheduler import clock
 from scheduler.errors import StateError
 from scheduler.logs import get_logger
+from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.state import RunRecord
-    from scheduler.status import RunStatus
-from scheduler.stores.protocol import StateStore
+    from scheduler.stores.protocol import StateStore
 
 LEASE_LOST = "lease lost"  # how the cancel reason of a run this replica had to give up begins
 RENEWALS_PER_TTL = 3

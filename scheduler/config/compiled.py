@@ -118,6 +118,7 @@ class StateSettings:
     backend: Literal["sqlite", "postgres"]
     path: str | None
     url: str | None = field(repr=False)  # holds the password
+    lease_ttl: timedelta
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,7 +71,7 @@ jobs:
     command: [echo, hi]
     cwd: /tmp
 """, """
-state: {backend: sqlite, path: /tmp/elsewhere/state.db}
+state: {backend: sqlite, path: /tmp/elsewhere/state.db, lease_ttl: 45s}
 jobs:
   interval: {kind: command, every: 10m, shell: "echo $A"}
   py: {kind: python, function: "jobs.example:run", cwd: /srv}
