@@ -27,6 +27,7 @@ from typing import Any
 from scheduler import clock
 from scheduler.config.compiled import Config, load_compiled, spec_json
 from scheduler.errors import ConfigError
+from scheduler.forkserver import ForkServer
 from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
@@ -64,7 +65,8 @@ class Daemon:
         self.log_level = log_level
         self.log = get_logger()
         self.children = ChildTable()
-        self.runner = Runner(config, store, data_dir, self.children, log_level)
+        self.forkserver = ForkServer(self.children)  # started on the first worker run
+        self.runner = Runner(config, store, data_dir, self.children, log_level, self.forkserver)
         self.planner = Planner(config, store)
         self.downstream = downstream_of(config)
         self.active: dict[str, list[RunHandle]] = defaultdict(list)
@@ -310,7 +312,7 @@ class Daemon:
             return
         carry = dict(self.planner.cursor)
         self.config = config
-        self.runner = Runner(config, self.store, self.data_dir, self.children, self.log_level)
+        self.runner = Runner(config, self.store, self.data_dir, self.children, self.log_level, self.forkserver)
         self.planner = Planner(config, self.store)
         self.planner.start(clock.now(), carry={k: v for k, v in carry.items() if k in config.jobs})
         self.downstream = downstream_of(config)
@@ -350,6 +352,7 @@ class Daemon:
             self._finished(self.completed.popleft())
         if escalated:  # killed workers could not stop their containers themselves
             self._cleanup_container_orphans()
+        self.forkserver.close()
         self.children.reap_orphans()
         self._notify("on_shutdown")
         self.log.info("scheduler stopped")

@@ -2,7 +2,8 @@
 
 The runner is the one code path for scheduled runs (``scheduler run``) and foreground runs
 (``run-job``).  Every attempt is a child process in its own session: ``command`` jobs exec their
-argv directly, the other kinds run in ``python -m scheduler.worker``.  The daemon's process never
+argv directly, the other kinds run in ``python -m scheduler.worker``, or, in the daemon, in a child
+forked by the fork server (:mod:`scheduler.forkserver`) that runs the same worker.  The daemon's process never
 imports pandas or pyarrow.
 
 Invariants: the run row is ``running`` while an attempt or a retry wait is in progress and ends
@@ -23,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
 from scheduler.config.compiled import Config, command_argv, spec_json
@@ -37,6 +38,9 @@ from scheduler.process import (
 )
 from scheduler.schedule import Schedule
 from scheduler.state import StateStore
+
+if TYPE_CHECKING:
+    from scheduler.forkserver import ForkServer
 
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
 
@@ -127,7 +131,8 @@ class Runner:
     """Executes run requests against one loaded config and records them in the store."""
 
     def __init__(self, config: Config, store: StateStore, data_dir: Path, children: ChildTable,
-                 log_level: str = "info") -> None:
+                 log_level: str = "info", forkserver: ForkServer | None = None) -> None:
+        self.forkserver = forkserver  # worker runs are forked from it when given (the daemon's)
         self.config = config
         self.store = store
         self.data_dir = data_dir
@@ -240,8 +245,7 @@ class Runner:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [cwd, os.getcwd(), env.get("PYTHONPATH")]))
         began = clock.monotonic()
         try:
-            proc = self.children.spawn(argv, env=env, cwd=cwd,
-                                       stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL)
+            proc = self._start(argv, env, cwd, stdin_data is not None, worker=result_file is not None)
         except OSError as exc:
             if result_file is not None:
                 result_file.unlink(missing_ok=True)
@@ -292,7 +296,8 @@ class Runner:
         pump.join(timeout=5)
         duration = clock.monotonic() - began
         worker = _read_result(result_file)
-        status, error = decide(proc.returncode, timed_out, handle.cancel_reason, worker.get("error"))
+        status, error = decide(proc.returncode, timed_out, handle.cancel_reason,
+                               worker.get("error") or getattr(proc, "lost", None))
         code = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
         sig = -proc.returncode if proc.returncode is not None and proc.returncode < 0 else None
         if isinstance(worker.get("exit_code"), int) and sig is None:
@@ -301,6 +306,18 @@ class Runner:
         if status != "success" and pump.tail:
             metrics["last_lines"] = pump.tail[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
+
+
+    def _start(self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: bool,
+               worker: bool) -> Any:
+        """The one place an attempt's process starts: a worker run is forked by the fork server
+        when there is one that can serve, else (and for ``command`` jobs) ``argv`` is spawned.
+        Either way the result reads like ``subprocess.Popen`` and leads its own session."""
+        if worker and self.forkserver is not None:
+            proc = self.forkserver.spawn(env, cwd)
+            if proc is not None:
+                return proc
+        return self.children.spawn(argv, env=env, cwd=cwd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
 
 
 def _sleep_unless_cancelled(handle: RunHandle, seconds: float) -> bool:
