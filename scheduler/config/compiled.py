@@ -2,7 +2,8 @@
 
 Validation needs pydantic (about 20 MB of RSS with our models); the daemon and ``run-job`` only
 need the result.  So they call :func:`load_compiled`, which validates in a short-lived child
-(``python -m scheduler.config.compile``) and rebuilds the result here from JSON as
+(``python -m scheduler.config.compile``), or reuses that child's result from the private cache
+while none of its inputs changed (:mod:`scheduler.config.cache`), and rebuilds it here from JSON as
 :class:`View` objects: read-only attribute access with the same names and value types as the
 pydantic models (durations are ``timedelta``, lists are tuples), so code reading a spec works
 on either.  Workers re-validate a job's JSON form (:func:`spec_json`) with the real model.
@@ -132,14 +133,33 @@ def dump_compiled(config: Config) -> str:
     })
 
 
-def load_compiled(path: Path | str) -> Config:
+def load_compiled(path: Path | str, cache: Any = "default") -> Config:
     """Validate ``path`` in a child process and return the config without importing pydantic.
 
-    Raises :class:`ConfigError` with every problem the child found.
+    A result cached for the same inputs (:mod:`scheduler.config.cache`) is reused instead of
+    running the child; ``cache=None`` always compiles.  Raises :class:`ConfigError` with every
+    problem the child found.
     """
+    if cache == "default":
+        from scheduler.config.cache import CompileCache
+
+        cache = CompileCache.default()
+    text = cache.lookup(str(path)) if cache is not None else None
+    payload = json.loads(text) if text is not None else _compile(path, cache)
+    jobs = {name: decode(spec) for name, spec in payload["jobs"].items()}
+    sections = {name: decode(value) for name, value in payload["sections"].items()}
+    schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
+                 for name, spec in jobs.items()}
+    return Config(jobs=MappingProxyType(jobs), secrets=frozenset(payload["secrets"]),
+                  sources=tuple(payload["sources"]), digest=payload["digest"],
+                  schedules=MappingProxyType(schedules), **sections)
+
+
+def _compile(path: Path | str, cache: Any) -> dict[str, Any]:
+    """Run the compile child; store a valid result in ``cache`` (when given) under its inputs."""
+    argv = [sys.executable, "-m", "scheduler.config.compile", str(path)] + (["--inputs"] if cache else [])
     try:
-        proc = subprocess.run([sys.executable, "-m", "scheduler.config.compile", str(path)],
-                              capture_output=True, text=True, env=dict(os.environ), cwd=os.getcwd(),
+        proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), cwd=os.getcwd(),
                               timeout=COMPILE_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise ConfigError(f"config check did not finish within {COMPILE_TIMEOUT}s "
@@ -151,10 +171,9 @@ def load_compiled(path: Path | str) -> Config:
         raise ConfigError(f"config check failed: {detail}") from None
     if "issues" in payload:
         raise ConfigError([ConfigIssue(**issue) for issue in payload["issues"]])
-    jobs = {name: decode(spec) for name, spec in payload["jobs"].items()}
-    sections = {name: decode(value) for name, value in payload["sections"].items()}
-    schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
-                 for name, spec in jobs.items()}
-    return Config(jobs=MappingProxyType(jobs), secrets=frozenset(payload["secrets"]),
-                  sources=tuple(payload["sources"]), digest=payload["digest"],
-                  schedules=MappingProxyType(schedules), **sections)
+    inputs, digest = payload.pop("inputs", None), payload.pop("material", None)
+    if cache is not None and inputs is not None and digest:
+        from scheduler.config.inputs import Inputs
+
+        cache.store(str(path), Inputs.from_json(inputs), digest, json.dumps(payload))
+    return payload
