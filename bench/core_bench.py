@@ -453,12 +453,15 @@ def count_events(daemon: DaemonProc, name: str) -> int:
     return sum(1 for e in daemon.events() if e.get("event") == name)
 
 
-def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: int, base_url: str) -> dict[str, Any]:
+def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: int, base_url: str,
+                       preload: str = "") -> dict[str, Any]:
     """CPU per run of the daemon's whole tree for ``count`` trivial ``kind`` jobs every 2 s."""
     env = dict(os.environ)
     if args.code:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code), env.get("PYTHONPATH")]))
-    name = f"overhead-{kind}-{count}"
+    if preload:
+        env["SCHEDULER_FORKSERVER_PRELOAD"] = preload
+    name = f"overhead-{kind}-{count}{'-preload' if preload else ''}"
     package = root / f"{name}-code" / "benchjobs"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
@@ -484,7 +487,7 @@ def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: i
     cpu = cpu1 - cpu0
     slots = count * window / 2.0
     return {
-        "kind": kind, "jobs": count, "window_s": round(window, 1), "runs": runs, "skipped": skipped,
+        "kind": kind + (f" (preload {preload})" if preload else ""), "jobs": count, "window_s": round(window, 1), "runs": runs, "skipped": skipped,
         "slots": round(slots), "failed_runs": failed, "cpu_s": round(cpu, 3),
         "cpu_ms_per_run": 1000.0 * cpu / runs if runs else math.nan,
         "cores_busy": cpu / window, "loadavg_1m": [round(load0, 2), round(load1, 2)], "exit_code": code,
@@ -499,13 +502,16 @@ def bench_per_run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     server, base_url = start_server(records_per_day=args.ingest_records, per_page=args.ingest_records)
     out: dict[str, Any] = {}
     try:
-        for kind, count in (("python", args.run_jobs), ("command", args.run_jobs), ("ingest", args.ingest_jobs),
-                            ("python", args.many_jobs)):
-            if count <= 0:
+        heavy = "pandas,pyarrow,pyarrow.parquet"
+        for kind, count, preload in (("python", args.run_jobs, ""), ("command", args.run_jobs, ""),
+                                     ("ingest", args.ingest_jobs, ""), ("ingest", args.ingest_jobs, heavy),
+                                     ("python", args.many_jobs, "")):
+            if count <= 0 or (preload and args.code):  # the preload switch exists only in this checkout
                 continue
-            print(f"per-run overhead: {count} {kind} jobs every 2 s, {args.run_window:.0f} s window ...",
-                  file=sys.stderr)
-            out[f"{kind}_{count}"] = bench_run_overhead(root, args, kind, count, base_url)
+            print(f"per-run overhead: {count} {kind} jobs every 2 s{' (preload)' if preload else ''}, "
+                  f"{args.run_window:.0f} s window ...", file=sys.stderr)
+            key = f"{kind}_{count}" + ("_preload" if preload else "")
+            out[key] = bench_run_overhead(root, args, kind, count, base_url, preload)
     finally:
         server.shutdown()
     return out

@@ -15,8 +15,13 @@ run, to ``fork()`` a fresh child for each run.  What must hold:
   fresh interpreter as before.
 * **Preload without threads.**  The server imports what the kinds need (``scheduler.worker``,
   the spec models with pydantic, the kinds' executors and their light dependencies) and nothing
-  that starts a thread.  pandas/pyarrow/numpy are *not* preloaded: importing numpy starts an
-  OpenBLAS thread pool and pyarrow a jemalloc background thread, and neither may cross a fork.
+  that starts a thread.  pandas/pyarrow/numpy are not preloaded by default: importing numpy
+  starts an OpenBLAS thread pool and pyarrow a jemalloc background thread, and neither may cross
+  a fork.  ``SCHEDULER_FORKSERVER_PRELOAD=pandas,pyarrow,pyarrow.parquet`` preloads them with
+  those pools switched off before the libraries load (``OPENBLAS_NUM_THREADS=1``,
+  ``JE_ARROW_MALLOC_CONF=background_thread:false``, unless set), so ingest runs skip ~0.4 s of
+  imports; their children then keep single-threaded BLAS, hence opt-in.  A server that has more
+  than one thread after preloading counts as not started (fresh interpreters, retried later).
   Before every fork the server checks it is single-threaded (``threading.active_count() == 1``
   and one entry in ``/proc/self/task``); otherwise it refuses, the run falls back to a fresh
   interpreter and the client replaces the server.  ``gc.freeze()`` after preloading keeps the

@@ -203,6 +203,10 @@ class ForkServer:
         if ready.get("op") != "ready":
             self._reap(server)
             raise OSError(f"no ready message ({ready.get('error') or 'the server exited'})")
+        if ready.get("threads") != 1:  # a preloaded module started a thread: forking is unsafe
+            self._reap(server)
+            raise OSError(f"the fork server has {ready.get('threads')} threads after preloading "
+                          f"{', '.join(ready.get('preloaded', ()))}; it must have one")
         self.starts += 1
         self.log.info("fork server started", pid=popen.pid, preloaded=len(ready.get("preloaded", ())),
                       threads=ready.get("threads"))

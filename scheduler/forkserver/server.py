@@ -44,8 +44,21 @@ BASE_PRELOAD = (
 )
 
 
+# Read by native libraries when they load, so set before an opt-in heavy preload: OpenBLAS (numpy)
+# and OpenMP start no thread pool, pyarrow's jemalloc no background thread.  Children inherit the
+# libraries in that state (single-threaded BLAS), which is why heavy preloading is opt-in.
+NO_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                 "JE_ARROW_MALLOC_CONF": "background_thread:false"}
+
+
+def extra_preload() -> list[str]:
+    """Modules named in ``SCHEDULER_FORKSERVER_PRELOAD`` (comma-separated, e.g. ``pandas,pyarrow``)."""
+    return [m.strip() for m in os.environ.get("SCHEDULER_FORKSERVER_PRELOAD", "").split(",") if m.strip()]
+
+
 def preload_modules() -> list[str]:
-    """The modules to import: the worker, then every in-process kind's spec model and executor."""
+    """The modules to import: the worker, every in-process kind's spec model and executor, then
+    the opt-in extra ones."""
     names = list(BASE_PRELOAD)
     try:
         from scheduler import kinds
@@ -55,7 +68,7 @@ def preload_modules() -> list[str]:
                 names.append(str(ref).partition(":")[0])
     except Exception:  # noqa: BLE001 - a broken registry only costs the preload
         pass
-    return list(dict.fromkeys(names))
+    return list(dict.fromkeys(names + extra_preload()))
 
 
 def thread_count() -> int:
@@ -252,6 +265,9 @@ def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[0]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when this process ends
     preloaded, failed = [], []
+    if extra_preload():
+        for key, value in NO_THREAD_ENV.items():
+            os.environ.setdefault(key, value)
     for name in preload_modules():
         try:
             importlib.import_module(name)

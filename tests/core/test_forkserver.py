@@ -345,3 +345,51 @@ def test_the_daemon_replaces_a_killed_server_and_records_the_lost_run(scheduler_
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(30) == 0
     wait_for(lambda: not os.path.exists(f"/proc/{servers[1]}"), what="the server to stop with the daemon")
+
+
+def test_an_opt_in_heavy_preload_starts_no_thread_and_serves_pandas_runs(forked, tmp_path, monkeypatch):
+    monkeypatch.setenv("SCHEDULER_FORKSERVER_PRELOAD", "pandas,pyarrow,pyarrow.parquet")
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "JE_ARROW_MALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    target = tmp_path / "out.parquet"
+    code = module(tmp_path / "code", "frame", f"""
+        import os, sys
+        def job(ctx):
+            preloaded = "pandas" in sys.modules and "pyarrow.parquet" in sys.modules
+            import pandas as pd
+            pd.DataFrame({{"a": [1, 2, 3]}}).to_parquet({str(target)!r})
+            return {{"rows_written": int(pd.read_parquet({str(target)!r})["a"].sum()),
+                    "preloaded": preloaded}}
+    """)
+    runner, server = forked(f"""
+        jobs:
+          frame: {{kind: python, function: "frame:job", cwd: {code}}}
+    """)
+    result = run(runner, "frame")
+    assert result.status == "success", result.error
+    assert result.metrics["rows_written"] == 6 and result.metrics["preloaded"] is True
+    assert len(os.listdir(f"/proc/{server.pid}/task")) == 1  # pandas and pyarrow loaded, no pool started
+
+
+def test_a_preload_that_starts_a_thread_means_fresh_interpreters(forked, tmp_path, monkeypatch):
+    module(tmp_path / "preload", "starts_a_thread", """
+        import threading
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+    """)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path / "preload"),
+                                                                    os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("SCHEDULER_FORKSERVER_PRELOAD", "starts_a_thread")
+    out = tmp_path / "ppid"
+    code = module(tmp_path / "code", "who", f"""
+        import os
+        def job(ctx):
+            open({str(out)!r}, "w").write(str(os.getppid()))
+    """)
+    runner, server = forked(f"""
+        jobs:
+          py: {{kind: python, function: "who:job", cwd: {code}}}
+    """)
+    result = run(runner, "py")
+    assert result.status == "success", result.error
+    assert int(out.read_text()) == os.getpid()  # a fresh interpreter, started by us
+    assert server.pid is None and server.starts == 0
