@@ -101,7 +101,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
 
 def start_api(records: int, per_page: int) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.sample_api", "--port", "0", "--records-per-day", str(records), "--per-page", str(per_page)],
+        [sys.executable, "-m", "scheduler.sample.api", "--port", "0", "--records-per-day", str(records), "--per-page", str(per_page)],
         cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()

@@ -20,21 +20,24 @@ import subprocess
 import sys
 import threading
 from collections import defaultdict, deque
-from datetime import timedelta
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from scheduler import clock
 from scheduler.config.compiled import Config, load_compiled, spec_json
+from scheduler.daemon_view import IDLE_TICK, DaemonExtension
 from scheduler.errors import ConfigError
 from scheduler.forkserver import ForkServer
 from scheduler.logs import Redactor, get_logger
 from scheduler.planner import Planner
 from scheduler.process import ChildTable, become_subreaper, limit_malloc_arenas
-from scheduler.runner import RunHandle, Runner, RunRequest
-from scheduler.state import StateStore
+from scheduler.runner import Runner
+from scheduler.runs import RunHandle, RunRequest
+from scheduler.stores.protocol import StateStore
 
-IDLE_TICK = timedelta(seconds=30)
+# how ``scheduler.kinds.container.engine.EngineUnavailable`` begins (the daemon never imports the SDK)
+ENGINE_UNREACHABLE = "cannot reach the Docker engine at "
 SHUTDOWN_REASON = "scheduler shutting down"
 
 
@@ -81,10 +84,9 @@ class Daemon:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.heartbeat = heartbeat_path(data_dir)
-        # Extensions (operations features) get hooks on the loop thread, and must return quickly:
-        # on_tick(daemon), on_finished(daemon, handle), on_slot(daemon, job, outcome, count) for
-        # slots not run ("skipped", "missed"), on_shutdown(daemon).
-        self.extensions: list[Any] = []
+        # Extensions (operations features) get hooks on the loop thread, and must return quickly;
+        # see scheduler.daemon_view for the hooks and for what of the daemon they may use.
+        self.extensions: list[DaemonExtension] = []
 
     # --- signals ---------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: Any) -> None:
@@ -116,6 +118,7 @@ class Daemon:
         for record in self.store.abandon_running():
             self.log.warning("run abandoned", job=record.job, run_id=record.id,
                              reason="left running by a previous scheduler process")
+        self.runner.sweep_result_files()  # after the records above: their files are stale now
         self._cleanup_container_orphans()
         self.planner.start(clock.now())
         self._resume_stopped_slots()
@@ -152,7 +155,13 @@ class Daemon:
                 if line.strip():
                     self.log.warning("orphan container removed", detail=line.strip())
             if out.returncode != 0:
-                self.log.warning("orphan container cleanup failed", error=out.stderr.strip()[-500:])
+                error = (out.stderr.strip().splitlines() or ["no output"])[-1][-500:]
+                if error.startswith(ENGINE_UNREACHABLE):
+                    # not a cleanup problem: the container jobs themselves cannot run; say which and why
+                    jobs = sorted(name for name, spec in self.config.jobs.items() if spec.kind == "container")
+                    self.log.warning("container jobs need a Docker engine", jobs=jobs, error=error)
+                else:
+                    self.log.warning("orphan container cleanup failed", error=error)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self.log.warning("orphan container cleanup failed", error=str(exc))
 
@@ -205,17 +214,14 @@ class Daemon:
         while self.planner.missed:
             job, count = self.planner.missed.pop(0)
             self.log.warning("slots missed", job=job, count=count, catchup=self.config.jobs[job].catchup)
-            self._notify("on_slot", job, "missed", count)
-        self._notify("on_tick")
+            self._notify("on_slot", lambda ext: ext.on_slot(self, job, "missed", count))
+        self._notify("on_tick", lambda ext: ext.on_tick(self))
 
-    def _notify(self, hook: str, *args: Any) -> None:
-        """Call ``hook`` on every extension that has it; a failing extension never stops the loop."""
+    def _notify(self, hook: str, call: Callable[[DaemonExtension], None]) -> None:
+        """``call`` every extension's ``hook``; a failing extension never stops the loop."""
         for ext in self.extensions:
-            method = getattr(ext, hook, None)
-            if method is None:
-                continue
             try:
-                method(self, *args)
+                call(ext)
             except Exception as exc:  # noqa: BLE001 - the loop must survive its extensions
                 self.log.error("extension failed", extension=type(ext).__name__, hook=hook, error=str(exc))
 
@@ -246,7 +252,7 @@ class Daemon:
             self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
                                       request.trigger, reason)
             self.log.warning("run skipped", job=request.job, slot=request.slot.isoformat(), reason=reason)
-            self._notify("on_slot", request.job, "skipped", 1)
+            self._notify("on_slot", lambda ext: ext.on_slot(self, request.job, "skipped", 1))
             return None
         if self.running_count() >= self.config.daemon.max_parallel_runs:
             self.backlog.append(request)
@@ -277,7 +283,7 @@ class Daemon:
         job = handle.request.job
         if handle in self.active[job]:
             self.active[job].remove(handle)
-        self._notify("on_finished", handle)
+        self._notify("on_finished", lambda ext: ext.on_finished(self, handle))
         while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
             self.dispatch(self.backlog.popleft())
         result = handle.result
@@ -354,6 +360,6 @@ class Daemon:
             self._cleanup_container_orphans()
         self.forkserver.close()
         self.children.reap_orphans()
-        self._notify("on_shutdown")
+        self._notify("on_shutdown", lambda ext: ext.on_shutdown(self))
         self.log.info("scheduler stopped")
         return 0

@@ -67,6 +67,17 @@ class StateError(SchedulerError):
     exit_code = 1
 
 
+class StoreNotWritable(StateError):
+    """The process may not write where the state lives (a volume owned by another uid): a setup
+    error, exit 2.  ``hint`` says how to fix it and is part of the one-line message."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, hint: str) -> None:
+        self.hint = hint
+        super().__init__(f"{message}; {hint}")
+
+
 class JobFailed(SchedulerError):
     """A run ended in failure; the message is the recorded reason."""
 

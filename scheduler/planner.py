@@ -15,9 +15,9 @@ import heapq
 from datetime import datetime, timedelta
 
 from scheduler.config.compiled import Config
-from scheduler.runner import RunRequest
+from scheduler.runs import RunRequest
 from scheduler.schedule import Schedule
-from scheduler.state import StateStore
+from scheduler.stores.protocol import StateStore
 
 ON_TIME = timedelta(seconds=60)
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import signal
+import socket
 import subprocess
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,6 +47,11 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def host_tag() -> str:
+    """This host's name as it appears in temp names: letters, digits and ``_`` only, at most 40."""
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "unknown"
+
+
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's per-thread malloc arenas: each run uses short-lived threads, and every new
     arena otherwise keeps its memory, so a long-running daemon's RSS would creep up."""
@@ -63,10 +71,11 @@ class ChildTable:
 
     def spawn(self, argv: Sequence[str], *, env: Mapping[str, str], cwd: str | None,
               stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[bytes]:
-        """Start ``argv`` in a new session with stdout+stderr on one pipe; registered atomically."""
+        """Start ``argv`` in a new session with stdout and stderr on pipes of their own (so each
+        relayed line can say which stream it came from); registered atomically."""
         with self.lock:
             proc = subprocess.Popen(
-                list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
             )
             self._pids.add(proc.pid)
@@ -171,21 +180,23 @@ def stop_group(pgid: int, grace: float) -> None:
 
 
 class LinePump(threading.Thread):
-    """Reads a child's output pipe and hands each decoded line to ``on_line`` as it arrives."""
+    """Reads a child's output pipe and hands each decoded line to ``on_line`` as it arrives.
 
-    def __init__(self, pipe: object, on_line: Callable[[str], None], tail: int = 50) -> None:
+    ``tail`` keeps the last lines; pumps of one child's stdout and stderr may share one (a
+    ``deque`` appends atomically), so it holds both streams in the order the lines were read.
+    """
+
+    def __init__(self, pipe: object, on_line: Callable[[str], None], tail: int = 50,
+                 lines: deque[str] | None = None) -> None:
         super().__init__(daemon=True, name="line-pump")
         self.pipe = pipe
         self.on_line = on_line
-        self.tail: list[str] = []
-        self._tail_size = tail
+        self.tail: deque[str] = lines if lines is not None else deque(maxlen=tail)
 
     def run(self) -> None:
         for raw in iter(self.pipe.readline, b""):  # type: ignore[attr-defined]
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.tail.append(line)
-            if len(self.tail) > self._tail_size:
-                del self.tail[0]
             try:
                 self.on_line(line)
             except Exception:  # noqa: BLE001 - a logging failure must not stop draining the pipe

@@ -15,116 +15,32 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from collections import deque
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler import clock
+from scheduler import clock, resultfiles
 from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
     ChildTable,
     LinePump,
     group_alive,
-    signal_group,
     stop_group,
 )
-from scheduler.schedule import Schedule
-from scheduler.state import StateStore
+from scheduler.runs import RunHandle, RunRequest, RunResult, decide
+from scheduler.stores.protocol import StateStore
+
+__all__ = ["RunHandle", "RunRequest", "RunResult", "Runner", "decide"]
 
 if TYPE_CHECKING:
     from scheduler.forkserver import ForkServer
 
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """A request to run ``job`` for ``slot`` (its logical date follows from the job's schedule)."""
-
-    job: str
-    slot: datetime
-    trigger: str = "schedule"
-    params: Mapping[str, Any] = field(default_factory=dict)
-    interval: tuple[datetime, datetime] | None = None  # inherited from an upstream run (``after:``)
-
-    def data_interval(self, schedule: Schedule) -> tuple[datetime, datetime, date]:
-        """``(start, end, logical_date)``: the inherited interval, else the slot's on ``schedule``."""
-        start, end = self.interval or schedule.interval_of(self.slot)
-        return start, end, start.astimezone(schedule.tz).date()
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The outcome of a run (its last attempt), as recorded."""
-
-    status: str
-    run_id: int
-    attempt: int
-    exit_code: int | None = None
-    signal: int | None = None
-    timed_out: bool = False
-    duration: float = 0.0
-    error: str | None = None
-    metrics: Mapping[str, Any] = field(default_factory=dict)
-
-
-def decide(returncode: int | None, timed_out: bool, cancel_reason: str | None,
-           worker_error: str | None) -> tuple[str, str | None]:
-    """Pure outcome rule: ``(status, error)`` from how an attempt ended.
-
-    An attempt that exited 0 succeeded, even if a timeout or a stop was requested meanwhile (it
-    finished first, or it had published and ignored the signal)."""
-    if returncode == 0:
-        return "success", None
-    if cancel_reason is not None:
-        return "interrupted", cancel_reason
-    if timed_out:
-        return "timeout", "timed out"
-    if worker_error:
-        return "failed", worker_error
-    if returncode is not None and returncode < 0:
-        return "failed", f"killed by signal {signal.Signals(-returncode).name}"
-    return "failed", f"exited with code {returncode}"
-
-
-class RunHandle:
-    """A live run: lets the daemon cancel it (shutdown, ``replace``) or kill it outright."""
-
-    def __init__(self, request: RunRequest) -> None:
-        self.request = request
-        self.run_id: int | None = None
-        self.started = clock.now()
-        self.wake = threading.Event()
-        self.cancel_reason: str | None = None
-        self.cancel_grace: float | None = None
-        self.force = False
-        self.pgid: int | None = None
-        self.finished = threading.Event()
-        self.result: RunResult | None = None
-
-    def cancel(self, reason: str, grace: float | None = None) -> None:
-        """Stop the run: SIGTERM its process group, SIGKILL after ``grace`` (default: kill_grace)."""
-        if self.cancel_reason is None:
-            self.cancel_reason = reason
-        self.cancel_grace = grace
-        self.wake.set()
-
-    def kill(self) -> None:
-        """Escalate at once: SIGKILL the process group now."""
-        self.force = True
-        if self.cancel_reason is None:
-            self.cancel_reason = "killed"
-        if self.pgid is not None:
-            signal_group(self.pgid, signal.SIGKILL)
-        self.wake.set()
 
 
 class Runner:
@@ -139,6 +55,22 @@ class Runner:
         self.children = children
         self.log_level = log_level
         self.redactor = Redactor(config.secrets)
+
+    def sweep_result_files(self) -> int:
+        """Remove result files left by runners that were killed (call before running anything)."""
+        def running(run_id: int) -> bool:
+            record = self.store.get_run(run_id)
+            return record is not None and record.status == "running"
+
+        try:
+            removed = resultfiles.sweep(self.data_dir, running)
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop a start
+            get_logger().warning("stale result files not removed", error=str(exc))
+            return 0
+        if removed:
+            get_logger().info("stale result files removed", count=len(removed),
+                              directory=str(resultfiles.result_dir(self.data_dir)))
+        return len(removed)
 
     # --- one run, all attempts -----------------------------------------------------------------
     def execute(self, request: RunRequest, handle: RunHandle | None = None) -> RunResult:
@@ -226,11 +158,7 @@ class Runner:
             argv, stdin_data = command_argv(spec), None
             cwd = spec.cwd
         else:
-            tmp_dir = self.data_dir / ".scheduler" / "tmp"
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=f"run-{run_id}-", suffix=".json", dir=tmp_dir)
-            os.close(fd)
-            result_file = Path(name)
+            result_file = resultfiles.create(self.data_dir, run_id)
             argv = [sys.executable, "-m", "scheduler.worker"]
             cwd = getattr(spec, "cwd", None)
             stdin_data = json.dumps({
@@ -253,8 +181,11 @@ class Runner:
             return RunResult("failed", run_id, attempt, error=f"cannot start {argv[0]}{where}: {exc.strerror or exc}")
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
-        pump = LinePump(proc.stdout, lambda line: _relay(log, line))
-        pump.start()
+        tail: deque[str] = deque(maxlen=50)
+        pumps = [LinePump(proc.stdout, lambda line: _relay(log, line, "stdout"), lines=tail),
+                 LinePump(proc.stderr, lambda line: _relay(log, line, "stderr"), lines=tail)]
+        for pump in pumps:
+            pump.start()
         if stdin_data is not None:
             _feed(proc, stdin_data)
         exited = threading.Event()
@@ -293,7 +224,8 @@ class Runner:
         finally:
             self.children.release(proc.pid)
             handle.pgid = None
-        pump.join(timeout=5)
+        for pump in pumps:
+            pump.join(timeout=5)
         duration = clock.monotonic() - began
         worker = _read_result(result_file)
         status, error = decide(proc.returncode, timed_out, handle.cancel_reason,
@@ -303,8 +235,8 @@ class Runner:
         if isinstance(worker.get("exit_code"), int) and sig is None:
             code = worker["exit_code"]  # the work's own exit status (a container's), not the worker's
         metrics = dict(worker.get("metrics") or {})
-        if status != "success" and pump.tail:
-            metrics["last_lines"] = pump.tail[-10:]
+        if status != "success" and tail:
+            metrics["last_lines"] = list(tail)[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
 
 
@@ -354,8 +286,10 @@ def _read_result(path: Path | None) -> dict[str, Any]:
         path.unlink(missing_ok=True)
 
 
-def _relay(log: Any, line: str) -> None:
-    """Log one line of child output; structured lines from the worker keep their level and fields."""
+def _relay(log: Any, line: str, stream: str) -> None:
+    """Log one line of child output as ``output`` with ``line`` and ``stream`` (stdout|stderr, both
+    at info: programs write progress to stderr); structured lines from the worker keep their
+    level and fields."""
     if line.startswith("{") and line.endswith("}"):
         try:
             event = json.loads(line)
@@ -369,4 +303,4 @@ def _relay(log: Any, line: str) -> None:
             message = str(event.pop("event"))
             getattr(log, level if level in _LEVELS else "info")(message, **event)
             return
-    log.info("output", line=line)
+    log.info("output", line=line, stream=stream)

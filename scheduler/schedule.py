@@ -26,6 +26,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
+from scheduler.config.durations import format_duration
+
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)
@@ -142,7 +144,7 @@ class Schedule:
         if self.cron is not None:
             return self.cron
         if self.every is not None:
-            return f"every {self.every}"
+            return f"every {format_duration(self.every)}"  # as written: "every 10s", not "every 0:00:10"
         return "-"
 
     # --- wall clock <-> instants -------------------------------------------------------------

@@ -7,8 +7,9 @@ Invariants:
 * timestamps are stored as ISO-8601 UTC strings, which sort chronologically.
 
 The store is safe to share between threads of one process (one connection behind a lock) and
-between processes (WAL plus a busy timeout), so ``run-job`` may run beside the daemon.  The
-interface is small on purpose so another backend (PostgreSQL) can implement it.
+between processes (WAL plus a busy timeout), so ``run-job`` may run beside the daemon.  It
+implements :class:`scheduler.stores.protocol.StateStore`, claims and leases included: every write
+runs in a ``BEGIN IMMEDIATE`` transaction, which serializes writers on the one host SQLite serves.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from scheduler import clock
+from scheduler.errors import StoreNotWritable
 from scheduler.process import pid_alive
+from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FINAL_STATUSES = ("success", "failed", "timeout", "interrupted", "skipped", "abandoned")
 
 _SCHEMA = """
@@ -51,6 +54,8 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     pid INTEGER,
     host TEXT,
+    owner TEXT,
+    lease_until TEXT,
     UNIQUE (job, slot)
 );
 CREATE INDEX IF NOT EXISTS runs_job_started ON runs (job, started_at);
@@ -72,8 +77,57 @@ def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) ->
     return bool(pid) and pid_alive(pid)
 
 
+def unwritable(path: Path) -> Path | None:
+    """The first thing keeping this process from writing ``path`` (a file, maybe not there yet):
+    the file or a WAL companion it may not write, else the nearest existing directory it may not
+    create files in; ``None`` when nothing does (root passes every check)."""
+    for item in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if item.exists() and not os.access(item, os.R_OK | os.W_OK):
+            return item
+    directory = path.parent
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return None if os.access(directory, os.W_OK | os.X_OK) else directory
+
+
+def not_writable(path: Path, blocked: Path, what: str = "the state store") -> StoreNotWritable:
+    """The one-line error for a path this process may not write (``blocked`` is why), with the fix."""
+    uid = os.getuid()
+    try:
+        owner = blocked.stat().st_uid
+    except OSError:
+        owner = None
+    fix_dir = blocked if blocked.is_dir() else blocked.parent
+    try:
+        read_only = bool(os.statvfs(fix_dir).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:  # no chown helps there
+        return StoreNotWritable(f"cannot open {what} {path}: {fix_dir} is on a read-only filesystem",
+                                "fix: mount the data volume read-write (no :ro)")
+    hint = f"fix: chown -R {uid} {fix_dir} (on the host, for a bind mount)"
+    if owner is not None and owner != uid:
+        hint += f", or run the container with --user {owner}"
+    whose = f" (owned by uid {owner})" if owner is not None else ""
+    return StoreNotWritable(f"cannot open {what} {path}: {blocked}{whose} is not writable by uid {uid}", hint)
+
+
 def parse_time(text: str | None) -> datetime | None:
     return None if text is None else datetime.fromisoformat(text)
+
+
+def held(row: Mapping[str, Any], now: datetime, host: str) -> bool:
+    """Whether a ``running`` row still belongs to a live run, as seen from ``host``: a run of this
+    host while its process lives (checked directly, whatever the lease says); a run of another
+    host while its lease lasts (a row without a lease: always, as its process cannot be checked)."""
+    if row["status"] != "running":
+        return False
+    if row["host"] == host:
+        return bool(row["pid"]) and pid_alive(row["pid"])
+    lease = row["lease_until"]
+    if isinstance(lease, str):
+        lease = parse_time(lease)
+    return lease is None or lease >= now
 
 
 @dataclass(frozen=True)
@@ -116,24 +170,47 @@ def _record(row: sqlite3.Row) -> RunRecord:
     )
 
 
-class StateStore:
-    """SQLite-backed records.  Create with :meth:`open`; close with :meth:`close`."""
+class SQLiteStore:
+    """SQLite-backed records.  Create with :meth:`open`; close with :meth:`close`.
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    ``owner`` names this store's process (host, pid and a random part): the runs it claims carry
+    it, and only it may finish them or renew their leases.  ``host`` is recorded on them too.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self.owner = new_owner()
+        self.host = socket.gethostname()
+        self.lease_ttl = lease_ttl
 
     @classmethod
-    def open(cls, path: Path) -> "StateStore":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA busy_timeout = 30000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.executescript(_SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    def open(cls, path: Path) -> "SQLiteStore":
+        """Open (creating directory, file and tables as needed).  Raises :class:`StoreNotWritable`
+        when this process may not write the file or its directory (WAL needs both)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if (blocked := unwritable(path)) is not None:  # before SQLite says "unable to open database file"
+                raise not_writable(path, blocked)
+            conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            conn.execute("BEGIN IMMEDIATE")  # several processes may open a version-1 file at once
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+            for name in ("owner", "lease_until"):  # version 1 -> 2: run leases
+                if name not in columns:
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {name} TEXT")
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+                         "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except (PermissionError, sqlite3.OperationalError):
+            if (blocked := unwritable(path)) is None:
+                raise
+            raise not_writable(path, blocked) from None
         return cls(conn, path)
 
     def close(self) -> None:
@@ -157,57 +234,73 @@ class StateStore:
             return self._conn.execute("SELECT 1").fetchone()[0] == 1
 
     # --- runs -------------------------------------------------------------------------------
-    def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1) -> int | None:
-        """Mark ``(job, slot)`` running (inserting or resetting its row); return the run id.
+    def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,
+                  forbid_overlap: bool = False) -> int | None:
+        """Claim ``(job, slot)``: mark it running (inserting or resetting its row); return the run id.
 
-        Returns ``None`` when that row is already ``running`` for a live process: two runs never
-        share one record.  A ``running`` row whose owner is gone is taken over.
+        Returns ``None`` when that row is already held (see :func:`held`): two runs never share one
+        record.  A ``running`` row whose process is gone, or, from another host, whose lease ran
+        out, is taken over.  With
+        ``forbid_overlap`` it also returns ``None`` while another slot of the job is held.
         """
-        now = _iso(clock.now())
+        now = clock.now()
         with self._tx() as db:
-            current = db.execute("SELECT status, pid, host FROM runs WHERE job = ? AND slot = ?",
+            current = db.execute("SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND slot = ?",
                                  (job, _iso(slot))).fetchone()
-            if current is not None and current["status"] == "running" and _owner_alive(current["pid"],
-                                                                                       current["host"]):
+            if current is not None and held(current, now, self.host):
+                return None
+            if forbid_overlap and any(held(r, now, self.host) for r in db.execute(
+                    "SELECT status, pid, host, lease_until FROM runs WHERE job = ? AND status = 'running' "
+                    "AND slot != ?", (job, _iso(slot)))):
                 return None
             row = db.execute(
-                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host)
-                   VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?)
+                """INSERT INTO runs (job, slot, logical_date, trigger, attempt, status, started_at, pid, host,
+                                     owner, lease_until)
+                   VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
                    ON CONFLICT (job, slot) DO UPDATE SET
                      trigger = excluded.trigger, attempt = excluded.attempt, status = 'running',
                      started_at = excluded.started_at, ended_at = NULL, duration = NULL, exit_code = NULL,
                      signal = NULL, rows = NULL, metrics = NULL, error = NULL, pid = excluded.pid,
-                     host = excluded.host, logical_date = excluded.logical_date
+                     host = excluded.host, logical_date = excluded.logical_date, owner = excluded.owner,
+                     lease_until = excluded.lease_until
                    RETURNING id""",
-                (job, _iso(slot), logical_date.isoformat(), trigger, attempt, now, os.getpid(), socket.gethostname()),
+                (job, _iso(slot), logical_date.isoformat(), trigger, attempt, _iso(now), os.getpid(), self.host,
+                 self.owner, _iso(now + self.lease_ttl)),
             ).fetchone()
         return int(row[0])
 
     def set_attempt(self, run_id: int, attempt: int) -> None:
+        """Count a retry of a run this store still owns (a run taken over meanwhile is left alone)."""
         with self._tx() as db:
-            db.execute("UPDATE runs SET attempt = ?, status = 'running', error = NULL WHERE id = ?", (attempt, run_id))
+            db.execute("UPDATE runs SET attempt = ?, error = NULL WHERE id = ? AND status = 'running' "
+                       "AND (owner IS NULL OR owner = ?)", (attempt, run_id, self.owner))
 
     def finish_run(self, run_id: int, status: str, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
-                   watermark: tuple[str, str] | None = None) -> None:
-        """Record a run's outcome; with ``watermark=(job, value)`` store it in the same transaction."""
+                   watermark: tuple[str, str] | None = None) -> bool:
+        """Record a run's outcome; with ``watermark=(job, value)`` store it in the same transaction.
+
+        Returns False, recording nothing (watermark included), when another owner took the run's
+        slot over after this store's lease ran out.
+        """
         if status not in FINAL_STATUSES:
             raise ValueError(f"not a final status: {status}")
         metrics = metrics or {}
         rows = metrics.get("rows_written", metrics.get("rows"))
         with self._tx() as db:
-            db.execute(
+            updated = db.execute(
                 """UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?, duration = ?, error = ?,
-                   metrics = ?, rows = ? WHERE id = ?""",
+                   metrics = ?, rows = ? WHERE id = ? AND (owner IS NULL OR owner = ?)""",
                 (status, exit_code, signal, _iso(clock.now()), duration, error,
-                 json.dumps(metrics, default=str) if metrics else None, rows, run_id),
-            )
-            if watermark is not None:
+                 json.dumps(metrics, default=str) if metrics else None, rows, run_id, self.owner),
+            ).rowcount
+            if updated and watermark is not None:
                 db.execute(
                     "INSERT INTO watermarks (job, value, updated_at) VALUES (?, ?, ?) "
                     "ON CONFLICT (job) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                     (watermark[0], watermark[1], _iso(clock.now())),
                 )
+        return bool(updated)
 
     def record_skipped(self, job: str, slot: datetime, logical_date: date, trigger: str, reason: str,
                        status: str = "skipped") -> None:
@@ -305,3 +398,46 @@ class StateStore:
             db.executemany("INSERT INTO last_fired (job, slot) VALUES (?, ?) ON CONFLICT (job) DO UPDATE SET "
                            "slot = excluded.slot WHERE excluded.slot > last_fired.slot",
                            [(job, _iso(slot)) for job, slot in slots.items()])
+
+    def advance_last_fired(self, job: str, expected: datetime | None, new: datetime) -> bool:
+        """Compare-and-set the job's last fired slot: move it from ``expected`` (``None``: never
+        fired) to ``new`` and return True, or change nothing and return False when it is not
+        ``expected`` any more (another scheduler advanced it first)."""
+        with self._tx() as db:
+            if expected is None:
+                return db.execute("INSERT INTO last_fired (job, slot) VALUES (?, ?) ON CONFLICT (job) DO NOTHING",
+                                  (job, _iso(new))).rowcount == 1
+            return db.execute("UPDATE last_fired SET slot = ? WHERE job = ? AND slot = ?",
+                              (_iso(new), job, _iso(expected))).rowcount == 1
+
+    # --- leases ---------------------------------------------------------------------------------
+    def renew_leases(self, owner: str, ttl: timedelta, now: datetime | None = None) -> list[int]:
+        """Extend the lease of every ``running`` run of ``owner`` to ``now + ttl``; return their ids.
+
+        A run missing from the answer is no longer the owner's (its lease expired and it was
+        abandoned or taken over): the owner must stop working on it.
+        """
+        until = _iso((now or clock.now()) + ttl)
+        with self._tx() as db:
+            rows = db.execute("UPDATE runs SET lease_until = ? WHERE owner = ? AND status = 'running' RETURNING id",
+                              (until, owner)).fetchall()
+        return sorted(int(r[0]) for r in rows)
+
+    def expire_leases(self, now: datetime | None = None) -> list[RunRecord]:
+        """Mark ``running`` runs whose lease ended before ``now`` ``abandoned``; return them.
+
+        Each such run is returned by exactly one call, however many run at once.
+        """
+        now = now or clock.now()
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM runs WHERE status = 'running' AND lease_until < ?",
+                              (_iso(now),)).fetchall()
+            db.executemany("UPDATE runs SET status = 'abandoned', ended_at = ?, error = ? WHERE id = ?",
+                           [(_iso(now), expired_reason(r["owner"], parse_time(r["lease_until"])), r["id"])
+                            for r in rows])
+            changed = db.execute(f"SELECT * FROM runs WHERE id IN ({', '.join('?' * len(rows))})",
+                                 [r["id"] for r in rows]).fetchall() if rows else []
+        return [_record(r) for r in changed]
+
+
+StateStore = SQLiteStore  # the name older code and tests import

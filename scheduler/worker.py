@@ -18,6 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from scheduler.errors import SchedulerError
 from scheduler.kinds import executor_for, spec_model
 from scheduler.kinds.base import RunContext
 from scheduler.logs import configure, get_logger
@@ -80,8 +81,14 @@ def main() -> int:
         _settle()
         return 128 + exc.signum
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded reason
-        message = redactor.redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
-        log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
+        if isinstance(exc, SchedulerError) and str(exc):
+            # an expected failure (the source is down, a check failed, the container exited 3):
+            # its message is the whole story, one line, and a traceback would only bury it
+            message = redactor.redact(" ".join(str(exc).split()))
+            log.error("run failed", error=message)
+        else:  # a bug, in a job's code or ours: the traceback is what finds it
+            message = redactor.redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
         result: dict[str, Any] = {"error": message}
         # A kind whose work has its own exit status (a container) records that, not ours.
         if isinstance(getattr(exc, "container_exit_code", None), int):

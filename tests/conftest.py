@@ -1,7 +1,8 @@
-"""Suite-wide fixtures and the rule that Docker tests may not be skipped in CI.
+"""Suite-wide fixtures and the rule that Docker and PostgreSQL tests may not be skipped in CI.
 
-Tests marked ``docker`` skip on a laptop without an engine; with ``CI=true`` a skip of such a test
-is turned into a failure, so a missing engine can never pass CI silently.
+Tests marked ``docker`` (or ``postgres``) skip on a laptop without an engine (or the PostgreSQL
+binaries); with ``CI=true`` a skip of such a test is turned into a failure, so a missing engine or
+server can never pass CI silently.
 """
 
 from __future__ import annotations
@@ -15,15 +16,30 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+NOT_SKIPPABLE_IN_CI = ("docker", "postgres")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> object:
     outcome = yield
     report = outcome.get_result()
-    if report.skipped and item.get_closest_marker("docker") and os.environ.get("CI") == "true":
-        report.outcome = "failed"
-        report.longrepr = f"docker test skipped under CI=true: {report.longrepr}"
+    if not report.skipped or os.environ.get("CI") != "true":
+        return
+    for marker in NOT_SKIPPABLE_IN_CI:
+        if item.get_closest_marker(marker):
+            report.outcome = "failed"
+            report.longrepr = f"{marker} test skipped under CI=true: {report.longrepr}"
+            return
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> object:
+    """A test that configures logging in-process (``cli.main([...])``) points structlog at pytest's
+    captured stream of that test; later tests must not write to the closed stream."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
 
 
 @pytest.fixture

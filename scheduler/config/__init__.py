@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scheduler.config.compiled import Config, load_compiled
-    from scheduler.config.loader import JOB_MODELS, config_files, json_schema, load_config
+    from scheduler.config.loader import JOB_MODELS, config_files, load_config
+    from scheduler.config.schema import json_schema
 
 __all__ = ["JOB_MODELS", "Config", "config_files", "json_schema", "load_compiled", "load_config"]
 _PYDANTIC_FREE = {"Config", "load_compiled"}
@@ -23,6 +24,10 @@ def __getattr__(name: str) -> Any:
         from scheduler.config import compiled
 
         return getattr(compiled, name)
+    if name == "json_schema":
+        from scheduler.config import schema
+
+        return schema.json_schema
     if name in __all__:
         from scheduler.config import loader
 

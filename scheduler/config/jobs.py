@@ -14,9 +14,10 @@ from typing import Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.compiled import command_argv
-from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName
+from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName, format_duration
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MIN_EVERY = timedelta(seconds=1)  # the daemon loop is not a sub-second timer
 
 
 def argv_strings(items: list[Any]) -> list[str]:
@@ -32,45 +33,67 @@ def argv_strings(items: list[Any]) -> list[str]:
 class Notifier(Model):
     """A webhook to call on a run outcome (used by the operations features)."""
 
-    url: str
-    format: Literal["json", "slack"] = "json"
-    timeout: Duration = timedelta(seconds=10)
-    retries: int = Field(default=3, ge=0, le=10)
+    url: str = Field(description="Webhook URL; the payload is POSTed as JSON; only its host is ever logged.")
+    format: Literal["json", "slack"] = Field(default="json", description="json, or slack ({\"text\": ...}).")
+    timeout: Duration = Field(default=timedelta(seconds=10), description="Per delivery attempt.")
+    retries: int = Field(default=3, ge=0, le=10, description="Extra attempts after transport errors, 5xx, 408 or 429.")
 
 
 class JobBase(Model):
     """Fields every job kind has: schedule, execution policy, environment."""
 
-    kind: str
-    description: str = ""
-    enabled: bool = True
+    kind: str = Field(description="What a run does: command, python, ingest or container.")
+    description: str = Field(default="", description="Free text; shown nowhere but the config.")
+    enabled: bool = Field(default=True, description="false: never fired by the daemon (run-job still runs it).")
 
     # when
-    schedule: str | None = None
-    every: Duration | None = None
-    timezone: TimezoneName = "UTC"
-    jitter: Duration = timedelta(0)
-    after: tuple[str, ...] = ()
-    catchup: Literal["none", "latest", "all"] = "latest"
-    max_catchup: int = Field(default=10, ge=1, le=10_000)
+    schedule: str | None = Field(
+        default=None,
+        description="Cron: 5 fields (min hour dom month dow), 6 (seconds first), or @hourly @daily @weekly @monthly "
+                    "@yearly; read on the wall clock of 'timezone'.")
+    every: Duration | None = Field(
+        default=None,
+        description="Interval schedule instead of 'schedule' (at least 1s); slots are anchored at the Unix epoch.")
+    timezone: TimezoneName = Field(
+        default="UTC", description="IANA name of the wall clock the cron schedule is read in.")
+    jitter: Duration = Field(
+        default=timedelta(0),
+        description="Fire each slot up to this much later (a stable pseudo-random amount per job and slot).")
+    after: tuple[str, ...] = Field(
+        default=(), description="Job name or list: run when these jobs have succeeded for the same logical date.")
+    catchup: Literal["none", "latest", "all"] = Field(
+        default="latest",
+        description="Slots missed while the scheduler was down: run none, the newest one, or all (up to max_catchup).")
+    max_catchup: int = Field(default=10, ge=1, le=10_000, description="Most missed slots run by catchup: all.")
 
     # how
-    timeout: Duration | None = None
-    kill_grace: Duration = timedelta(seconds=5)
-    retries: int = Field(default=0, ge=0, le=100)
-    retry_delay: Duration = timedelta(seconds=10)
-    retry_max_delay: Duration = timedelta(minutes=10)
-    concurrency: Literal["allow", "forbid", "replace"] = "forbid"
+    timeout: Duration | None = Field(
+        default=None, description="Per attempt: SIGTERM the run's process group, then SIGKILL after kill_grace.")
+    kill_grace: Duration = Field(default=timedelta(seconds=5), description="Time between SIGTERM and SIGKILL.")
+    retries: int = Field(default=0, ge=0, le=100, description="Extra attempts after a failure or timeout.")
+    retry_delay: Duration = Field(
+        default=timedelta(seconds=10), description="First backoff; doubles each attempt, with jitter.")
+    retry_max_delay: Duration = Field(default=timedelta(minutes=10), description="Cap of the backoff.")
+    concurrency: Literal["allow", "forbid", "replace"] = Field(
+        default="forbid",
+        description="When a slot fires while a run is active: run both (allow), record the new slot skipped (forbid),"
+                    " or stop the running one (replace).")
 
     # environment
-    env: dict[str, str] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment variables for the run (names like NAME_1; values strings or numbers).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Run parameters (run-job --param k=v overrides them).")
 
     # operations
-    on_failure: tuple[Notifier, ...] = ()
-    on_recovery: tuple[Notifier, ...] = ()
-    on_success: tuple[Notifier, ...] = ()
-    expect_success_within: Duration | None = None
+    on_failure: tuple[Notifier, ...] = Field(
+        default=(), description="Webhooks called on every failed or timed-out run and on freshness breaches.")
+    on_recovery: tuple[Notifier, ...] = Field(
+        default=(), description="Webhooks called on the first success after failures.")
+    on_success: tuple[Notifier, ...] = Field(default=(), description="Webhooks called on every success.")
+    expect_success_within: Duration | None = Field(
+        default=None, description="Alert when the job has not succeeded for this long.")
 
     @field_validator("after", mode="before", json_schema_input_type=Union[str, list[str]])
     @classmethod
@@ -91,22 +114,29 @@ class JobBase(Model):
             out[key] = str(val).lower() if isinstance(val, bool) else str(val)
         return out
 
+    @field_validator("every")
+    @classmethod
+    def _every_floor(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value < MIN_EVERY:
+            raise ValueError(f"must be at least {format_duration(MIN_EVERY)}")
+        return value
+
     @model_validator(mode="after")
     def _one_schedule(self) -> "JobBase":
         if self.schedule is not None and self.every is not None:
             raise ValueError("use either 'schedule' or 'every', not both")
-        if self.every is not None and self.every < timedelta(seconds=1):
-            raise ValueError("'every' must be at least 1s")
         return self
 
 
 class CommandJob(JobBase):
     """Run an argv list (``command``) or a ``/bin/sh -c`` string (``shell``)."""
 
-    kind: Literal["command"]
-    command: tuple[str, ...] | None = None
-    shell: str | None = None
-    cwd: str | None = None
+    kind: Literal["command"] = Field(description="command: run an argv list or a shell command line.")
+    command: tuple[str, ...] | None = Field(
+        default=None, description="Argv to execute, no shell (exactly one of command / shell).")
+    shell: str | None = Field(
+        default=None, description="A command line for /bin/sh -c (exactly one of command / shell).")
+    cwd: str | None = Field(default=None, description="Working directory (default: the daemon's).")
 
     @field_validator("command", mode="before")
     @classmethod
@@ -133,6 +163,7 @@ class CommandJob(JobBase):
 class PythonJob(JobBase):
     """Call ``module:function`` (importable from the project root, e.g. ``jobs.report:build``)."""
 
-    kind: Literal["python"]
-    function: FunctionRef
-    cwd: str | None = None
+    kind: Literal["python"] = Field(description="python: call package.module:function in a child process.")
+    function: FunctionRef = Field(description="package.module:function, called as function(ctx) in a child process.")
+    cwd: str | None = Field(
+        default=None, description="Working directory, also put first on PYTHONPATH (default: the daemon's).")

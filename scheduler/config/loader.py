@@ -20,18 +20,15 @@ from scheduler.config.compiled import Config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
+from scheduler.config.partial import model_checks, valid_fields
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.spec import (
-    FORBIDDEN_KEYS,
-    ContainerJob,
-    DockerSettings,
-    check_against_settings,
-)
+from scheduler.kinds.container.allowlist import allowlist_problems
+from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.logs import MIN_SECRET_LENGTH
-from scheduler.schedule import Schedule
+from scheduler.schedule import Schedule, parse_cron
 
 JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({
     "command": CommandJob,
@@ -49,6 +46,8 @@ TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
 # Keys a kind refuses outright (security): reported one per key, at its own line.
 FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORBIDDEN_KEYS})
 _MERGED_DICTS = ("env", "params")
+# What the checks across fields and jobs read (see _semantic_checks).
+SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes")
 
 
 def config_files(path: Path) -> list[Path]:
@@ -126,19 +125,34 @@ def _validate_section(name: str, merge: _Merge) -> tuple[BaseModel | None, list[
                                model=model, skip=lambda path: doc.failed_under((name, *path)))
 
 
-def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge) -> tuple[JobBase | None, list[ConfigIssue]]:
+def _facts(model: type[JobBase], data: dict[str, Any], spec: JobBase | None) -> dict[str, Any]:
+    """The fields the semantic checks read: from the spec, or those valid on their own."""
+    names = [n for n in SEMANTIC_FIELDS if n in model.model_fields]
+    if spec is not None:
+        return {n: getattr(spec, n) for n in names}
+    return valid_fields(model, data, names)
+
+
+def _validate_job(name: str, raw: Any, doc: YamlDoc,
+                  merge: _Merge) -> tuple[JobBase | None, dict[str, Any], list[ConfigIssue]]:
+    """The job's spec (``None`` if invalid), the facts semantic checks need, and its problems.
+
+    The facts are there even when the spec is not: a wrong key never hides the checks of the
+    others (``after:`` references, cron syntax, container allowlists).
+    """
     line = doc.line_of(("jobs", name))
     if not isinstance(raw, dict):
-        return None, [ConfigIssue("must be a mapping of job settings", file=doc.file, line=line, job=name)]
+        return None, {}, [ConfigIssue("must be a mapping of job settings", file=doc.file, line=line, job=name)]
     kind = raw.get("kind", merge.defaults.get("kind", (None,))[0])
-    if kind is None:
-        return None, [ConfigIssue(f"required key is missing (one of {', '.join(JOB_MODELS)})",
-                                  file=doc.file, line=line, job=name, field="kind")]
     model = JOB_MODELS.get(kind) if isinstance(kind, str) else None
     if model is None:
-        return None, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(JOB_MODELS))} "
-                                  f"(one of {', '.join(JOB_MODELS)})", file=doc.file,
-                                  line=doc.line_of(("jobs", name, "kind")), job=name, field="kind")]
+        facts = _facts(JobBase, raw, None)  # the fields every kind shares can still be checked
+        if kind is None:
+            return None, facts, [ConfigIssue(f"required key is missing (one of {', '.join(JOB_MODELS)})",
+                                             file=doc.file, line=line, job=name, field="kind")]
+        return None, facts, [ConfigIssue(f"unknown job kind {kind!r}{_suggest(str(kind), list(JOB_MODELS))} "
+                                         f"(one of {', '.join(JOB_MODELS)})", file=doc.file,
+                                         line=doc.line_of(("jobs", name, "kind")), job=name, field="kind")]
     issues: list[ConfigIssue] = []
     merged = dict(raw)
     for key, reason in FORBIDDEN.get(kind, {}).items():
@@ -171,8 +185,13 @@ def _validate_job(name: str, raw: Any, doc: YamlDoc, merge: _Merge) -> tuple[Job
     try:
         spec = model.model_validate(merged)
     except ValidationError as exc:
-        return None, issues + translate(exc, merged, locate, job=name, model=model, skip=follow_on)
-    return (None, issues) if issues else (spec, [])
+        issues += translate(exc, merged, locate, job=name, model=model, skip=follow_on)
+        if all(err["loc"] for err in exc.errors()):  # a field failed, so pydantic ran no model check
+            file, job_line = locate(())
+            issues += [ConfigIssue(message, file=file, line=job_line, job=name)
+                       for message in model_checks(model, merged)]
+        return None, _facts(model, merged, None), issues
+    return (None if issues else spec), _facts(model, merged, spec), issues
 
 
 def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
@@ -209,46 +228,60 @@ def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
     return issues
 
 
-def _semantic_checks(jobs: dict[str, JobBase], where: dict[str, tuple[YamlDoc, str]],
-                     docker: DockerSettings | None) -> tuple[dict[str, Schedule], list[ConfigIssue]]:
-    issues: list[ConfigIssue] = []
-    schedules: dict[str, Schedule] = {}
+def _docker_facts(merge: _Merge, docker: DockerSettings | None) -> dict[str, Any]:
+    """The ``docker:`` allowlists; when the section is invalid, those valid on their own."""
+    names = ("allowed_images", "allowed_host_paths", "allowed_volumes")
+    if docker is not None:
+        return {n: getattr(docker, n) for n in names}
+    raw = merge.sections.get("docker", ({}, None))[0]
+    return valid_fields(DockerSettings, raw, names) if isinstance(raw, dict) else {}
 
-    def issue(job: str, field_name: str, message: str) -> None:
+
+def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], where: dict[str, tuple[YamlDoc, str]],
+                     docker: dict[str, Any]) -> list[ConfigIssue]:
+    """Checks across fields and jobs, over every job's valid fields (see :func:`_validate_job`)."""
+    issues: list[ConfigIssue] = []
+
+    def issue(job: str, field_name: str, message: str, at: tuple[Any, ...] = ()) -> None:
         doc, _ = where[job]
-        issues.append(ConfigIssue(message, file=doc.file, line=doc.line_of(("jobs", job, field_name)),
+        issues.append(ConfigIssue(message, file=doc.file, line=doc.line_of(("jobs", job, *(at or (field_name,)))),
                                   job=job, field=field_name))
 
-    for name, spec in jobs.items():
-        try:
-            schedules[name] = Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
-        except ValueError as exc:
-            issue(name, "schedule", str(exc))
-        for upstream in spec.after:
+    for name, known in facts.items():
+        if known.get("schedule") is not None:
+            try:
+                parse_cron(known["schedule"])
+            except ValueError as exc:
+                issue(name, "schedule", str(exc))
+        for upstream in known.get("after", ()):
             if upstream == name:
                 issue(name, "after", "a job cannot run after itself")
             elif upstream not in where:
                 issue(name, "after", f"unknown job '{upstream}'{_suggest(upstream, list(where))}")
-        if isinstance(spec, ContainerJob) and docker is not None:
-            for field_name, message in check_against_settings(spec, docker):
-                issue(name, field_name, message)
+        if kinds.get(name) == "container":
+            for field_name, message in allowlist_problems(
+                    known.get("image"), known.get("volumes", ()), docker.get("allowed_images"),
+                    docker.get("allowed_host_paths"), docker.get("allowed_volumes")):
+                index = field_name.partition("[")[2].rstrip("]")
+                issue(name, field_name, message, ("volumes", int(index)) if index.isdigit() else ())
     # cycles in after: (a -> b -> a)
-    for name in jobs:
+    after = {name: known.get("after", ()) for name, known in facts.items()}
+    for name in after:
         seen: list[str] = []
         stack = [(name, [name])]
         while stack:
             current, trail = stack.pop()
-            for upstream in jobs[current].after if current in jobs else ():
+            for upstream in after.get(current, ()):
                 if upstream == name and len(trail) > 1:
                     seen = trail
                     break
-                if upstream in jobs and upstream not in trail:
+                if upstream in after and upstream not in trail:
                     stack.append((upstream, [*trail, upstream]))
             if seen:
                 break
         if seen and name == min(seen):
             issue(name, "after", "dependency cycle: " + " -> ".join([name, *reversed(seen[1:]), name]))
-    return schedules, issues
+    return issues
 
 
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
@@ -278,52 +311,27 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
         issues.extend(section_issues)
 
     jobs: dict[str, JobBase] = {}
+    facts: dict[str, dict[str, Any]] = {}
+    kinds: dict[str, str] = {}
     where = {name: (doc, name) for name, (_, doc) in merge.jobs.items()}
     for name, (raw, doc) in merge.jobs.items():
-        spec, job_issues = _validate_job(name, raw, doc, merge)
+        spec, facts[name], job_issues = _validate_job(name, raw, doc, merge)
         issues.extend(job_issues)
         if spec is not None:
             jobs[name] = spec
-    schedules, semantic = _semantic_checks(jobs, where, sections.get("docker"))
-    issues.extend(semantic)
+            kinds[name] = spec.kind
+        elif isinstance(raw, dict):
+            kinds[name] = str(raw.get("kind", merge.defaults.get("kind", (None,))[0]))
+    issues.extend(_semantic_checks(facts, kinds, where, _docker_facts(merge, sections["docker"])))
+    schedules = {name: Schedule(cron=spec.schedule, every=spec.every, tz=spec.timezone, jitter=spec.jitter)
+                 for name, spec in jobs.items()} if not issues else {}
     if issues:
         issues.sort(key=lambda i: (i.file or "", i.line or 0))
         raise ConfigError(issues)
     return Config(
         jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
-        docker=sections["docker"], secrets=frozenset(s for s in merge.secrets if len(s) >= MIN_SECRET_LENGTH),
+        docker=sections["docker"],
+        secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
         schedules=MappingProxyType(schedules),
     )
-
-
-def json_schema() -> dict[str, Any]:
-    """JSON Schema of the config file, for editors (yaml-language-server) and ``scheduler schema``."""
-    from pydantic import TypeAdapter
-
-    job_schemas = {kind: TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
-                   for kind, model in JOB_MODELS.items()}
-    defs: dict[str, Any] = {}
-    variants = []
-    for kind, schema in job_schemas.items():
-        defs.update(schema.pop("$defs", {}))
-        title = JOB_MODELS[kind].__name__
-        defs[title] = schema
-        variants.append({"$ref": f"#/$defs/{title}"})
-    properties: dict[str, Any] = {
-        "defaults": {"type": "object", "description": "Keys merged into every job (the job's own value wins)."},
-        "jobs": {"type": "object", "additionalProperties": {"oneOf": variants}},
-    }
-    for name, model in SECTIONS.items():
-        schema = TypeAdapter(model).json_schema(ref_template="#/$defs/{model}")
-        defs.update(schema.pop("$defs", {}))
-        defs[model.__name__] = schema
-        properties[name] = {"$ref": f"#/$defs/{model.__name__}"}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "cron-container-scheduler config",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
-        "$defs": defs,
-    }

@@ -9,7 +9,7 @@ import re
 from datetime import timedelta
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.types import Duration, Model
 
@@ -17,25 +17,64 @@ from scheduler.config.types import Duration, Model
 class DaemonSettings(Model):
     """How the PID-1 daemon behaves."""
 
-    shutdown_grace: Duration = timedelta(seconds=8)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
-    max_parallel_runs: int = 64
+    shutdown_grace: Duration = Field(
+        default=timedelta(seconds=8),
+        description="On SIGTERM/SIGINT: time running jobs get after SIGTERM before SIGKILL.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level (--log-level overrides it).")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON lines when stdout is not a terminal (--log-format overrides it).")
+    max_parallel_runs: int = Field(default=64, description="Runs beyond this wait in a queue.")
 
 
 class StateSettings(Model):
-    """Where run records live.  ``path`` defaults to ``<data dir>/.scheduler/state.db``."""
+    """Where run records live: a SQLite file (``path``, default ``<data dir>/.scheduler/state.db``)
+    or a PostgreSQL database shared by several schedulers (``url``, or ``url_file`` for a file
+    holding it).  The URL's password is a secret: see :meth:`secrets`."""
 
-    backend: Literal["sqlite"] = "sqlite"
-    path: str | None = None
+    backend: Literal["sqlite", "postgres"] = Field(
+        default="sqlite",
+        description="The state store: a SQLite file, or a PostgreSQL database shared by several schedulers.")
+    path: str | None = Field(
+        default=None, description="SQLite file (default: <data dir>/.scheduler/state.db); sqlite only.")
+    url: str | None = Field(
+        default=None,
+        description="postgresql://USER:PASSWORD@HOST:5432/DB (or url_file); postgres only. The password is masked.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        # never echo the value: it holds the password
+        if value is not None and not re.match(r"postgres(ql)?://", value):
+            raise ValueError("must be a postgresql:// or postgres:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_keys(self) -> "StateSettings":
+        if self.backend == "postgres" and not self.url:
+            raise ValueError("backend postgres needs 'url' (or 'url_file')")
+        if self.backend == "postgres" and self.path is not None:
+            raise ValueError("'path' is only for backend sqlite (postgres uses 'url')")
+        if self.backend == "sqlite" and self.url is not None:
+            raise ValueError("'url' is only for backend postgres")
+        return self
+
+    def secrets(self) -> set[str]:
+        """Values to mask wherever text is shown: the URL's password, as written and decoded."""
+        from scheduler.stores.urls import url_secrets
+
+        return url_secrets(self.url)
 
 
 class HttpSettings(Model):
     """The optional operations endpoint (health, metrics, job API)."""
 
-    listen: str | None = None
-    api_token: str | None = None
-    stale_after: Duration = timedelta(seconds=90)
+    listen: str | None = Field(
+        default=None, description="HOST:PORT of the operations endpoint (unset: off; port 0 picks a free one).")
+    api_token: str | None = Field(
+        default=None, description="Bearer token (a secret) that enables GET /jobs and POST /jobs/NAME/run.")
+    stale_after: Duration = Field(
+        default=timedelta(seconds=90), description="/healthz answers 503 when the loop has not stepped for this long.")
 
     @field_validator("listen")
     @classmethod

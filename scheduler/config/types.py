@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -17,13 +17,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     PlainSerializer,
+    WithJsonSchema,
 )
 
-from scheduler.config.durations import format_duration, parse_duration
+from scheduler.config.durations import DURATION_PATTERN, MAX_SECONDS, format_duration, parse_duration
 
 __all__ = ["Duration", "FunctionRef", "Model", "TimezoneName", "format_duration", "parse_duration"]
 
-_FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+FUNCTION_REF_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$"
+_FUNCTION_REF = re.compile(FUNCTION_REF_PATTERN)
 
 
 class Model(BaseModel):
@@ -42,9 +44,13 @@ def _check_timezone(value: Any) -> str:
     return value
 
 
-DurationInput = Union[str, int, float]  # what users may write: "10m", 90 (seconds)
-Duration = Annotated[timedelta, BeforeValidator(parse_duration, json_schema_input_type=DurationInput),
-                     PlainSerializer(format_duration, return_type=str)]
+# What users may write: "10m", "1h30m", 90 (seconds); the pattern is the parser's own grammar.
+DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "string", "pattern": DURATION_PATTERN},
+              {"type": "number", "minimum": 0, "maximum": MAX_SECONDS}],
+}
+Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str),
+                     WithJsonSchema(DURATION_SCHEMA)]
 TimezoneName = Annotated[str, BeforeValidator(_check_timezone)]
 
 
@@ -54,4 +60,5 @@ def _check_function_ref(value: str) -> str:
     return value
 
 
-FunctionRef = Annotated[str, AfterValidator(_check_function_ref)]  # ``package.module:function``
+FunctionRef = Annotated[str, AfterValidator(_check_function_ref),  # ``package.module:function``
+                        WithJsonSchema({"type": "string", "pattern": FUNCTION_REF_PATTERN})]

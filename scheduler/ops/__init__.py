@@ -9,12 +9,15 @@ when ``http.listen`` is set at start, and only then is prometheus-client importe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from scheduler.ops.ext import Extension
 
+if TYPE_CHECKING:
+    from scheduler.daemon_view import DaemonView
 
-def attach(daemon: Any) -> None:
+
+def attach(daemon: DaemonView) -> None:
     """Wire the configured operations features into a daemon before it serves.
 
     Raises ``ConfigError`` when ``http.listen`` is set but cannot be bound.
@@ -53,6 +56,6 @@ class _Closer(Extension):
     def __init__(self, closers: list[Callable[[], None]]) -> None:
         self.closers = closers
 
-    def shutdown(self, daemon: Any) -> None:
+    def shutdown(self, daemon: DaemonView) -> None:
         for close in self.closers:
             close()

@@ -31,6 +31,9 @@ from scheduler.ops.ext import Extension
 
 if TYPE_CHECKING:
     from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
+    from scheduler.daemon_view import DaemonView, EventLog
+    from scheduler.runs import RunHandle
+    from scheduler.state import StateStore
 
 FAILED = ("failed", "timeout")
 DECISIVE_FAILURES = ("failed", "timeout", "abandoned")
@@ -82,7 +85,7 @@ class AlertSender:
     30 s) and then dropped with a log line.  The thread starts on the first alert.
     """
 
-    def __init__(self, log: Any, redact: Callable[[str], str] | None = None,
+    def __init__(self, log: EventLog, redact: Callable[[str], str] | None = None,
                  on_outcome: Callable[[str, str], None] | None = None) -> None:
         self.log = log
         self.redact = redact or (lambda text: text)
@@ -161,7 +164,7 @@ class AlertSender:
                 pass
 
 
-def run_payload(handle: Any, logical_date: str | None) -> dict[str, Any]:
+def run_payload(handle: RunHandle, logical_date: str | None) -> dict[str, Any]:
     """The generic fields of a run alert (before redaction)."""
     result = handle.result
     request = handle.request
@@ -180,7 +183,7 @@ def run_payload(handle: Any, logical_date: str | None) -> dict[str, Any]:
     }
 
 
-def previous_failures(store: Any, job: str, run_id: int | None, depth: int = 50) -> int:
+def previous_failures(store: StateStore, job: str, run_id: int | None, depth: int = 50) -> int:
     """Failures in a row among the job's newest runs other than ``run_id`` (neutral ones passed over).
 
     Called for a run that just finished, so those are the runs before it (up to ``depth``).
@@ -205,7 +208,7 @@ class RunAlerts(Extension):
         self.sender = sender
         self._failing: set[str] = set()  # jobs whose last decisive run seen here failed
 
-    def finished(self, daemon: Any, handle: Any) -> None:
+    def finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         job = handle.request.job
         spec = daemon.config.jobs.get(job)
         if spec is None or not (spec.on_failure or spec.on_recovery or spec.on_success):

@@ -26,9 +26,15 @@ import sys
 import threading
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from scheduler.errors import UsageError
+
+if TYPE_CHECKING:
+    from scheduler.runner import Runner
+    from scheduler.runs import RunHandle
+    from scheduler.schedule import Schedule
+    from scheduler.state import StateStore
 
 RERUN_STATUSES = ("failed", "timeout", "interrupted", "abandoned")
 MAX_DATES = 36_600  # a century of days; a guard against typos in --from/--to
@@ -57,7 +63,8 @@ def parse_day(text: str, option: str) -> date:
         raise UsageError(f"{option}: expected YYYY-MM-DD, got {text!r}") from None
 
 
-def plan_dates(store: Any, job: str, schedule: Any, first: date, last: date, rerun: str | None) -> list[DatePlan]:
+def plan_dates(store: StateStore, job: str, schedule: Schedule, first: date, last: date,
+               rerun: str | None) -> list[DatePlan]:
     """The dates of ``[first, last]`` with the decision for each (see the module docstring)."""
     if last < first:
         raise UsageError(f"--to {last} is before --from {first}")
@@ -130,7 +137,7 @@ class Progress:
 class Backfill:
     """Runs the planned dates on up to ``parallel`` threads; :meth:`wait` handles signals."""
 
-    def __init__(self, runner: Any, job: str, plans: list[DatePlan], parallel: int, progress: Progress) -> None:
+    def __init__(self, runner: Runner, job: str, plans: list[DatePlan], parallel: int, progress: Progress) -> None:
         self.runner = runner
         self.job = job
         self.parallel = parallel
@@ -139,14 +146,14 @@ class Backfill:
         for plan in plans:
             if plan.run:
                 self.todo.put(plan)
-        self.active: set[Any] = set()
+        self.active: set[RunHandle] = set()
         self.lock = threading.Lock()
         self.stopping = False
         self.signals: list[int] = []
         self.all_done = threading.Event()
 
     def _worker(self) -> None:
-        from scheduler.runner import RunHandle, RunRequest
+        from scheduler.runs import RunHandle, RunRequest
 
         while True:
             try:
@@ -223,37 +230,28 @@ def _summary(job: str, plans: list[DatePlan]) -> None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from scheduler.cli import _load, data_dir, open_store
-    from scheduler.logs import configure
-    from scheduler.process import ChildTable
-    from scheduler.runner import Runner
+    from scheduler.app.commands import check_job
+    from scheduler.app.context import App, Options
 
-    config, _ = _load(args)
-    if args.job not in config.jobs:
-        raise UsageError(f"unknown job '{args.job}' (known: {', '.join(config.jobs) or 'none'})")
-    if args.parallel < 1:
-        raise UsageError("--parallel must be at least 1")
-    first, last = parse_day(args.start, "--from"), parse_day(args.end, "--to")
-    root = data_dir(args)
-    root.mkdir(parents=True, exist_ok=True)
-    store = open_store(config, root)
-    level = getattr(args, "log_level", None) or config.daemon.log_level
-    fmt = getattr(args, "log_format", None) or config.daemon.log_format
-    try:
-        plans = plan_dates(store, args.job, config.schedules[args.job], first, last, args.rerun)
-        runner = Runner(config, store, root, ChildTable(), level)
+    with App.load(Options.from_args(args)) as app:
+        check_job(app.config, args.job)
+        if args.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
+        first, last = parse_day(args.start, "--from"), parse_day(args.end, "--to")
+        app.prepare_data_dir()
+        plans = plan_dates(app.store, args.job, app.config.schedules[args.job], first, last, args.rerun)
+        runner = app.runner()
+        runner.sweep_result_files()
         todo = [p for p in plans if p.run]
         tty = sys.stdout.isatty()
         progress = Progress(args.job, len(todo), tty)
         with progress:
             if tty:  # log through rich's stdout proxy so lines print above the bar
-                configure(level, fmt, config.secrets)
+                app.configure_logging()
             backfill = Backfill(runner, args.job, plans, args.parallel, progress)
             backfill.run()
         if tty:
-            configure(level, fmt, config.secrets)
-    finally:
-        store.close()
+            app.configure_logging()
     for plan in todo:
         if plan.status == "pending":
             plan.status, plan.note = "not run", "backfill interrupted"

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
 from scheduler.config.durations import format_duration
 from scheduler.ops.alerts import AlertSender
 from scheduler.ops.ext import Extension
+
+if TYPE_CHECKING:
+    from scheduler.daemon_view import DaemonView
+    from scheduler.runs import RunHandle
 
 
 class FreshnessWatch(Extension):
@@ -36,12 +40,12 @@ class FreshnessWatch(Extension):
         self._last_success: dict[str, datetime | None] = {}
         self.breached: set[str] = set()
 
-    def _known_success(self, daemon: Any, job: str) -> datetime | None:
+    def _known_success(self, daemon: DaemonView, job: str) -> datetime | None:
         if job not in self._last_success:
             self._last_success[job] = daemon.store.last_success(job)
         return self._last_success[job]
 
-    def tick(self, daemon: Any) -> None:
+    def tick(self, daemon: DaemonView) -> None:
         now = clock.now()
         watched = set()
         for name, spec in daemon.config.jobs.items():
@@ -62,12 +66,12 @@ class FreshnessWatch(Extension):
         for name in list(self.breached - watched):
             self._clear(daemon, name)
 
-    def finished(self, daemon: Any, handle: Any) -> None:
+    def finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         result = handle.result
         if result is not None and result.status == "success":
             self._last_success[handle.request.job] = clock.now()
 
-    def _clear(self, daemon: Any, name: str) -> None:
+    def _clear(self, daemon: DaemonView, name: str) -> None:
         if name in self.breached:
             self.breached.discard(name)
             daemon.log.info("job fresh again", job=name)
@@ -77,7 +81,7 @@ class FreshnessWatch(Extension):
         if self.on_change is not None:
             self.on_change(name, overdue)
 
-    def _breach(self, daemon: Any, name: str, within: timedelta, last: datetime | None, now: datetime) -> None:
+    def _breach(self, daemon: DaemonView, name: str, within: timedelta, last: datetime | None, now: datetime) -> None:
         self.breached.add(name)
         self._notify(name, True)
         since = last or self.started

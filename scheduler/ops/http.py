@@ -22,13 +22,17 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
 from scheduler import clock
+from scheduler.daemon_view import IDLE_TICK
 from scheduler.errors import ConfigError
 from scheduler.ops.alerts import redact_all
 from scheduler.ops.metrics import OpsMetrics
+
+if TYPE_CHECKING:
+    from scheduler.daemon_view import DaemonView
 
 PING_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
@@ -47,7 +51,7 @@ class HealthCheck:
     threads.
     """
 
-    def __init__(self, daemon: Any, stale_after: float, ping_timeout: float = PING_TIMEOUT) -> None:
+    def __init__(self, daemon: DaemonView, stale_after: float, ping_timeout: float = PING_TIMEOUT) -> None:
         self.daemon = daemon
         self.stale_after = stale_after
         self.ping_timeout = ping_timeout
@@ -92,7 +96,7 @@ class HealthCheck:
 class OpsServer:
     """The HTTP endpoint of one daemon.  :meth:`start` binds (raising ``ConfigError``) and serves."""
 
-    def __init__(self, daemon: Any, metrics: OpsMetrics) -> None:
+    def __init__(self, daemon: DaemonView, metrics: OpsMetrics) -> None:
         settings = daemon.config.http
         self.daemon = daemon
         self.metrics = metrics
@@ -118,8 +122,6 @@ class OpsServer:
         self.address = server.server_address[:2]
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                          name="ops-http", daemon=True).start()
-        from scheduler.daemon import IDLE_TICK
-
         beat = self.stale_after / 3
         if beat < IDLE_TICK.total_seconds():
             threading.Thread(target=self._heartbeat, args=(max(beat, 0.1),), name="ops-heartbeat",

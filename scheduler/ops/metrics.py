@@ -8,13 +8,17 @@ Skipped and missed slots arrive through the daemon's ``on_slot`` hook.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from scheduler import __version__, clock
 from scheduler.ops.ext import Extension
+
+if TYPE_CHECKING:
+    from scheduler.daemon_view import DaemonView
+    from scheduler.runs import RunHandle
 
 DURATION_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, float("inf"))
 
@@ -24,7 +28,7 @@ class OpsMetrics(Extension):
 
     name = "metrics"
 
-    def __init__(self, daemon: Any) -> None:
+    def __init__(self, daemon: DaemonView) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.runs = Counter("scheduler_runs_total", "Finished runs by job and final status",
@@ -57,7 +61,7 @@ class OpsMetrics(Extension):
             if when is not None:
                 self.last_success.labels(name).set(when.timestamp())
 
-    def _sync_jobs(self, daemon: Any) -> None:
+    def _sync_jobs(self, daemon: DaemonView) -> None:
         """Create the per-job series of newly configured jobs (so they show 0, not nothing)."""
         if daemon.config.digest != self._digest:
             self._digest = daemon.config.digest
@@ -69,20 +73,20 @@ class OpsMetrics(Extension):
                     metric.labels(name)
                 self.running.labels(name).set(0)
 
-    def _set_running(self, daemon: Any) -> None:
+    def _set_running(self, daemon: DaemonView) -> None:
         for name in self._known:
             handles = daemon.active.get(name) or ()
             self.running.labels(name).set(sum(1 for h in handles if not h.finished.is_set()))
 
-    def tick(self, daemon: Any) -> None:
+    def tick(self, daemon: DaemonView) -> None:
         self.last_tick.set(daemon.last_tick.timestamp())
         self._sync_jobs(daemon)
         self._set_running(daemon)
 
-    def slot(self, daemon: Any, job: str, outcome: str, count: int) -> None:
+    def slot(self, daemon: DaemonView, job: str, outcome: str, count: int) -> None:
         (self.skipped if outcome == "skipped" else self.missed).labels(job).inc(count)
 
-    def finished(self, daemon: Any, handle: Any) -> None:
+    def finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         job = handle.request.job
         result = handle.result
         status = result.status if result is not None else "failed"

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
 from scheduler.config.compiled import Config
 from scheduler.config.durations import format_duration
+
+if TYPE_CHECKING:
+    from scheduler.state import StateStore
 
 
 def _iso(t: datetime | None, tz: Any = None) -> str | None:
@@ -22,7 +25,8 @@ def _iso(t: datetime | None, tz: Any = None) -> str | None:
     return t.astimezone(tz).isoformat() if tz is not None else t.isoformat()
 
 
-def job_summaries(config: Config, store: Any, now: datetime | None = None, upcoming: int = 1) -> list[dict[str, Any]]:
+def job_summaries(config: Config, store: StateStore, now: datetime | None = None,
+                  upcoming: int = 1) -> list[dict[str, Any]]:
     """One JSON-ready dict per configured job, in config order.
 
     Keys: ``job``, ``kind``, ``enabled``, ``schedule``, ``timezone``, ``after``, ``next`` (up to
@@ -63,15 +67,10 @@ def _when(text: str | None) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from scheduler.cli import config_path, data_dir, open_store
-    from scheduler.config import load_config
+    from scheduler.app.context import App, Options
 
-    config = load_config(config_path(args))
-    store = open_store(config, data_dir(args))
-    try:
-        rows = job_summaries(config, store)
-    finally:
-        store.close()
+    with App.inspect(Options.from_args(args)) as app:
+        rows = job_summaries(app.config, app.store)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

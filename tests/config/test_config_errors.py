@@ -66,6 +66,16 @@ def test_bad_config_reports_expected_lines(name: str, in_bad_dir: None, capsys: 
     assert err.splitlines() == expectations(name)
 
 
+@pytest.mark.parametrize("name", _cases())
+def test_bad_config_messages_speak_the_products_language(name: str, in_bad_dir: None,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """No library wording reaches a user: the corpus's lines are ours, as printed."""
+    assert main(["validate", "--config", name]) == 2
+    for line in capsys.readouterr().err.splitlines():
+        for phrase in ("Input should", "validation error", "pydantic", "type=", "Value error", "Field required"):
+            assert phrase not in line, line
+
+
 @pytest.mark.parametrize("name", ["cron-out-of-range.yaml", "dir-duplicate-job"])
 def test_validate_subprocess_exits_2_without_traceback(name: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(UNSET_PREFIX)}

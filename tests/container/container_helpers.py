@@ -90,7 +90,7 @@ class RecordingLog:
 
     def output(self) -> list[tuple[str, str]]:
         """``(stream, line)`` of each container output line, in arrival order."""
-        return [(kw["stream"], event) for _, _, event, kw in self.records if "stream" in kw]
+        return [(kw["stream"], kw["line"]) for _, _, event, kw in self.records if event == "output"]
 
     def lines(self) -> list[str]:
         return [line for _, line in self.output()]

@@ -51,7 +51,7 @@ def test_output_is_streamed_live_and_in_order(settings, tmp_path: Path) -> None:
     execute(container_job(command=["sh", "-c", script]), make_ctx(tmp_path, log=log, docker=settings))
     ended = time.monotonic()
     assert log.output() == [("stdout", "one"), ("stderr", "two"), ("stdout", "three"), ("stdout", "no newline")]
-    arrival = {kw["stream"] + ":" + event: t for t, _, event, kw in log.records if "stream" in kw}
+    arrival = {kw["stream"] + ":" + kw["line"]: t for t, _, event, kw in log.records if event == "output"}
     # "one" reached the log while the container still had two seconds to run: live, not at exit.
     assert ended - arrival["stdout:one"] >= 1.5
     assert arrival["stdout:one"] - started < ended - started - 1.5

@@ -67,3 +67,50 @@ def zombies_of(parent: int) -> list[int]:
         if fields[0] == b"Z" and int(fields[1]) == parent:
             out.append(int(entry))
     return out
+
+
+class LoggedProcess:
+    """A ``scheduler`` subcommand as a child, JSON log lines collected in a file as they arrive."""
+
+    def __init__(self, argv: list[str], log_path: "os.PathLike[str]", env: dict[str, str],
+                 cwd: "os.PathLike[str] | None" = None) -> None:
+        import subprocess
+
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+
+    def events(self) -> list[dict]:
+        import json
+
+        out = []
+        with open(self.log_path, errors="replace") as fh:
+            for line in fh.read().splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    out.append({"event": "raw", "line": line})
+        return out
+
+    def has(self, event: str) -> bool:
+        return any(e.get("event") == event for e in self.events())
+
+    def finish(self, sig: int | None = None, timeout: float = 30) -> int:
+        """Send ``sig`` (if still running), wait for the exit code, close the log."""
+        if sig is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+
+def children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(p) for p in fh.read().split()]
+    except OSError:
+        pass
+    return found

@@ -116,3 +116,26 @@ def test_bad_config_exit_2_without_traceback(write_config, tmp_path, scheduler_c
 def test_python_dash_m_and_version(scheduler_cmd, scheduler_env):
     proc = run(scheduler_cmd, "--version", env=scheduler_env)
     assert proc.returncode == 0 and proc.stdout.startswith("scheduler ")
+
+
+def test_interval_schedules_show_as_written(write_config, tmp_path, scheduler_cmd, scheduler_env):
+    from scheduler.cli import load_config
+    from scheduler.ops.status import job_summaries
+    from scheduler.state import StateStore
+
+    cfg = write_config("""
+        jobs:
+          often: {kind: command, command: ["true"], every: 10s}
+          hourly: {kind: command, command: ["true"], every: 90m}
+          nightly: {kind: command, command: ["true"], schedule: "15 2 * * *"}
+    """)
+    proc = run(scheduler_cmd, "list", "--json", "--config", str(cfg), env=scheduler_env)
+    assert proc.returncode == 0, proc.stderr
+    shown = {r["job"]: r["schedule"] for r in json.loads(proc.stdout)}
+    assert shown == {"often": "every 10s", "hourly": "every 90m", "nightly": "15 2 * * *"}
+    store = StateStore.open(tmp_path / "state.db")  # what /jobs serves
+    try:
+        served = {r["job"]: r["schedule"] for r in job_summaries(load_config(cfg), store)}
+    finally:
+        store.close()
+    assert served == shown

@@ -61,7 +61,7 @@ class BlockRunner:
 
     def run(self, command: str) -> None:
         words = argv(command)
-        if words[-1] == "&" and words[:3] == ["python", "-m", "scheduler.sample_api"]:
+        if words[-1] == "&" and words[:3] == ["python", "-m", "scheduler.sample.api"]:
             self.start_sample_api(words[:-1])
         elif words[0] == "export":
             name, _, value = words[1].partition("=")

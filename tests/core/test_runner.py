@@ -243,3 +243,36 @@ def test_missing_executable_is_a_failed_run(make_runner, tmp_path):
     result = runner.execute(RunRequest("ghost", SLOT))
     assert result.status == "failed" and "cannot start /nonexistent/binary" in result.error
     assert store.get_run(result.run_id).status == "failed"
+
+
+def test_every_output_line_says_its_stream(make_runner, tmp_path, logs):
+    (tmp_path / "talky.py").write_text(
+        "import sys\n\ndef run(ctx):\n    print('to stdout', flush=True)\n"
+        "    print('to stderr', file=sys.stderr, flush=True)\n    ctx.log.info('structured', rows=3)\n")
+    runner, _ = make_runner(f"""
+        jobs:
+          shell: {{kind: command, shell: "echo out; echo err >&2; echo 'more out'"}}
+          talky: {{kind: python, function: "talky:run", cwd: "{tmp_path}"}}
+    """)
+    assert runner.execute(RunRequest("shell", SLOT)).status == "success"
+    assert runner.execute(RunRequest("talky", SLOT)).status == "success"
+    output = [e for e in logs.events() if e.get("event") == "output"]
+    assert all(set(e) >= {"line", "stream", "job", "run_id", "attempt"} and e["level"] == "info" for e in output)
+    shell = [(e["stream"], e["line"]) for e in output if e["job"] == "shell"]
+    # two pipes: the order within a stream holds, across streams it need not
+    assert [x for x in shell if x[0] == "stdout"] == [("stdout", "out"), ("stdout", "more out")]
+    assert [x for x in shell if x[0] == "stderr"] == [("stderr", "err")]
+    talky = sorted((e["stream"], e["line"]) for e in output if e["job"] == "talky")
+    assert talky == [("stderr", "to stderr"), ("stdout", "to stdout")]
+    [structured] = [e for e in logs.events() if e.get("event") == "structured"]
+    assert structured["rows"] == 3 and "stream" not in structured  # the worker's own events keep their shape
+
+
+def test_last_lines_of_a_failure_hold_both_streams(make_runner):
+    runner, store = make_runner("""
+        jobs:
+          broken: {kind: command, shell: "echo starting; echo 'no such table' >&2; exit 4"}
+    """)
+    result = runner.execute(RunRequest("broken", SLOT))
+    assert result.status == "failed"
+    assert sorted(store.get_run(result.run_id).metrics["last_lines"]) == ["no such table", "starting"]

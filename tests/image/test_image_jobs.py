@@ -28,7 +28,7 @@ from image_helpers import (
     with_config,
 )
 
-from scheduler.sample_api import start_server
+from scheduler.sample.api import start_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -41,7 +41,7 @@ from image_helpers import (
 from scheduler import clock
 from scheduler.config import load_config
 from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_JOB
-from scheduler.sample_api import start_server
+from scheduler.sample.api import start_server
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -126,7 +126,7 @@ def test_daily_sales_then_train_model_after_it_in_the_daemon(containers: Contain
     assert fallback["level"] == "warning" and fallback["reason"], fallback
     assert any(e.get("event") == "container started" and e.get("gpus") is False for e in json_lines(lines))
     # The sibling's own output, relayed into the daemon's log: it read every partition on the volume.
-    said = [e["event"] for e in json_lines(lines) if e.get("job") == "train_model"]
+    said = [e["line"] for e in json_lines(lines) if e.get("job") == "train_model" and e.get("event") == "output"]
     assert any(s.startswith(f"training on {HISTORY_DAYS + 1} days ({history_days[0]}..{last_day})") for s in said), said
 
     # The records in the state store on the volume, as the image's own `history` reads them.

@@ -15,7 +15,7 @@ import pytest
 import scheduler.config  # noqa: F401  - the config package first: it imports the kind specs itself
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.sample_api import SalesServer, start_server
+from scheduler.sample.api import SalesServer, start_server
 
 DAY = date(2026, 11, 5)
 

@@ -22,7 +22,7 @@ import structlog
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import execute
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.sample_api import start_server
+from scheduler.sample.api import start_server
 
 KILLS = 50
 

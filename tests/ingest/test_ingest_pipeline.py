@@ -18,7 +18,7 @@ from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import execute
 from scheduler.kinds.ingest.pipeline import IngestFailed
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.sample_api import SalesServer
+from scheduler.sample.api import SalesServer
 
 Ctx = Callable[..., RunContext]
 PART = "date=2026-11-05"

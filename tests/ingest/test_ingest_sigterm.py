@@ -25,7 +25,7 @@ from scheduler.config.compiled import spec_json
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import execute
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.sample_api import start_server
+from scheduler.sample.api import start_server
 
 REPO = Path(__file__).resolve().parents[2]
 DAY = date(2026, 11, 5)  # the day of the ``make_ctx`` fixture

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from scheduler.kinds.ingest.expr import ExpressionError, parse_expression
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.kinds.ingest.transform import Transformer
-from scheduler.sample_api import SalesData, SalesServer
+from scheduler.sample.api import SalesData, SalesServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_sample_api_is_deterministic_and_dirty() -> None:
 
 
 def test_sample_api_token_and_injected_failures() -> None:
-    from scheduler.sample_api import start_server
+    from scheduler.sample.api import start_server
 
     server, url = start_server(records_per_day=10, token="t0k", fail_every=2, fail_status=429, retry_after=3)
     try:
@@ -157,7 +157,7 @@ def test_sample_api_token_and_injected_failures() -> None:
 
 
 def test_sample_api_command_prints_its_url() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "scheduler.sample_api", "--port", "0", "--records-per-day", "50",
+    proc = subprocess.Popen([sys.executable, "-m", "scheduler.sample.api", "--port", "0", "--records-per-day", "50",
                              "--per-page", "20"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

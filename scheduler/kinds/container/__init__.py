@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# The config package imports this package's spec (to know the kind); importing it first keeps
-# that cycle one-way whichever of the two a caller imports first.
-import scheduler.config  # noqa: F401  (import order, see above)
 from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
 
 __all__ = ["ContainerJob", "DockerSettings", "check_against_settings", "cleanup_orphans", "execute", "stop_all"]

@@ -18,6 +18,7 @@ import docker.tls
 
 from scheduler.errors import JobFailed
 from scheduler.kinds.container.spec import DockerSettings
+from scheduler.neterrors import causes, classify
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
 
@@ -72,4 +73,25 @@ def make_client(settings: DockerSettings | None = None, environ: Mapping[str, st
             client.api._version = client.api._retrieve_server_version()
         return client
     except docker.errors.DockerException as exc:
-        raise EngineUnavailable(f"cannot reach the Docker engine at {host}: {exc}") from None
+        raise EngineUnavailable(f"cannot reach the Docker engine at {host}: {unreachable_reason(host, exc)}") from None
+
+
+def unreachable_reason(host: str, exc: BaseException) -> str:
+    """Why the engine at ``host`` did not answer, in words, with what to do about it.
+
+    The SDK's text is a urllib3 repr ("Error while fetching server API version: ('Connection
+    aborted.', FileNotFoundError(2, ...))"); errors that are not about the connection keep it.
+    """
+    chain = list(causes(exc))
+    if host.startswith("unix://"):
+        socket_path = host[len("unix://"):]
+        if any(isinstance(e, FileNotFoundError) for e in chain):
+            return (f"no socket at {socket_path}; mount it into this container "
+                    f"(-v /var/run/docker.sock:{socket_path}) or set DOCKER_HOST or docker.host")
+        if any(isinstance(e, PermissionError) for e in chain):
+            return (f"permission denied on {socket_path}; run with the socket's group "
+                    f"(--group-add $(stat -c %g {socket_path})) or use a socket proxy")
+    failure = classify(exc)
+    if failure.phase in ("connect", "dns", "tls", "read"):
+        return f"{failure.reason}; check DOCKER_HOST or docker.host, and that the engine listens there"
+    return str(exc)

@@ -18,8 +18,8 @@ class LineStreamer:
     """Reads ``(stdout_chunk, stderr_chunk)`` pairs on a daemon thread and logs complete lines.
 
     ``frames`` is the demuxed attach stream (a ``CancellableStream``); ``log`` gets
-    ``info(line, stream="stdout"|"stderr")``.  ``lines`` counts what
-    was forwarded.
+    ``info("output", line=..., stream="stdout"|"stderr")``, the shape every kind's output has.
+    ``lines`` counts what was forwarded.
     """
 
     def __init__(self, frames: Iterable[tuple[bytes | None, bytes | None]], log: Any) -> None:
@@ -79,4 +79,4 @@ class LineStreamer:
         line = raw.decode("utf-8", errors="replace").rstrip("\r")
         self.lines += 1
         # Same level for both: programs write ordinary progress to stderr (Python's logging does).
-        self._log.info(line, stream=stream)
+        self._log.info("output", line=line, stream=stream)

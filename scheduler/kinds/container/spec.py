@@ -14,17 +14,18 @@ This module imports no Docker SDK: validating a config never needs an engine.
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import re
 import shlex
 from datetime import timedelta
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, PlainSerializer, field_validator, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase, argv_strings
 from scheduler.config.types import Duration, Model
+from scheduler.kinds.container.allowlist import allowlist_problems, image_allowed  # noqa: F401 - re-exported
+from scheduler.kinds.container.sizes import SIZE_PATTERN, Size, format_size, parse_size  # noqa: F401 - re-exported
 
 LABEL_PREFIX = "org.cron-scheduler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
@@ -75,38 +76,9 @@ FORBIDDEN_KEYS: dict[str, str] = {
     "publish": "container jobs publish no ports",
 }
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([bkmgt]?)(i?b)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-
-
-def parse_size(value: Any) -> int:
-    """``"512m"``, ``"2g"``, ``"64MiB"``, ``1048576`` -> bytes (binary units, as Docker reads them)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a size like 512m or 2g")
-    if isinstance(value, int):
-        result = value
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
-        result = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-    else:
-        raise ValueError(f"invalid size {value!r}: use bytes or a number with k, m, g (like 512m)")
-    if result <= 0:
-        raise ValueError("must be positive")
-    return result
-
-
-def format_size(size: int) -> str:
-    """Inverse of :func:`parse_size`: the largest unit that divides exactly (``67108864`` -> ``64m``)."""
-    for unit, factor in (("t", 1024**4), ("g", 1024**3), ("m", 1024**2), ("k", 1024)):
-        if size % factor == 0:
-            return f"{size // factor}{unit}"
-    return str(size)
-
-
-Size = Annotated[int, BeforeValidator(parse_size, json_schema_input_type=Union[int, str]),
-                 PlainSerializer(format_size, return_type=str)]
 
 
 def _argv(value: Any) -> Any:
@@ -124,18 +96,20 @@ Argv = Annotated[tuple[str, ...], BeforeValidator(_argv, json_schema_input_type=
 class Limits(Model):
     """Resource limits; a job's own values win over ``docker.defaults``."""
 
-    memory: Size | None = None
-    cpus: float | None = Field(default=None, gt=0, le=1024)
-    pids_limit: int | None = Field(default=None, ge=1)
-    shm_size: Size | None = None
+    memory: Size | None = Field(default=None, description="Memory limit (512m, 2g).")
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU limit.")
+    pids_limit: int | None = Field(default=None, ge=1, description="Process limit.")
+    shm_size: Size | None = Field(default=None, description="/dev/shm size.")
 
 
 class Volume(Model):
     """One mount: a host path (must be under ``docker.allowed_host_paths``) or a named volume."""
 
-    source: str
-    target: str
-    read_only: bool = False
+    source: str = Field(
+        description="Absolute host path (under docker.allowed_host_paths) or a volume name (in "
+                    "docker.allowed_volumes).")
+    target: str = Field(description="Absolute path in the container.")
+    read_only: bool = Field(default=False, description="Mount read-only.")
 
     @property
     def is_host_path(self) -> bool:
@@ -190,25 +164,43 @@ class ContainerJob(JobBase):
     secrets included, reaches a container unless listed for it.
     """
 
-    kind: Literal["container"]
-    image: str
-    command: Argv | None = None
-    entrypoint: Argv | None = None
-    pass_env: tuple[str, ...] = ()
-    working_dir: str | None = None
-    user: str | None = None
-    network: str | None = None
-    data_mount: str | None = None
-    volumes: tuple[VolumeEntry, ...] = ()
-    memory: Size | None = None
-    cpus: float | None = Field(default=None, gt=0, le=1024)
-    pids_limit: int | None = Field(default=None, ge=1)
-    shm_size: Size | None = None
-    gpus: Literal["all"] | int | tuple[str, ...] | None = None
-    gpu_policy: Literal["required", "preferred"] = "required"
-    capabilities: tuple[str, ...] = ()
-    pull: Literal["never", "missing", "always"] = "missing"
-    labels: dict[str, str] = Field(default_factory=dict)
+    kind: Literal["container"] = Field(description="container: run an image as a sibling container.")
+    image: str = Field(description="Image tag or digest; must match docker.allowed_images.")
+    command: Argv | None = Field(
+        default=None,
+        description="Arguments (a string is split like a shell would; no shell runs it); placeholders filled in.")
+    entrypoint: Argv | None = Field(default=None, description="Overrides the image's entrypoint; [] clears it.")
+    pass_env: tuple[str, ...] = Field(
+        default=(), description="Scheduler environment variables copied into the container; nothing else reaches it.")
+    working_dir: str | None = Field(default=None, description="Absolute working directory in the container.")
+    user: str | None = Field(default=None, description="NAME, UID or UID:GID to run as.")
+    network: str | None = Field(
+        default=None, description="A named network or none (default: docker.network); host is refused.")
+    data_mount: str | None = Field(
+        default=None, description="Where the data volume is mounted in the container, optionally with :ro.")
+    volumes: tuple[VolumeEntry, ...] = Field(
+        default=(),
+        description="SRC:DST[:ro|rw] or {source, target, read_only}; host paths only under docker.allowed_host_paths,"
+                    " volumes only from docker.allowed_volumes.")
+    memory: Size | None = Field(default=None, description="Memory limit (512m, 2g); swap equal, so none.")
+    cpus: float | None = Field(default=None, gt=0, le=1024, description="CPU limit.")
+    pids_limit: int | None = Field(default=None, ge=1, description="Process limit.")
+    shm_size: Size | None = Field(default=None, description="/dev/shm size (64m).")
+    gpus: Literal["all"] | int | tuple[str, ...] | None = Field(
+        default=None, description="GPU device requests: all, a count, or a list of device ids.",
+        json_schema_extra={"anyOf": [  # what the validator below accepts
+            {"const": "all"}, {"type": "integer", "minimum": 1}, {"type": "string", "pattern": "^[0-9]*[1-9][0-9]*$"},
+            {"type": "array", "minItems": 1, "items": {"anyOf": [
+                {"type": "string", "pattern": _DEVICE_ID.pattern}, {"type": "integer", "minimum": 0}]}},
+            {"type": "null"}]})
+    gpu_policy: Literal["required", "preferred"] = Field(
+        default="required",
+        description="Without a GPU runtime: fail (required), or rerun without GPU with a warning (preferred).")
+    capabilities: tuple[str, ...] = Field(
+        default=(), description="Capabilities kept from Docker's default set; all others are dropped.")
+    pull: Literal["never", "missing", "always"] = Field(default="missing", description="When to pull the image.")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra container labels (org.cron-scheduler.* is reserved).")
 
     @model_validator(mode="before")
     @classmethod
@@ -270,12 +262,12 @@ class ContainerJob(JobBase):
     def _gpus(cls, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("use 'all', a count, or a list of device ids")
+        if isinstance(value, str) and value != "all":
+            if not re.fullmatch(r"[0-9]+", value):
+                raise ValueError(f"invalid gpus {value!r}: use 'all', a count, or a list of device ids")
+            value = int(value)  # a quoted count ("2"), checked like a number
         if isinstance(value, int) and value < 1:
             raise ValueError("a GPU count must be at least 1")
-        if isinstance(value, str) and value != "all":
-            if value.isdigit():
-                return int(value)
-            raise ValueError(f"invalid gpus {value!r}: use 'all', a count, or a list of device ids")
         if isinstance(value, list):
             if not value:
                 raise ValueError("the list of GPU device ids must not be empty")
@@ -339,10 +331,10 @@ class ContainerJob(JobBase):
 class DockerTLS(Model):
     """Client TLS for ``tcp://`` hosts (``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` are read too)."""
 
-    ca_cert: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    verify: bool = True
+    ca_cert: str | None = Field(default=None, description="CA certificate file.")
+    client_cert: str | None = Field(default=None, description="Client certificate file (with client_key).")
+    client_key: str | None = Field(default=None, description="Client key file (with client_cert).")
+    verify: bool = Field(default=True, description="Verify the engine's certificate.")
 
     @model_validator(mode="after")
     def _pair(self) -> "DockerTLS":
@@ -354,19 +346,26 @@ class DockerTLS(Model):
 class DockerSettings(Model):
     """The global ``docker:`` section: how to reach the engine and what jobs may ask of it."""
 
-    host: str | None = None
-    tls: DockerTLS | None = None
-    use_ssh_client: bool = True
-    api_version: str = "auto"
-    timeout: Duration = timedelta(seconds=60)
-    instance: str = "default"
-    allowed_images: tuple[str, ...] = ("*",)
-    allowed_host_paths: tuple[str, ...] = ()
-    allowed_volumes: tuple[str, ...] = ()
-    data_volume: str | None = None
-    network: str = "none"
-    defaults: Limits = Limits()
-    stop_grace: Duration = timedelta(seconds=10)
+    host: str | None = Field(
+        default=None,
+        description="Engine address: unix://, tcp:// or ssh:// (default: $DOCKER_HOST, else the local socket).")
+    tls: DockerTLS | None = Field(default=None, description="Client TLS for tcp:// hosts.")
+    use_ssh_client: bool = Field(default=True, description="ssh:// through the ssh binary (false: paramiko).")
+    api_version: str = Field(default="auto", description="Engine API version.")
+    timeout: Duration = Field(default=timedelta(seconds=60), description="API request timeout.")
+    instance: str = Field(
+        default="default", description="Label that scopes orphan cleanup when several schedulers share an engine.")
+    allowed_images: tuple[str, ...] = Field(default=("*",), description="Image allowlist (globs).")
+    allowed_host_paths: tuple[str, ...] = Field(
+        default=(), description="Host path prefixes container jobs may bind (absolute).")
+    allowed_volumes: tuple[str, ...] = Field(default=(), description="Named volumes container jobs may mount.")
+    data_volume: str | None = Field(
+        default=None,
+        description="Volume name or host path behind data_mount on the engine's host (default: the data dir's path).")
+    network: str = Field(default="none", description="Default network for container jobs.")
+    defaults: Limits = Field(
+        default=Limits(), description="Default resource limits: {memory, cpus, pids_limit, shm_size}.")
+    stop_grace: Duration = Field(default=timedelta(seconds=10), description="Grace for orphan cleanup and shutdown.")
 
     @field_validator("host")
     @classmethod
@@ -405,39 +404,8 @@ class DockerSettings(Model):
         return value
 
 
-def image_allowed(image: str, patterns: tuple[str, ...]) -> bool:
-    """Whether ``image`` matches one of the glob ``patterns``; ``busybox`` also counts as
-    ``busybox:latest`` and ``docker.io/library/busybox:latest``."""
-    names = {image}
-    last = image.rsplit("/", 1)[-1]
-    if "@" not in image and ":" not in last:
-        names.add(image + ":latest")
-    for name in list(names):
-        first = name.split("/", 1)[0]
-        if "/" not in name:
-            names.add("docker.io/library/" + name)
-        elif "." not in first and ":" not in first and first != "localhost":
-            names.add("docker.io/" + name)
-    return any(fnmatch.fnmatchcase(n, p) for n in names for p in patterns)
-
-
-def _under(path: str, roots: tuple[str, ...]) -> bool:
-    return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
-
-
 def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -> list[tuple[str, str]]:
     """Checks that need the global ``docker:`` section: ``(field, message)`` for each problem."""
     settings = settings or DockerSettings()
-    problems: list[tuple[str, str]] = []
-    if not image_allowed(job.image, settings.allowed_images):
-        problems.append(
-            ("image", f"image {job.image!r} is not in docker.allowed_images ({', '.join(settings.allowed_images) or 'empty'})")
-        )
-    for i, vol in enumerate(job.volumes):
-        if vol.is_host_path and not _under(vol.source, settings.allowed_host_paths):
-            problems.append(
-                (f"volumes[{i}]", f"host path {vol.source!r} is not under docker.allowed_host_paths")
-            )
-        elif not vol.is_host_path and vol.source not in settings.allowed_volumes:
-            problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
-    return problems
+    return allowlist_problems(job.image, job.volumes, settings.allowed_images, settings.allowed_host_paths,
+                              settings.allowed_volumes)

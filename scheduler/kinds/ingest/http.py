@@ -1,10 +1,16 @@
 """HTTP for ingest: one requests ``Session`` with urllib3 ``Retry``, a rate limit, a deadline, redaction.
 
 Invariants:
-- 429, the configured 5xx and connection/read errors are retried by urllib3's ``Retry`` with
-  exponential backoff and jitter, honouring ``Retry-After`` (seconds or HTTP date) up to
-  ``retry_after_max``; other 4xx fail at once.  Errors while reading a body are retried with the
-  same ``Retry`` state.
+- 429, the configured 5xx and read errors are retried by urllib3's ``Retry`` with exponential
+  backoff and jitter, honouring ``Retry-After`` (seconds or HTTP date) up to ``retry_after_max``;
+  other 4xx fail at once.  Errors while reading a body are retried with the same ``Retry`` state.
+- Connection failures (refused, unreachable, connect timeout) are retried here, not by urllib3,
+  on a short budget of their own (:class:`ConnectBudget`): a source that is down fails the run in
+  seconds, not after ``retries.total`` long backoffs.  A name that does not resolve is retried
+  once; TLS failures are not retried.
+- Every retry logs one line: ``retrying GET host/path: REASON (attempt N/M, next in Ws)``, and a
+  transport failure ends in one :class:`FetchError` line such as ``cannot connect to
+  host:443: name does not resolve (2 attempts in 1.0s)``; neither holds a query string.
 - No request starts sooner than ``1 / rate_limit`` seconds after the previous one, retries included.
 - Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
   shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
@@ -21,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus, urlsplit
@@ -35,6 +41,7 @@ from urllib3.util.retry import Retry
 
 from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.logs import MIN_SECRET_LENGTH
+from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
 _CHUNK = 256 * 1024
@@ -109,6 +116,8 @@ class _RedactFilter(logging.Filter):
         self._redact = redact
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Retrying ("):
+            return False  # urllib3's repr of the Retry state: the fetcher logs its own one-line retry
         record.msg, record.args = self._redact(record.getMessage()), ()
         return True
 
@@ -134,26 +143,38 @@ class RateLimiter:
             time.sleep(start - now)
 
 
+OnRetry = Callable[[str | BaseException, int, int, float], None]  # (reason, next attempt, attempts at most, wait)
+
+
 class _Retry(Retry):
-    """urllib3 ``Retry`` that also respects the run deadline and the rate limit between attempts."""
+    """urllib3 ``Retry`` that also respects the run deadline and the rate limit between attempts,
+    and reports each retry (``on_retry``) before waiting for it."""
 
     deadline: float = float("inf")
     limiter: RateLimiter | None = None
+    on_retry: OnRetry | None = None
+    attempts: int = 1  # the most attempts one request may make (``total`` + 1)
 
     def new(self, **kw: Any) -> "_Retry":
         retry = super().new(**kw)
-        retry.deadline, retry.limiter = self.deadline, self.limiter
+        retry.deadline, retry.limiter, retry.on_retry, retry.attempts = (
+            self.deadline, self.limiter, self.on_retry, self.attempts)
         return retry
 
     def sleep(self, response: Any = None) -> None:
         wait = None
         if self.respect_retry_after_header and response is not None:
-            wait = self.get_retry_after(response)
+            wait = self.get_retry_after(response) or None
         if wait is None:
-            wait = self.get_backoff_time()
+            wait = self.get_backoff_time()  # jitter drawn once: the wait logged is the wait slept
         if time.monotonic() + wait > self.deadline:
             raise DeadlineExceeded(f"deadline reached: the next retry would wait {wait:.1f}s")
-        super().sleep(response)
+        if self.on_retry is not None and self.history:
+            last = self.history[-1]
+            reason: str | BaseException = f"HTTP {last.status}" if last.status else last.error or "retry"
+            self.on_retry(reason, len(self.history) + 1, self.attempts, wait)
+        if wait > 0:
+            time.sleep(wait)
         if self.limiter is not None:
             self.limiter.acquire(self.deadline)
 
@@ -188,8 +209,9 @@ class Fetcher:
         self.deadline = deadline if deadline is not None else time.monotonic() + source.deadline.total_seconds()
         self.requests = 0
         policy = source.retries
+        # connect=0: urllib3 hands connection failures straight back; :class:`ConnectBudget` paces them
         self._retry = _Retry(
-            total=policy.total, connect=policy.total, read=policy.total, status=policy.total, other=0,
+            total=policy.total, connect=0, read=policy.total, status=policy.total, other=0,
             redirect=5, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
             backoff_factor=policy.backoff.total_seconds(), backoff_max=policy.backoff_max.total_seconds(),
             backoff_jitter=policy.jitter.total_seconds(), retry_after_max=policy.retry_after_max.total_seconds(),
@@ -197,6 +219,9 @@ class Fetcher:
         )
         self._retry.deadline = self.deadline
         self._retry.limiter = RateLimiter(source.rate_limit)
+        self._retry.on_retry = self._log_retry
+        self._retry.attempts = policy.total + 1
+        self._endpoint = ""  # host/path of the request in flight, for retry lines (no query: keys live there)
         self.session = requests.Session()
         self.session.verify = source.verify_tls
         self.session.trust_env = False  # no proxy or .netrc surprises: the spec says where to go
@@ -234,6 +259,23 @@ class Fetcher:
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
 
+    def _log_retry(self, reason: str | BaseException, attempt: int, attempts: int, wait: float) -> None:
+        if isinstance(reason, BaseException):
+            reason = self._failure(reason).reason
+        self.log.warning(self.redact(f"retrying GET {self._endpoint}: {reason} (attempt {attempt}/{attempts}, "
+                                     f"next in {wait:.1f}s)"),
+                         # not ``attempt``: that field is the run's attempt, bound to every line of it
+                         url=self.redact(self._endpoint), reason=reason, request_attempt=attempt,
+                         request_attempts=attempts, wait=round(wait, 3))
+
+    def _budget(self) -> ConnectBudget:
+        policy = self.source.retries
+        return ConnectBudget(policy.connect_budget.total_seconds(), policy.backoff.total_seconds(),
+                             policy.backoff_max.total_seconds(), policy.jitter.total_seconds())
+
+    def _failure(self, exc: BaseException) -> Failure:
+        return classify(exc, self.source.connect_timeout.total_seconds(), self.source.read_timeout.total_seconds())
+
     def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
         """GET one page and parse it as JSON; raises :class:`FetchError` (redacted, no chained context)."""
         error: str | None = None
@@ -245,7 +287,7 @@ class Fetcher:
         except FetchError as exc:
             error, error_type = str(exc), type(exc)
         except (requests.RequestException, Urllib3Error, OSError) as exc:
-            error = f"request to {url} failed: {type(exc).__name__}: {exc}"
+            error = f"GET {endpoint(url)} failed: {self._failure(exc).reason}"
         # raised outside the except blocks so the unredacted original is not chained as __context__
         raise error_type(self.redact(error))
 
@@ -256,31 +298,51 @@ class Fetcher:
             query = urlsplit(url).query
             merged_params = {k: v for k, v in self._auth_params.items() if f"{quote_plus(k)}=" not in query} or None
         retry: Retry = self._retry
+        self._endpoint = endpoint(url)
+        budget = self._budget()
         while True:
             left = self.remaining()
             if left <= 0:
-                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {url}")
+                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {self._endpoint}")
             timeout = (min(self.source.connect_timeout.total_seconds(), left), min(self.source.read_timeout.total_seconds(), left))
             self.requests += 1
             try:
                 resp = self.session.get(url, params=merged_params, headers={**self._headers, **headers}, stream=True, timeout=timeout)
-            except requests.exceptions.RetryError as exc:
-                raise FetchError(f"giving up on {url} after retries: {exc}") from None
+            except requests.exceptions.RetryError:
+                raise FetchError(f"GET {self._endpoint} failed: too many redirects or retries") from None
+            except requests.exceptions.ConnectionError as exc:  # connect, DNS, TLS, reads after urllib3's retries
+                failure = self._failure(exc)
+                if not failure.before_request:
+                    what = "after retries" if failure.phase == "read" and self.source.retries.total else ""
+                    raise FetchError(" ".join(filter(None, [f"GET {self._endpoint} failed: {failure.reason}", what]))) from None
+                wait = budget.next_wait(failure)
+                if wait is None:
+                    attempts = "1 attempt" if budget.made == 1 else f"{budget.made} attempts"
+                    raise FetchError(f"cannot connect to {target(url)}: {failure.reason} "
+                                     f"({attempts} in {budget.elapsed():.1f}s)") from None
+                if time.monotonic() + wait > self.deadline:
+                    raise DeadlineExceeded(f"deadline reached: cannot connect to {target(url)}: {failure.reason}") from None
+                self._log_retry(failure.reason, budget.made + 1, budget.planned(failure), wait)
+                time.sleep(wait)
+                continue
+            except requests.exceptions.RequestException as exc:  # a read timeout raised without retries
+                raise FetchError(f"GET {self._endpoint} failed: {self._failure(exc).reason}") from None
             try:
                 if resp.status_code >= 400:
                     snippet = self._read(resp, limit=500).decode("utf-8", "replace")
                     retried = resp.status_code in self.source.retries.statuses
                     what = f"after {self.source.retries.total} retries" if retried else "(not retried)"
-                    raise FetchError(f"HTTP {resp.status_code} from {resp.url} {what}: {snippet.strip()[:300]}")
+                    body_line = " ".join(snippet.split())[:300]  # one line, whatever the server sent
+                    raise FetchError(f"HTTP {resp.status_code} from {resp.url} {what}: {body_line}")
                 try:
                     body = self._read(resp)
                 except (requests.RequestException, Urllib3Error, OSError) as exc:
                     try:
                         retry = retry.increment(method="GET", url=url, error=exc)  # type: ignore[arg-type]
                     except MaxRetryError:
-                        raise FetchError(f"reading the body of {resp.url} failed after retries: {exc}") from None
-                    self.log.warning("ingest.body_retry", url=self.redact(resp.url), error=self.redact(exc))
-                    retry.sleep()
+                        raise FetchError(f"reading the body of {self._endpoint} failed after retries: "
+                                         f"{self._failure(exc).reason}") from None
+                    retry.sleep()  # logs the retry line
                     continue
             finally:
                 resp.close()

@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
-from scheduler.process import pid_alive
+from scheduler.process import host_tag, pid_alive
 
 FINAL = "part-00000.parquet"
 # ``.part.tmp-<host>-<pid>-<hex>[.2]`` or ``.date=<day>.tmp-<host>-<pid>-<hex>``; names written by
@@ -112,11 +111,6 @@ def fsync_path(path: Path) -> None:
 def _pid_alive(pid: int) -> bool:
     # this process's own pid: an earlier run in this process, abandoned
     return pid != os.getpid() and pid_alive(pid)
-
-
-def host_tag() -> str:
-    """This host's name as it appears in temp names: letters, digits and ``_`` only, at most 40."""
-    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40] or "unknown"
 
 
 def _last_change(path: Path) -> float:

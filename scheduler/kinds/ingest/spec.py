@@ -58,18 +58,19 @@ from scheduler.kinds.ingest.spec_transform import (  # noqa: F401 - models of th
 
 
 class Range(Model):
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, description="Smallest allowed value.")
+    max: float | None = Field(default=None, description="Largest allowed value.")
 
 
 class Checks(Model):
     """Gates evaluated over the rows of this run before anything is published."""
 
-    min_rows: int = Field(default=0, ge=0)
-    not_null: tuple[str, ...] = ()
-    unique: tuple[str, ...] = ()
-    ranges: dict[str, Range] = Field(default_factory=dict)
-    max_reject_ratio: float | None = Field(default=None, ge=0, le=1)
+    min_rows: int = Field(default=0, ge=0, description="At least this many output rows.")
+    not_null: tuple[str, ...] = Field(default=(), description="Columns that must have no nulls.")
+    unique: tuple[str, ...] = Field(default=(), description="Columns whose values must be unique.")
+    ranges: dict[str, Range] = Field(default_factory=dict, description="Numeric bounds per column: {col: {min, max}}.")
+    max_reject_ratio: float | None = Field(
+        default=None, ge=0, le=1, description="Fail when rejected / fetched is above this.")
 
 
 class Sink(Model):
@@ -77,16 +78,23 @@ class Sink(Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    dataset: str
-    rejects: str | None = None
-    schema_: dict[str, str] = Field(alias="schema", min_length=1)
-    partition_by: str | None = None
-    partition_timezone: TimezoneName = "UTC"
-    mode: Literal["replace_partition", "append", "merge"] = "replace_partition"
-    merge_key: tuple[str, ...] = ()
-    compression_level: int | None = Field(default=None, ge=1, le=22)
-    row_group_size: int = Field(default=100_000, ge=1_000, le=10_000_000)
-    batch_rows: int = Field(default=10_000, ge=100, le=1_000_000)
+    dataset: str = Field(description="Dataset path under the data dir (relative, staying inside it).")
+    rejects: str | None = Field(default=None, description="Rejects dataset (default: <dataset>_rejects).")
+    schema_: dict[str, str] = Field(
+        alias="schema", min_length=1,
+        description="Ordered map column -> type (int, float, decimal(p,s), string, bool, timestamp, date): the exact "
+                    "output schema.")
+    partition_by: str | None = Field(
+        default=None, description="Partition by this timestamp or date column instead of the logical date.")
+    partition_timezone: TimezoneName = Field(default="UTC", description="Timezone partition_by dates are taken in.")
+    mode: Literal["replace_partition", "append", "merge"] = Field(
+        default="replace_partition",
+        description="replace_partition (idempotent reruns), append, or merge rows by merge_key.")
+    merge_key: tuple[str, ...] = Field(default=(), description="Key columns for mode merge.")
+    compression_level: int | None = Field(default=None, ge=1, le=22, description="zstd level (default: zstd's).")
+    row_group_size: int = Field(default=100_000, ge=1_000, le=10_000_000, description="Rows per Parquet row group.")
+    batch_rows: int = Field(
+        default=10_000, ge=100, le=1_000_000, description="Raw records transformed per batch (bounds memory).")
 
     @field_validator("dataset", "rejects")
     @classmethod
@@ -128,19 +136,23 @@ class Sink(Model):
 class Incremental(Model):
     """The maximum of ``cursor_field`` over published rows becomes the next ``{watermark}``."""
 
-    cursor_field: str
-    initial: str = ""
+    cursor_field: str = Field(description="Column whose maximum becomes the watermark.")
+    initial: str = Field(default="", description="{watermark} before the first successful run.")
 
 
 class IngestJob(JobBase):
     """Fetch an HTTP API page by page, clean, check and publish a Parquet partition."""
 
-    kind: Literal["ingest"]
-    source: Source
-    transform: tuple[Step, ...] = ()
-    checks: Checks = Field(default_factory=Checks)
-    sink: Sink
-    incremental: Incremental | None = None
+    kind: Literal["ingest"] = Field(description="ingest: fetch an HTTP API into Parquet under the data dir.")
+    source: Source = Field(description="The HTTP API to fetch.")
+    transform: tuple[Step, ...] = Field(
+        default=(),
+        description="Cleaning steps, applied in order one batch at a time; each step is a mapping with one key.")
+    checks: Checks = Field(
+        default_factory=Checks, description="Gates over the run's rows; a failed check publishes nothing.")
+    sink: Sink = Field(description="The Parquet dataset under the data dir.")
+    incremental: Incremental | None = Field(
+        default=None, description="Watermark: the maximum of cursor_field over published rows becomes {watermark}.")
 
     @field_validator("transform")
     @classmethod

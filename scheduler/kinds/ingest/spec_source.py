@@ -17,8 +17,8 @@ from scheduler.kinds.ingest.spec_common import _dotted
 class BearerAuth(Model):
     """``Authorization: Bearer <token>``; an empty token sends no header (optional auth)."""
 
-    type: Literal["bearer"]
-    token: str = ""
+    type: Literal["bearer"] = Field(description="bearer")
+    token: str = Field(default="", description="Bearer token (a secret); empty sends no header.")
 
     @field_validator("token", mode="before")
     @classmethod
@@ -31,18 +31,19 @@ class ApiKeyAuth(Model):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    type: Literal["api_key"]
-    key: str
-    name: str = "X-API-Key"
-    in_: Literal["header", "query"] = Field(default="header", alias="in")
+    type: Literal["api_key"] = Field(description="api_key")
+    key: str = Field(description="The API key (a secret).")
+    name: str = Field(default="X-API-Key", description="Header or query parameter name.")
+    in_: Literal["header", "query"] = Field(
+        default="header", alias="in", description="Where the key goes: header or query.")
 
 
 class BasicAuth(Model):
     """HTTP basic auth."""
 
-    type: Literal["basic"]
-    username: str
-    password: str = ""
+    type: Literal["basic"] = Field(description="basic")
+    username: str = Field(description="Basic auth user name.")
+    password: str = Field(default="", description="Basic auth password (a secret).")
 
 
 Auth = Annotated[Union[BearerAuth, ApiKeyAuth, BasicAuth], Field(discriminator="type")]
@@ -51,12 +52,13 @@ Auth = Annotated[Union[BearerAuth, ApiKeyAuth, BasicAuth], Field(discriminator="
 class PageNumberPagination(Model):
     """``?page=N&per_page=M``; stops at ``total_pages_path`` or on the first empty page."""
 
-    type: Literal["page_number"]
-    page_param: str = "page"
-    size_param: str | None = "per_page"
-    page_size: int = Field(default=100, ge=1, le=100_000)
-    start_page: int = Field(default=1, ge=0)
-    total_pages_path: str | None = None
+    type: Literal["page_number"] = Field(description="page_number: ?page=N&per_page=M")
+    page_param: str = Field(default="page", description="Page number parameter.")
+    size_param: str | None = Field(default="per_page", description="Page size parameter (null: none sent).")
+    page_size: int = Field(default=100, ge=1, le=100_000, description="Records per page.")
+    start_page: int = Field(default=1, ge=0, description="First page number.")
+    total_pages_path: str | None = Field(
+        default=None, description="Dotted path of the page count in the body; without it, stop on an empty page.")
 
     @field_validator("total_pages_path")
     @classmethod
@@ -67,11 +69,12 @@ class PageNumberPagination(Model):
 class OffsetPagination(Model):
     """``?offset=K&limit=M``; stops at ``total_path`` or on a short page."""
 
-    type: Literal["offset"]
-    offset_param: str = "offset"
-    limit_param: str = "limit"
-    page_size: int = Field(default=100, ge=1, le=100_000)
-    total_path: str | None = None
+    type: Literal["offset"] = Field(description="offset: ?offset=K&limit=M")
+    offset_param: str = Field(default="offset", description="Offset parameter.")
+    limit_param: str = Field(default="limit", description="Limit parameter.")
+    page_size: int = Field(default=100, ge=1, le=100_000, description="Records per page.")
+    total_path: str | None = Field(
+        default=None, description="Dotted path of the record count in the body; without it, stop on a short page.")
 
     @field_validator("total_path")
     @classmethod
@@ -82,11 +85,11 @@ class OffsetPagination(Model):
 class CursorPagination(Model):
     """Cursor read from ``cursor_path`` in the body, sent back as ``cursor_param``; stops when empty."""
 
-    type: Literal["cursor"]
-    cursor_path: str
-    cursor_param: str = "cursor"
-    size_param: str | None = None
-    page_size: int = Field(default=100, ge=1, le=100_000)
+    type: Literal["cursor"] = Field(description="cursor: a cursor read from the body and sent back")
+    cursor_path: str = Field(description="Dotted path of the next cursor in the body.")
+    cursor_param: str = Field(default="cursor", description="Parameter the cursor is sent back in.")
+    size_param: str | None = Field(default=None, description="Page size parameter (null: none sent).")
+    page_size: int = Field(default=100, ge=1, le=100_000, description="Records per page.")
 
     @field_validator("cursor_path")
     @classmethod
@@ -97,18 +100,18 @@ class CursorPagination(Model):
 class LinkHeaderPagination(Model):
     """RFC 8288 ``Link: <url>; rel="next"``; stops when there is no next link."""
 
-    type: Literal["link_header"]
-    size_param: str | None = None
-    page_size: int = Field(default=100, ge=1, le=100_000)
+    type: Literal["link_header"] = Field(description="link_header: follow Link rel=next")
+    size_param: str | None = Field(default=None, description="Page size parameter (null: none sent).")
+    page_size: int = Field(default=100, ge=1, le=100_000, description="Records per page.")
 
 
 class NextUrlPagination(Model):
     """Absolute or relative next-page URL read from ``next_url_path`` in the body."""
 
-    type: Literal["next_url"]
-    next_url_path: str
-    size_param: str | None = None
-    page_size: int = Field(default=100, ge=1, le=100_000)
+    type: Literal["next_url"] = Field(description="next_url: the next page's URL read from the body")
+    next_url_path: str = Field(description="Dotted path of the next-page URL in the body.")
+    size_param: str | None = Field(default=None, description="Page size parameter (null: none sent).")
+    page_size: int = Field(default=100, ge=1, le=100_000, description="Records per page.")
 
     @field_validator("next_url_path")
     @classmethod
@@ -119,7 +122,7 @@ class NextUrlPagination(Model):
 class NoPagination(Model):
     """A single request."""
 
-    type: Literal["none"]
+    type: Literal["none"] = Field(description="none: a single request")
 
 
 Pagination = Annotated[
@@ -129,14 +132,20 @@ Pagination = Annotated[
 
 
 class Retries(Model):
-    """Retry policy for 429, 5xx and connection errors (urllib3 ``Retry``)."""
+    """Retry policy: 429, 5xx and read errors up to ``total`` retries (urllib3 ``Retry``); failed
+    connections while the backoff waits fit in ``connect_budget`` (a source that is down fails fast)."""
 
-    total: int = Field(default=5, ge=0, le=100)
-    backoff: Duration = timedelta(seconds=1)
-    backoff_max: Duration = timedelta(seconds=60)
-    jitter: Duration = timedelta(milliseconds=500)
-    retry_after_max: Duration = timedelta(seconds=120)
-    statuses: tuple[int, ...] = (429, 500, 502, 503, 504)
+    total: int = Field(default=5, ge=0, le=100, description="Retries on 'statuses' and connection or read errors.")
+    connect_budget: Duration = Field(default=timedelta(seconds=10), description=(
+        "how long a request keeps retrying failed connections (refused, unreachable, timed out): "
+        "as many attempts as the backoff waits fit in; a name that does not resolve is retried once"))
+    backoff: Duration = Field(default=timedelta(seconds=1), description="First backoff; exponential.")
+    backoff_max: Duration = Field(default=timedelta(seconds=60), description="Cap of the backoff.")
+    jitter: Duration = Field(
+        default=timedelta(milliseconds=500), description="Random extra wait per retry, up to this.")
+    retry_after_max: Duration = Field(default=timedelta(seconds=120), description="Cap on an honoured Retry-After.")
+    statuses: tuple[int, ...] = Field(
+        default=(429, 500, 502, 503, 504), description="Statuses to retry (408, 429 or 5xx only).")
 
     @field_validator("statuses")
     @classmethod
@@ -150,21 +159,29 @@ class Retries(Model):
 class Source(Model):
     """Where records come from."""
 
-    base_url: str
-    path: str = ""
-    method: Literal["GET"] = "GET"
-    params: dict[str, str] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
-    auth: Auth | None = None
-    pagination: Pagination = Field(default_factory=lambda: NoPagination(type="none"))
-    records: str | None = None
-    max_pages: int = Field(default=10_000, ge=1)
-    connect_timeout: Duration = timedelta(seconds=10)
-    read_timeout: Duration = timedelta(seconds=60)
-    deadline: Duration = timedelta(hours=1)
-    retries: Retries = Field(default_factory=Retries)
-    rate_limit: float | None = Field(default=None, gt=0)
-    verify_tls: bool = True
+    base_url: str = Field(description="API root, an http(s) URL.")
+    path: str = Field(default="", description="Path appended to base_url; templated.")
+    method: Literal["GET"] = Field(default="GET", description="HTTP method (reads only).")
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        description="Query parameters; templated with {logical_date}, {data_interval_start}, {data_interval_end}, "
+                    "{watermark}, {job}, {run_id} and job params.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers; templated.")
+    auth: Auth | None = Field(default=None, description="Authentication: bearer, api_key or basic.")
+    pagination: Pagination = Field(
+        default_factory=lambda: NoPagination(type="none"), description="Pagination style (default: a single request).")
+    records: str | None = Field(
+        default=None, description="Dotted path of the records in the body (a body that is a list is the records).")
+    max_pages: int = Field(default=10_000, ge=1, description="Guard: more pages fails the run.")
+    connect_timeout: Duration = Field(default=timedelta(seconds=10), description="Socket connect timeout.")
+    read_timeout: Duration = Field(default=timedelta(seconds=60), description="Socket read timeout.")
+    deadline: Duration = Field(
+        default=timedelta(hours=1),
+        description="Overall fetch deadline, covering retries, rate-limit waits and slow bodies.")
+    retries: Retries = Field(default_factory=Retries, description="Retry policy for 429, 5xx and connection errors.")
+    rate_limit: float | None = Field(
+        default=None, gt=0, description="At most this many requests per second, retries included.")
+    verify_tls: bool = Field(default=True, description="TLS certificate verification.")
 
     @field_validator("params", "headers", mode="before",
                      json_schema_input_type=dict[str, Union[str, int, float, bool]])

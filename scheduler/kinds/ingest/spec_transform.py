@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator
 
 from scheduler.config.types import FunctionRef, Model, TimezoneName
 from scheduler.kinds.ingest.expr import ExpressionError, parse_expression
@@ -16,11 +16,12 @@ from scheduler.kinds.ingest.spec_common import _type_name
 class CastSpec(Model):
     """A cast target with options: timestamps take ``format`` and ``timezone`` (for naive values)."""
 
-    type: str
-    format: str | None = None
-    timezone: TimezoneName | None = None
-    true_values: tuple[str, ...] = ("true", "t", "yes", "y", "1")
-    false_values: tuple[str, ...] = ("false", "f", "no", "n", "0")
+    type: str = Field(description="int, float, decimal(p,s), string, bool, timestamp or date.")
+    format: str | None = Field(
+        default=None, description="Timestamp format: strptime, unix or unix_ms (default ISO-8601).")
+    timezone: TimezoneName | None = Field(default=None, description="Timezone of timestamps without an offset.")
+    true_values: tuple[str, ...] = Field(default=("true", "t", "yes", "y", "1"), description="Strings read as true.")
+    false_values: tuple[str, ...] = Field(default=("false", "f", "no", "n", "0"), description="Strings read as false.")
 
     @field_validator("type")
     @classmethod
@@ -31,22 +32,24 @@ class CastSpec(Model):
 class FlattenStep(Model):
     """Nested objects become columns: ``customer.email`` -> ``customer_email``."""
 
-    flatten: bool | dict[str, str] = True
+    flatten: bool | dict[str, str] = Field(
+        default=True, description="Nested objects become columns (true, or {separator: _}).")
 
     def separator(self) -> str:
         return self.flatten.get("separator", "_") if isinstance(self.flatten, dict) else "_"
 
 
 class RenameStep(Model):
-    rename: dict[str, str]
+    rename: dict[str, str] = Field(description="Rename columns: {old: new}.")
 
 
 class SelectStep(Model):
-    select: tuple[str, ...]
+    select: tuple[str, ...] = Field(description="Keep and order these columns.")
 
 
 class CastStep(Model):
-    cast: dict[str, CastSpec]
+    cast: dict[str, CastSpec] = Field(
+        description="Explicit types: {col: TYPE} or {col: {type, format, timezone, true_values, false_values}}.")
 
     @field_validator("cast", mode="before", json_schema_input_type=dict[str, Union[str, CastSpec]])
     @classmethod
@@ -59,19 +62,20 @@ class CastStep(Model):
 class ParseNumberStep(Model):
     """Strip currency symbols, spaces and thousands separators, then parse a number."""
 
-    parse_number: tuple[str, ...]
+    parse_number: tuple[str, ...] = Field(
+        description="Columns to parse as numbers out of text like \"$12.50\" or \"1,200\".")
 
 
 class LowerStep(Model):
-    lower: tuple[str, ...]
+    lower: tuple[str, ...] = Field(description="Columns to lower-case.")
 
 
 class UpperStep(Model):
-    upper: tuple[str, ...]
+    upper: tuple[str, ...] = Field(description="Columns to upper-case.")
 
 
 class StripStep(Model):
-    strip: tuple[str, ...]
+    strip: tuple[str, ...] = Field(description="Columns to strip of surrounding whitespace.")
 
 
 class DedupeSpec(Model):
@@ -80,9 +84,9 @@ class DedupeSpec(Model):
     (Not called ``key``: values of keys named key/token/password/secret are redacted from logs.)
     """
 
-    columns: tuple[str, ...]
-    keep: Literal["first", "last"] = "first"
-    by: str | None = None
+    columns: tuple[str, ...] = Field(description="Key column(s).")
+    keep: Literal["first", "last"] = Field(default="first", description="Keep the first or the last row per key.")
+    by: str | None = Field(default=None, description="Order rows by this column instead of arrival.")
 
     @field_validator("columns", mode="before")
     @classmethod
@@ -91,7 +95,7 @@ class DedupeSpec(Model):
 
 
 class DedupeStep(Model):
-    dedupe: DedupeSpec
+    dedupe: DedupeSpec = Field(description="One row per key.")
 
 
 def _check_expr(value: str) -> str:
@@ -105,7 +109,7 @@ def _check_expr(value: str) -> str:
 class DeriveStep(Model):
     """New columns from safe arithmetic expressions over columns and literals."""
 
-    derive: dict[str, str]
+    derive: dict[str, str] = Field(description="New columns from safe arithmetic expressions: {col: expr}.")
 
     @field_validator("derive")
     @classmethod
@@ -118,8 +122,9 @@ class DeriveStep(Model):
 class FilterSpec(Model):
     """Keep rows where ``expr`` is true; the others are rejected (or counted as filtered)."""
 
-    expr: str
-    on_fail: Literal["reject", "drop"] = "reject"
+    expr: str = Field(description="Keep rows where this expression is true.")
+    on_fail: Literal["reject", "drop"] = Field(
+        default="reject", description="The other rows go to rejects (reject) or are counted as filtered (drop).")
 
     @field_validator("expr")
     @classmethod
@@ -128,7 +133,7 @@ class FilterSpec(Model):
 
 
 class FilterStep(Model):
-    filter: FilterSpec
+    filter: FilterSpec = Field(description="An expression, or {expr, on_fail}.")
 
     @field_validator("filter", mode="before", json_schema_input_type=Union[str, FilterSpec])
     @classmethod
@@ -139,7 +144,8 @@ class FilterStep(Model):
 class HookStep(Model):
     """``module:function`` taking a DataFrame and returning a DataFrame (or ``(clean, rejects)``)."""
 
-    hook: FunctionRef
+    hook: FunctionRef = Field(
+        description="package.module:function taking and returning a DataFrame (or (clean, rejects)).")
 
 
 _STEPS: dict[str, type[Model]] = {

@@ -1,7 +1,7 @@
 """``scheduler demo``: the quick start.  Runs ``daily_sales`` against the bundled sample API.
 
 Starts the sample sales API on 127.0.0.1 (in this process), points ``SALES_API_URL`` at it, runs
-``run-job daily_sales --date D`` through the normal code path (child process, state record,
+``daily_sales`` for date D through the code path of ``run-job`` (child process, state record,
 atomic Parquet publish), then shows where the Parquet went and a few cleaned rows.
 """
 
@@ -12,26 +12,25 @@ import os
 from datetime import date, timedelta
 from pathlib import Path
 
+from scheduler.app.commands import run_job
+from scheduler.app.context import App, Options
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from scheduler.cli import config_path, data_dir, main
-    from scheduler.sample_api import start_server
+    from scheduler.sample.api import start_server
 
+    options = Options.from_args(args)
     day = date.fromisoformat(args.date) if args.date else date.today() - timedelta(days=1)
     server, url = start_server(port=0, records_per_day=args.records)
     try:
-        os.environ["SALES_API_URL"] = url
+        os.environ["SALES_API_URL"] = url  # the config reads it (``${SALES_API_URL}``) when loaded below
         print(f"sample sales API on {url} ({args.records:,} dirty records for {day})", flush=True)
-        argv = ["run-job", args.job, "--date", day.isoformat(), "--config", str(config_path(args)),
-                "--data-dir", str(data_dir(args))]
-        for flag in ("log_level", "log_format"):
-            if getattr(args, flag, None):
-                argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
-        code = main(argv)
+        with App.load(options) as app:
+            code = run_job(app, args.job, day, {})
     finally:
         server.shutdown()
     if code == 0:
-        show(data_dir(args), day)
+        show(options.data_root, day)
     return code
 
 

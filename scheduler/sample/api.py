@@ -8,7 +8,7 @@ mixed-case ``sku`` and email, numeric-string quantities, ``"$12.50"`` prices, ne
 quantities (returns).  Options: a bearer token to require, and injected 429 (with
 ``Retry-After``) or 503 answers every N requests.
 
-    python -m scheduler.sample_api --port 0 --records-per-day 20000 --per-page 1000
+    python -m scheduler.sample.api --port 0 --records-per-day 20000 --per-page 1000
 
 prints the base URL (``http://127.0.0.1:PORT``) on the first line and serves until interrupted.
 """
@@ -197,7 +197,7 @@ def start_server(port: int = 0, records_per_day: int = 5_000, per_page: int = 1_
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scheduler.sample_api", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m scheduler.sample.api", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     parser.add_argument("--records-per-day", type=int, default=5_000)
     parser.add_argument("--per-page", type=int, default=1_000, help="page size when the client sends none")
