@@ -487,7 +487,8 @@ def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: i
     cpu = cpu1 - cpu0
     slots = count * window / 2.0
     return {
-        "kind": kind + (f" (preload {preload})" if preload else ""), "jobs": count, "window_s": round(window, 1), "runs": runs, "skipped": skipped,
+        "kind": kind + (f" (preload {preload})" if preload else ""), "jobs": count,
+        "window_s": round(window, 1), "runs": runs, "skipped": skipped,
         "slots": round(slots), "failed_runs": failed, "cpu_s": round(cpu, 3),
         "cpu_ms_per_run": 1000.0 * cpu / runs if runs else math.nan,
         "cores_busy": cpu / window, "loadavg_1m": [round(load0, 2), round(load1, 2)], "exit_code": code,

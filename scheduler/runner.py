@@ -2,9 +2,9 @@
 
 The runner is the one code path for scheduled runs (``scheduler run``) and foreground runs
 (``run-job``).  Every attempt is a child process in its own session: ``command`` jobs exec their
-argv directly, the other kinds run in ``python -m scheduler.worker``, or, in the daemon, in a child
-forked by the fork server (:mod:`scheduler.forkserver`) that runs the same worker.  The daemon's process never
-imports pandas or pyarrow.
+argv directly, the other kinds run in ``python -m scheduler.worker``, or, in the daemon, in a
+child forked by the fork server (:mod:`scheduler.forkserver`) that runs the same worker.  The
+daemon's process never imports pandas or pyarrow.
 
 Invariants: the run row is ``running`` while an attempt or a retry wait is in progress and ends
 in exactly one final status; a watermark is stored only with ``success``.
@@ -238,7 +238,6 @@ class Runner:
         if status != "success" and tail:
             metrics["last_lines"] = list(tail)[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
-
 
     def _start(self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: bool,
                worker: bool) -> Any:

@@ -136,8 +136,9 @@ def code_key() -> str:
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if name.endswith(".py"):
-                st = os.stat(os.path.join(root, name))
-                h.update(f"{os.path.relpath(os.path.join(root, name), _PACKAGE)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                full = os.path.join(root, name)
+                st = os.stat(full)
+                h.update(f"{os.path.relpath(full, _PACKAGE)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     for entry in sys.path:  # installing or removing a package changes its site directory's mtime
         if entry.endswith("-packages"):
             try:
