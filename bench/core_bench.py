@@ -498,7 +498,7 @@ def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: i
 
 def bench_per_run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
-    from scheduler.sample_api import start_server
+    from scheduler.sample.api import start_server
 
     server, base_url = start_server(records_per_day=args.ingest_records, per_page=args.ingest_records)
     out: dict[str, Any] = {}

@@ -28,9 +28,9 @@ run, to ``fork()`` a fresh child for each run.  What must hold:
   children from copying the preloaded objects' pages.
 * **Each child is a fresh run.**  It calls ``os.setsid()`` (its own session and process group,
   pgid == pid) *before* the server reports its pid, so the runner's ``killpg`` (timeout, stop,
-  ``replace``) always reaches it and its descendants.  Its stdin and stdout+stderr are pipes the
+  ``replace``) always reaches it and its descendants.  Its stdin, stdout and stderr are pipes the
   daemon created and passed over the socket (``SCM_RIGHTS``): the runner feeds the payload and
-  relays output lines exactly as with a subprocess.  The child applies the run's environment
+  relays each stream's lines exactly as with a subprocess.  The child applies the run's environment
   (``os.environ`` replaced, so ``putenv`` reaches C code and subprocesses), cwd and
   ``PYTHONPATH`` (``sys.path`` rebuilt as a fresh ``python -m`` would build it), closes every
   other descriptor, runs the worker and leaves with ``os._exit``, so its memory returns to the

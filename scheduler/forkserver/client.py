@@ -1,8 +1,8 @@
 """The daemon's side of the fork server: start it lazily, ask it for runs, learn how they ended.
 
 :meth:`ForkServer.spawn` returns a :class:`ForkedProcess`, which reads like the
-``subprocess.Popen`` the runner otherwise gets (``pid``, ``stdin``, ``stdout``, ``wait()``,
-``returncode``), or ``None`` when the fork server cannot serve (the caller then starts a fresh
+``subprocess.Popen`` the runner otherwise gets (``pid``, ``stdin``, ``stdout``, ``stderr``,
+``wait()``, ``returncode``), or ``None`` when the fork server cannot serve (the caller then starts a fresh
 interpreter).  One reader thread per live server turns its messages into results; the spawning
 threads only send and wait.
 
@@ -48,10 +48,11 @@ def fork_supported() -> bool:
 class ForkedProcess:
     """One run forked by the server, read like ``subprocess.Popen`` by the runner."""
 
-    def __init__(self, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    def __init__(self, stdin: IO[bytes], stdout: IO[bytes], stderr: IO[bytes]) -> None:
         self.pid: int = 0
         self.stdin: IO[bytes] | None = stdin
         self.stdout: IO[bytes] | None = stdout
+        self.stderr: IO[bytes] | None = stderr
         self.returncode: int | None = None
         self.lost: str | None = None  # why the run ended without a reported status
         self.args = [sys.executable, "-m", "scheduler.worker"]
@@ -125,7 +126,8 @@ class ForkServer:
             return None
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
-        proc = ForkedProcess(os.fdopen(stdin_w, "wb"), os.fdopen(out_r, "rb"))
+        err_r, err_w = os.pipe()
+        proc = ForkedProcess(os.fdopen(stdin_w, "wb"), os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
         pending = _Pending(proc)
         message = {"op": "spawn", "env": dict(env), "cwd": cwd or os.getcwd()}
         with self._lock:
@@ -134,7 +136,7 @@ class ForkServer:
             server.pending[self._next_id] = pending
         try:
             with self._send_lock:  # not under _lock: the reader thread must keep draining replies
-                socket.send_fds(server.sock, [json.dumps(message).encode()], [stdin_r, out_w])
+                socket.send_fds(server.sock, [json.dumps(message).encode()], [stdin_r, out_w, err_w])
         except OSError as exc:
             with self._lock:
                 server.pending.pop(message.get("id", 0), None)
@@ -142,8 +144,8 @@ class ForkServer:
             self._kill(server, f"cannot reach the fork server: {exc}")
             return None  # nothing was forked: a fresh interpreter may run it
         finally:
-            os.close(stdin_r)
-            os.close(out_w)
+            for fd in (stdin_r, out_w, err_w):  # the server holds its copies now (or there is no run)
+                os.close(fd)
         if not pending.done.wait(REPLY_TIMEOUT):
             self._kill(server, f"the fork server did not answer within {REPLY_TIMEOUT:.0f}s")
             pending.done.wait(STOP_TIMEOUT)
@@ -159,7 +161,7 @@ class ForkServer:
 
     @staticmethod
     def _close_pipes(proc: ForkedProcess) -> None:
-        for stream in (proc.stdin, proc.stdout):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
 

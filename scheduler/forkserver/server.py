@@ -4,9 +4,9 @@ The control channel is the ``SOCK_SEQPACKET`` socket inherited as descriptor ``F
 message is one JSON object (see :mod:`scheduler.forkserver.client` for the daemon's side):
 
 * server -> daemon, once: ``{"op": "ready", "pid": P, "preloaded": [...], "failed": [...]}``;
-* daemon -> server: ``{"op": "spawn", "id": N, "env": {...}, "cwd": "..."}`` carrying two
-  descriptors (``SCM_RIGHTS``): the read end of the run's stdin pipe, the write end of its
-  output pipe;
+* daemon -> server: ``{"op": "spawn", "id": N, "env": {...}, "cwd": "..."}`` carrying three
+  descriptors (``SCM_RIGHTS``): the read end of the run's stdin pipe and the write ends of its
+  stdout and stderr pipes;
 * server -> daemon: ``{"op": "started", "id": N, "pid": P}`` once the child is a session leader,
   or ``{"op": "refused", "id": N, "error": "..."}``;
 * server -> daemon: ``{"op": "exited", "pid": P, "returncode": R}`` when a child ends.
@@ -121,7 +121,7 @@ class Server:
     def receive(self) -> bool:
         """Handle one request; False once the daemon has closed the socket."""
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 4)
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, 8)
         except (ConnectionError, OSError):
             return False
         if not data:
@@ -130,9 +130,9 @@ class Server:
             return False
         try:
             request = json.loads(data)
-            if request.get("op") != "spawn" or len(fds) != 2:
+            if request.get("op") != "spawn" or len(fds) != 3:
                 raise ValueError(f"unexpected request {request.get('op')!r} with {len(fds)} descriptors")
-            self.spawn(request, fds[0], fds[1])
+            self.spawn(request, fds[0], fds[1], fds[2])
         except Exception as exc:  # noqa: BLE001 - a bad request must not end the server
             self.send({"op": "refused", "id": _id_of(data), "error": f"{type(exc).__name__}: {exc}"})
         finally:
@@ -140,14 +140,14 @@ class Server:
                 os.close(fd)
         return True
 
-    def spawn(self, request: dict[str, Any], stdin_fd: int, out_fd: int) -> None:
+    def spawn(self, request: dict[str, Any], stdin_fd: int, out_fd: int, err_fd: int) -> None:
         if not single_threaded():
             raise RuntimeError(f"the fork server has {thread_count()} threads; it forks only when single-threaded")
         ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child: never returns into this loop
             os.close(ready_r)
-            _child(request, stdin_fd, out_fd, ready_w, self.base_path)
+            _child(request, (stdin_fd, out_fd, err_fd), ready_w, self.base_path)
         os.close(ready_w)
         os.read(ready_r, 1)  # EOF once the child is a session leader (or died trying)
         os.close(ready_r)
@@ -167,7 +167,7 @@ class Server:
             self.send({"op": "exited", "pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
 
 
-def _child(request: dict[str, Any], stdin_fd: int, out_fd: int, ready_w: int, base_path: list[str]) -> None:
+def _child(request: dict[str, Any], stdio: tuple[int, int, int], ready_w: int, base_path: list[str]) -> None:
     """Become the run: own session, the run's stdio, environment, cwd and sys.path; then the worker."""
     code = 70  # EX_SOFTWARE: set-up failed before the worker ran
     try:
@@ -177,9 +177,8 @@ def _child(request: dict[str, Any], stdin_fd: int, out_fd: int, ready_w: int, ba
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.set_wakeup_fd(-1)
-        os.dup2(stdin_fd, 0)
-        os.dup2(out_fd, 1)
-        os.dup2(out_fd, 2)
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
         os.closerange(3, _max_fd())
         _fresh_stdio()
         env = {str(k): str(v) for k, v in request["env"].items()}
