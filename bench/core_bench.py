@@ -2,6 +2,7 @@
 
     python bench/core_bench.py [--quick] [--runs 1000] [--cpu-window 60] [--lateness-window 60]
     python bench/core_bench.py --only per_run [--run-window 40] [--code /path/to/other/checkout]
+    python bench/core_bench.py --only run_job [--code /path/to/other/checkout]
 
 Three measurements, every one of them on real ``scheduler run`` processes started from a config
 and data dir in a temporary directory and stopped with SIGTERM:
@@ -30,6 +31,10 @@ and data dir in a temporary directory and stopped with SIGTERM:
    ``--many-jobs`` python jobs.  Goal: at most 30 ms of CPU per trivial python run.
    ``--code DIR`` runs the daemons from another checkout (``PYTHONPATH``), for before/after
    figures from one session.  The 1-minute load average is reported with each figure.
+5. ``run-job`` (``--only run_job``): wall and CPU seconds of ``scheduler run-job`` for a trivial
+   ``command`` job (``true``) and a trivial ``python`` job, median of ``--run-job-repeats`` calls
+   after a first one that fills the config cache.  Baseline: ``python -c pass``.  Goal: the
+   command job under 0.3 s.
 
 Prints a markdown table and writes the figures to ``bench/results/core.json``.  Exit code 1 when a
 goal is missed.  ``--quick`` is a smoke run of about a minute.
@@ -67,6 +72,7 @@ GOAL_RSS_MB = 35.0
 GOAL_IDLE_CPU_PCT = 0.05
 GOAL_P99_MS = 20.0
 GOAL_PY_RUN_CPU_MS = 30.0
+GOAL_RUN_JOB_S = 0.3
 
 # A minimal scheduler: sleep until each fire time, Popen ``true``, note how late Popen returned.
 MINIMAL_SCHEDULER = r"""
@@ -430,6 +436,62 @@ def tree_cpu(root_pid: int) -> float:
     return total
 
 
+def tree_rss(root_pid: int) -> dict[str, float]:
+    """RSS of the daemon and of its fork server (0 when there is none), in MB."""
+    out = {"daemon_rss_mb": 0.0, "forkserver_rss_mb": 0.0}
+    try:
+        root = psutil.Process(root_pid)
+        out["daemon_rss_mb"] = root.memory_info().rss / MB
+        for child in root.children():
+            if "scheduler.forkserver.server" in " ".join(child.cmdline()):
+                out["forkserver_rss_mb"] = child.memory_info().rss / MB
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+def bench_run_job(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Wall and CPU seconds (the command and its children) of ``run-job`` for trivial jobs.
+
+    The first call of each job fills the config cache (where there is one) and is reported
+    apart; the median of the next ``--run-job-repeats`` calls is the figure."""
+    env = dict(os.environ)
+    if args.code:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code), env.get("PYTHONPATH")]))
+    env["SCHEDULER_CACHE_DIR"] = str(root / "run-job-cache")
+    work = root / "run-job"
+    (work / "benchjobs").mkdir(parents=True)
+    (work / "benchjobs" / "__init__.py").write_text("")
+    (work / "benchjobs" / "trivial.py").write_text(TRIVIAL_MODULE)
+    (work / "config.yaml").write_text(yaml_config({
+        "noop_command": {"kind": "command", "schedule": "0 0 1 1 *", "command": ["true"]},
+        "noop_python": {"kind": "python", "schedule": "0 0 1 1 *", "function": "benchjobs.trivial:noop"},
+    }))
+    out: dict[str, Any] = {"code": str(args.code or ROOT)}
+    for job in ("noop_command", "noop_python"):
+        samples = []
+        for _ in range(args.run_job_repeats + 1):
+            before = os.times()
+            t0 = time.monotonic()
+            subprocess.run([sys.executable, "-m", "scheduler", "run-job", job, "--config", "config.yaml",
+                            "--data-dir", "data", "--log-level", "warning"], cwd=work, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            after = os.times()
+            samples.append((time.monotonic() - t0, after.children_user + after.children_system
+                            - before.children_user - before.children_system))
+        rest = samples[1:]
+        out[job] = {"first_wall_s": samples[0][0], "wall_s": percentile([w for w, _ in rest], 50),
+                    "cpu_s": percentile([c for _, c in rest], 50), "loadavg_1m": round(os.getloadavg()[0], 2)}
+    t0 = time.monotonic()
+    before = os.times()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    after = os.times()
+    out["python_c_pass"] = {"wall_s": time.monotonic() - t0,
+                            "cpu_s": after.children_user + after.children_system - before.children_user
+                            - before.children_system}
+    return out
+
+
 def overhead_jobs(kind: str, count: int, base_url: str, records: int) -> dict[str, dict[str, Any]]:
     jobs: dict[str, dict[str, Any]] = {}
     for i in range(count):
@@ -477,6 +539,7 @@ def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: i
         t0 = time.monotonic()
         time.sleep(args.run_window)
         cpu1, finished1 = tree_cpu(daemon.proc.pid), daemon.runs()[0]
+        rss = tree_rss(daemon.proc.pid)
         window = time.monotonic() - t0
         skipped = count_events(daemon, "run skipped") - skipped0
         load1 = os.getloadavg()[0]
@@ -492,7 +555,7 @@ def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: i
         "slots": round(slots), "failed_runs": failed, "cpu_s": round(cpu, 3),
         "cpu_ms_per_run": 1000.0 * cpu / runs if runs else math.nan,
         "cores_busy": cpu / window, "loadavg_1m": [round(load0, 2), round(load1, 2)], "exit_code": code,
-        "code": str(args.code or ROOT),
+        "code": str(args.code or ROOT), **rss,
     }
 
 
@@ -591,6 +654,21 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
                      f"{item['window_s']:.0f} s)", str(item["skipped"]), "-", "-", "-", "-"])
         rows.append([f"Cores busy, {item['jobs']} {item['kind']} jobs every 2 s", fmt(item["cores_busy"], 2),
                      "-", "-", "-", "-"])
+        if "daemon_rss_mb" in item:
+            rows.append([f"RSS after the window, daemon / fork server, {item['jobs']} {item['kind']} jobs (MB)",
+                         f"{item['daemon_rss_mb']:.1f} / {item['forkserver_rss_mb']:.1f}", "-", "-", "-", "-"])
+    run_job = results.get("run_job")
+    if run_job:
+        base = run_job["python_c_pass"]
+        for job in ("noop_command", "noop_python"):
+            item = run_job[job]
+            goal = job == "noop_command"
+            ok = item["wall_s"] <= GOAL_RUN_JOB_S if goal else True
+            ok_all &= ok
+            rows.append([f"run-job {job}: wall (first call {item['first_wall_s']:.2f} s) / CPU, median (s, load "
+                         f"{item['loadavg_1m']:.1f})", f"{item['wall_s']:.2f} / {item['cpu_s']:.2f}",
+                         f"{base['wall_s']:.2f} / {base['cpu_s']:.2f}", ratio(item["wall_s"], base["wall_s"]),
+                         f"<= {GOAL_RUN_JOB_S}" if goal else "-", verdict(ok) if goal else "-"])
     header = ["Metric", "Daemon", "Baseline", "Ratio", "Goal", "Met"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -617,7 +695,8 @@ def main() -> int:
     parser.add_argument("--many-jobs", type=int, default=100, help="python jobs for the skipped-slot count")
     parser.add_argument("--code", type=Path, default=None,
                         help="run the daemons from this checkout (PYTHONPATH), e.g. for before/after figures")
-    parser.add_argument("--only", choices=["memory", "idle_cpu", "lateness", "per_run"], action="append",
+    parser.add_argument("--run-job-repeats", type=int, default=5, help="run-job calls per job after the first")
+    parser.add_argument("--only", choices=["memory", "idle_cpu", "lateness", "per_run", "run_job"], action="append",
                         help="run only these measurements (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary configs, data and logs")
@@ -626,7 +705,7 @@ def main() -> int:
         args.runs, args.cpu_window, args.lateness_window = min(args.runs, 200), min(args.cpu_window, 10.0), min(
             args.lateness_window, 15.0)
         args.run_window = min(args.run_window, 10.0)
-    parts = args.only or ["memory", "idle_cpu", "lateness", "per_run"]
+    parts = args.only or ["memory", "idle_cpu", "lateness", "per_run", "run_job"]
     root = Path(tempfile.mkdtemp(prefix="core-bench-"))
     began = time.monotonic()
     results: dict[str, Any] = {
@@ -641,6 +720,9 @@ def main() -> int:
         if "idle_cpu" in parts:
             print(f"idle CPU: {args.cpu_window:.0f} s window ...", file=sys.stderr)
             results["idle_cpu"] = bench_idle_cpu(root, bare, args)
+        if "run_job" in parts:
+            print("run-job of trivial command and python jobs ...", file=sys.stderr)
+            results["run_job"] = bench_run_job(root, args)
         if "per_run" in parts:
             results["per_run"] = bench_per_run(root, args)
         if "lateness" in parts:
