@@ -20,12 +20,13 @@ from scheduler.config.compiled import Config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
-from scheduler.config.partial import model_checks, valid_fields
+from scheduler.config.partial import known_values, model_checks, on_known
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
 from scheduler.errors import ConfigError, ConfigIssue
-from scheduler.kinds.container.allowlist import allowlist_problems
+from scheduler.kinds.container.allowlist import allowlist_problems, data_volume_problems
 from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
+from scheduler.kinds.container.swarm_spec import backend_problems
 from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.logs import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule, parse_cron
@@ -47,7 +48,8 @@ TOP_LEVEL = ("defaults", "jobs", *SECTIONS)
 FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORBIDDEN_KEYS})
 _MERGED_DICTS = ("env", "params")
 # What the checks across fields and jobs read (see _semantic_checks).
-SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes")
+SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes", "data_volume", "pull", "gpu_policy", "gpus", "placement",
+                   "reservations", "start_timeout")
 
 
 def config_files(path: Path) -> list[Path]:
@@ -130,7 +132,7 @@ def _facts(model: type[JobBase], data: dict[str, Any], spec: JobBase | None) -> 
     names = [n for n in SEMANTIC_FIELDS if n in model.model_fields]
     if spec is not None:
         return {n: getattr(spec, n) for n in names}
-    return valid_fields(model, data, names)
+    return known_values(model, data, names)
 
 
 def _validate_job(name: str, raw: Any, doc: YamlDoc,
@@ -229,12 +231,13 @@ def _validate_defaults(merge: _Merge) -> list[ConfigIssue]:
 
 
 def _docker_facts(merge: _Merge, docker: DockerSettings | None) -> dict[str, Any]:
-    """The ``docker:`` allowlists; when the section is invalid, those valid on their own."""
-    names = ("allowed_images", "allowed_host_paths", "allowed_volumes")
+    """The ``docker:`` keys jobs are checked against; when the section is invalid, those known
+    anyway (defaults of absent keys, given keys valid on their own)."""
+    names = ("allowed_images", "allowed_host_paths", "allowed_volumes", "data_volume", "backend", "gpu_resource")
     if docker is not None:
         return {n: getattr(docker, n) for n in names}
     raw = merge.sections.get("docker", ({}, None))[0]
-    return valid_fields(DockerSettings, raw, names) if isinstance(raw, dict) else {}
+    return known_values(DockerSettings, raw if isinstance(raw, dict) else {}, names)
 
 
 def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], where: dict[str, tuple[YamlDoc, str]],
@@ -264,6 +267,12 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
                     docker.get("allowed_host_paths"), docker.get("allowed_volumes")):
                 index = field_name.partition("[")[2].rstrip("]")
                 issue(name, field_name, message, ("volumes", int(index)) if index.isdigit() else ())
+            for field_name, message in data_volume_problems(
+                    known.get("data_volume"), docker.get("data_volume"), docker.get("allowed_host_paths"),
+                    docker.get("allowed_volumes")):
+                issue(name, field_name, message)
+            for field_name, message in on_known(backend_problems, (ContainerJob, known), (DockerSettings, docker)):
+                issue(name, field_name, message)
     # cycles in after: (a -> b -> a)
     after = {name: known.get("after", ()) for name, known in facts.items()}
     for name in after:

@@ -9,11 +9,13 @@ one pass.  Model-level validators (which read several keys at once) are not part
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
+
+T = TypeVar("T")
 
 
 @cache
@@ -75,6 +77,30 @@ class _Unknown(Exception):
     """A validator read a field whose value is unknown (invalid, or required and missing)."""
 
 
+def known_values(model: type[BaseModel], data: Mapping[str, Any],
+                 names: Iterable[str] | None = None) -> dict[str, Any]:
+    """The fields (among ``names``, default all) whose value is known: the default of each absent
+    optional field, and each given field that is valid on its own.  Invalid ones are left out."""
+    wanted = set(model.model_fields if names is None else names)
+    present = {name for name, info in model.model_fields.items() if (info.alias or name) in data}
+    values: dict[str, Any] = {
+        name: info.get_default(call_default_factory=True)
+        for name, info in model.model_fields.items()
+        if name in wanted and name not in present and not info.is_required()
+    }
+    values.update(valid_fields(model, data, present & wanted))
+    return values
+
+
+def on_known(check: Callable[..., list[T]], *inputs: tuple[type[BaseModel], Mapping[str, Any]]) -> list[T]:
+    """``check`` run on stand-ins of model instances holding the known ``values``; ``[]`` when it
+    reads a field whose value is unknown (that field's own problem is reported already)."""
+    try:
+        return check(*(_Reads(model, values) for model, values in inputs))
+    except _Unknown:
+        return []
+
+
 def model_checks(model: type[BaseModel], data: Mapping[str, Any]) -> list[str]:
     """Messages of ``model``'s after-validators that can be decided although ``data`` is invalid.
 
@@ -82,12 +108,7 @@ def model_checks(model: type[BaseModel], data: Mapping[str, Any]) -> list[str]:
     fields that are valid on their own (defaults for absent ones); a validator that reads a field
     whose value is unknown is skipped, so no message depends on a value that was rejected.
     """
-    present = {name for name, info in model.model_fields.items() if (info.alias or name) in data}
-    values: dict[str, Any] = {
-        name: info.get_default(call_default_factory=True)
-        for name, info in model.model_fields.items() if name not in present and not info.is_required()
-    }
-    values.update(valid_fields(model, data, present))
+    values = known_values(model, data)
     messages: list[str] = []
     for dec in model.__pydantic_decorators__.model_validators.values():
         if dec.info.mode != "after":

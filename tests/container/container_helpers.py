@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -16,7 +17,14 @@ from typing import Any
 import pytest
 
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_MANAGED_BY, ContainerJob, DockerSettings
+from scheduler.kinds.container.spec import (
+    LABEL_INSTANCE,
+    LABEL_JOB,
+    LABEL_MANAGED_BY,
+    LABEL_RUN_ID,
+    ContainerJob,
+    DockerSettings,
+)
 
 TEST_IMAGE = "scheduler-test-busybox:latest"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -127,8 +135,55 @@ def session_leftovers(client: Any, prefix: str) -> list[dict[str, Any]]:
     return [c for c in labelled if (c.get("Labels") or {}).get(LABEL_INSTANCE, "").startswith(prefix)]
 
 
+def session_services(client: Any, prefix: str) -> list[dict[str, Any]]:
+    """Swarm services the scheduler labelled whose instance label starts with ``prefix`` (none
+    when the engine is not a swarm manager)."""
+    if not (client.info().get("Swarm") or {}).get("ControlAvailable"):
+        return []
+    labelled = client.api.services(filters={"label": [f"{LABEL_MANAGED_BY}=scheduler"]})
+    return [s for s in labelled if (s["Spec"].get("Labels") or {}).get(LABEL_INSTANCE, "").startswith(prefix)]
+
+
 def docker_cli() -> str:
     cli = shutil.which("docker")
     if cli is None:
         no_engine("the docker CLI is not installed")
     return cli  # type: ignore[return-value]
+
+
+def services_of(client: Any, instance: str) -> list[dict[str, Any]]:
+    """Swarm services labelled with ``instance``."""
+    return client.api.services(filters={"label": [f"{LABEL_INSTANCE}={instance}"]})
+
+
+def wait_until(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+
+
+def task_containers(client: Any, service_id: str) -> list[dict[str, Any]]:
+    """The containers of a Swarm service's tasks on this engine's node."""
+    return client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"})
+
+
+def cli(settings: DockerSettings, *args: str) -> str:
+    """Run the docker CLI against the settings' engine; its stdout."""
+    from scheduler.kinds.container.engine import resolve_host
+
+    return subprocess.run([docker_cli(), "-H", resolve_host(settings), *args], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+
+
+def orphan_service(settings: DockerSettings, job: str, run_id: int) -> str:
+    """A service of ours as a SIGKILLed scheduler would leave it: labelled, still running."""
+    return cli(settings, "service", "create", "--detach", "--quiet", "--mode", "replicated-job",
+               "--restart-condition", "none", "--no-resolve-image", "--name", f"sched-orphan-{uuid.uuid4().hex[:8]}",
+               "--label", f"{LABEL_MANAGED_BY}=scheduler", "--label", f"{LABEL_JOB}={job}",
+               "--label", f"{LABEL_RUN_ID}={run_id}", "--label", f"{LABEL_INSTANCE}={settings.instance}",
+               TEST_IMAGE, "sleep", "600")  # fmt: skip

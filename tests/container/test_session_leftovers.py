@@ -30,7 +30,7 @@ def test_a_leftover_container_fails_the_session_that_left_it(docker_client: Any,
         out = proc.stdout + proc.stderr
         assert proc.returncode == 1, out
         assert "1 passed, 1 error" in out, out
-        assert "containers of this test session left on the engine at its end" in out, out
+        assert "left on the engine at the end of this test session: container " in out, out
         assert "left-behind" in out and settings.instance not in out, out
         [left] = re.findall(r"left behind: ([0-9a-f]{64})", out)
         with pytest.raises(docker.errors.NotFound):  # removed after being reported

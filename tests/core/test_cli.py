@@ -119,7 +119,7 @@ def test_python_dash_m_and_version(scheduler_cmd, scheduler_env):
 
 
 def test_interval_schedules_show_as_written(write_config, tmp_path, scheduler_cmd, scheduler_env):
-    from scheduler.cli import load_config
+    from scheduler.app.context import load_config
     from scheduler.ops.status import job_summaries
     from scheduler.state import StateStore
 

@@ -55,3 +55,17 @@ def allowlist_problems(image: str | None, volumes: Sequence[Volume], allowed_ima
         elif allowed_volumes is not None and vol.source not in allowed_volumes:
             problems.append((f"volumes[{i}]", f"volume {vol.source!r} is not in docker.allowed_volumes"))
     return problems
+
+
+def data_volume_problems(source: str | None, default: str | None, allowed_host_paths: tuple[str, ...] | None,
+                         allowed_volumes: tuple[str, ...] | None) -> list[tuple[str, str]]:
+    """``(field, message)`` when a job's own ``data_volume`` is outside the allowlists (the
+    ``docker.data_volume`` itself is always allowed).  ``None`` allowlists: unknown, not checked."""
+    if source is None or source == default:
+        return []
+    if source.startswith("/"):
+        if allowed_host_paths is not None and not _under(source, allowed_host_paths):
+            return [("data_volume", f"host path {source!r} is not under docker.allowed_host_paths")]
+    elif allowed_volumes is not None and source not in allowed_volumes:
+        return [("data_volume", f"volume {source!r} is neither docker.data_volume nor in docker.allowed_volumes")]
+    return []

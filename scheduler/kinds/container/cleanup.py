@@ -1,7 +1,8 @@
 """Remove containers left by crashed runs: ``python -m scheduler.kinds.container.cleanup``.
 
 Reads the ``docker:`` settings as JSON on stdin (empty input: defaults), stops and removes every
-container this scheduler instance labelled, and prints ``job=NAME run_id=N`` for each.  The daemon
+container this scheduler instance labelled (with ``backend: swarm``, first every service), and
+prints ``job=NAME run_id=N`` for each.  The daemon
 runs this in a child on start, so the daemon itself never imports the Docker SDK.  Exit 1, with
 the reason on stderr, when the engine cannot be reached.
 """

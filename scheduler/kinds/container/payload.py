@@ -111,16 +111,20 @@ def environment(spec: ContainerJob, facts: RunFacts, data_target: str, environ: 
     return [f"{k}={v}" for k, v in env.items()]
 
 
-def binds(spec: ContainerJob, settings: DockerSettings, facts: RunFacts) -> list[str]:
+def mounts(spec: ContainerJob, settings: DockerSettings, facts: RunFacts) -> list[tuple[str, str, bool]]:
+    """``(source, target, read_only)`` of every mount: the data volume first, then ``volumes``."""
     out = []
     if spec.data_mount:
         # On the engine's host the data dir is either a named volume or a host path; when the
-        # scheduler itself runs in a container, docker.data_volume must say which.
-        source = settings.data_volume or str(facts.data_dir.resolve())
-        out.append(f"{source}:{spec.data_target}:{'ro' if spec.data_read_only else 'rw'}")
-    for vol in spec.volumes:
-        out.append(f"{vol.source}:{vol.target}:{'ro' if vol.read_only else 'rw'}")
+        # scheduler itself runs in a container, docker.data_volume (or the job's) must say which.
+        source = spec.data_volume or settings.data_volume or str(facts.data_dir.resolve())
+        out.append((source, spec.data_target, spec.data_read_only))
+    out.extend((vol.source, vol.target, vol.read_only) for vol in spec.volumes)
     return out
+
+
+def binds(spec: ContainerJob, settings: DockerSettings, facts: RunFacts) -> list[str]:
+    return [f"{source}:{target}:{'ro' if ro else 'rw'}" for source, target, ro in mounts(spec, settings, facts)]
 
 
 def build_create_request(

@@ -9,6 +9,9 @@ output has been collected.
 Invariant: when :func:`execute` returns or raises, the container it created is gone, except when
 the worker is SIGKILLed before it could clean up; such containers keep our labels and
 :func:`cleanup_orphans` removes them when the daemon starts again.
+
+With ``docker.backend: swarm`` each entry point hands over to ``swarm_run`` (one Swarm service
+per attempt instead of one container).
 """
 
 from __future__ import annotations
@@ -183,6 +186,10 @@ def execute(spec: ContainerJob, ctx: RunContext, *, client_factory: ClientFactor
     :class:`Interrupted` when SIGTERM stopped the attempt.
     """
     settings: DockerSettings = ctx.docker if getattr(ctx, "docker", None) is not None else DockerSettings()
+    if settings.backend == "swarm":
+        from scheduler.kinds.container import swarm_run  # imports this module
+
+        return swarm_run.execute(spec, ctx, client_factory=client_factory)
     problems = check_against_settings(spec, settings)
     if problems:  # the loader checked already; this guards direct callers, before any API call
         raise ConfigError([ConfigIssue(message, job=ctx.job, field=field) for field, message in problems])
@@ -341,12 +348,23 @@ def cleanup_orphans(
 ) -> list[tuple[str, int]]:
     """Stop and remove every container this scheduler instance labelled (call on daemon start,
     when none of ours can legitimately be running).  Returns ``(job, run_id)`` of each, for the
-    daemon to mark those runs ``abandoned``."""
-    return _stop_and_remove(settings, grace, running_only=False, client_factory=client_factory)
+    daemon to mark those runs ``abandoned``.  Under ``backend: swarm`` this instance's services
+    go first, then any container an earlier engine-backend run left."""
+    removed: list[tuple[str, int]] = []
+    if settings is not None and settings.backend == "swarm":
+        from scheduler.kinds.container.swarm_run import cleanup_services
+
+        removed = cleanup_services(settings, grace=grace, client_factory=client_factory)
+    return removed + _stop_and_remove(settings, grace, running_only=False, client_factory=client_factory)
 
 
 def stop_all(
     settings: DockerSettings | None = None, grace: float | None = None, *, client_factory: ClientFactory = make_client
 ) -> list[tuple[str, int]]:
-    """Stop and remove this instance's running containers within ``grace`` (shutdown)."""
+    """Stop and remove this instance's running containers within ``grace`` (shutdown); under
+    ``backend: swarm`` retire its services the same way."""
+    if settings is not None and settings.backend == "swarm":
+        from scheduler.kinds.container.swarm_run import cleanup_services
+
+        return cleanup_services(settings, grace=grace, client_factory=client_factory)
     return _stop_and_remove(settings, grace, running_only=True, client_factory=client_factory)

@@ -7,7 +7,9 @@ Security is decided here, at load time, before any call reaches an engine:
   "extra inputs are not permitted";
 - capabilities: all are dropped; a job may keep a few by name, only from Docker's default set;
 - host paths and named volumes, and images, are checked against the global allowlists by
-  :func:`check_against_settings`, which the config loader calls for every container job.
+  :func:`check_against_settings`, which the config loader calls for every container job;
+- so is the backend: keys only one of ``docker.backend: engine | swarm`` can honour are refused
+  under the other (see ``swarm_spec``).
 
 This module imports no Docker SDK: validating a config never needs an engine.
 """
@@ -24,8 +26,13 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase, argv_strings
 from scheduler.config.types import Duration, Model
-from scheduler.kinds.container.allowlist import allowlist_problems, image_allowed  # noqa: F401 - re-exported
+from scheduler.kinds.container.allowlist import (  # noqa: F401 - image_allowed re-exported
+    allowlist_problems,
+    data_volume_problems,
+    image_allowed,
+)
 from scheduler.kinds.container.sizes import SIZE_PATTERN, Size, format_size, parse_size  # noqa: F401 - re-exported
+from scheduler.kinds.container.swarm_spec import Placement, Reservations, backend_problems
 
 LABEL_PREFIX = "org.cron-scheduler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
@@ -201,6 +208,16 @@ class ContainerJob(JobBase):
     pull: Literal["never", "missing", "always"] = Field(default="missing", description="When to pull the image.")
     labels: dict[str, str] = Field(
         default_factory=dict, description="Extra container labels (org.cron-scheduler.* is reserved).")
+    data_volume: str | None = Field(
+        default=None,
+        description="The volume (or allowed host path) behind data_mount for this job (default: docker.data_volume).")
+    # docker.backend: swarm only (refused under engine by check_against_settings)
+    placement: Placement | None = Field(
+        default=None, description="Swarm placement: {constraints: [...], preferences: [spread=...]}; swarm only.")
+    reservations: Reservations | None = Field(
+        default=None, description="What Swarm sets aside on the node: {memory, cpus}; swarm only.")
+    start_timeout: Duration | None = Field(
+        default=None, description="Fail a task Swarm cannot place within this long (default 5m); swarm only.")
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +262,13 @@ class ContainerJob(JobBase):
         path, _, mode = value.partition(":")
         if not path.startswith("/") or ".." in path.split("/") or mode not in ("", "ro", "rw"):
             raise ValueError(f"invalid data_mount {value!r}: use an absolute container path, optionally with :ro")
+        return value
+
+    @field_validator("data_volume")
+    @classmethod
+    def _job_data_volume(cls, value: str | None) -> str | None:
+        if value is not None:
+            return Volume(source=value, target="/data").source  # same rules as a volume's source
         return value
 
     @field_validator("pass_env", mode="before")
@@ -308,6 +332,8 @@ class ContainerJob(JobBase):
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
             raise ValueError(f"more than one volume mounted at {', '.join(dupes)}")
+        if self.data_volume is not None and not self.data_mount:
+            raise ValueError("'data_volume' needs 'data_mount' (where the volume is mounted in the container)")
         return self
 
     @property
@@ -344,8 +370,13 @@ class DockerTLS(Model):
 
 
 class DockerSettings(Model):
-    """The global ``docker:`` section: how to reach the engine and what jobs may ask of it."""
+    """The global ``docker:`` section: how to reach the engine and what jobs may ask of it.
 
+    ``backend: engine`` runs each attempt as a container on the engine; ``backend: swarm`` as a
+    ``replicated-job`` service on the Swarm that engine manages (see ``swarm_run``)."""
+
+    backend: Literal["engine", "swarm"] = Field(
+        default="engine", description="engine: a container per run; swarm: a replicated-job service per run.")
     host: str | None = Field(
         default=None,
         description="Engine address: unix://, tcp:// or ssh:// (default: $DOCKER_HOST, else the local socket).")
@@ -366,6 +397,11 @@ class DockerSettings(Model):
     defaults: Limits = Field(
         default=Limits(), description="Default resource limits: {memory, cpus, pids_limit, shm_size}.")
     stop_grace: Duration = Field(default=timedelta(seconds=10), description="Grace for orphan cleanup and shutdown.")
+    gpu_resource: str = Field(
+        default="NVIDIA-GPU", description="Swarm: the generic resource nodes advertise GPUs as (node-generic-resources).")
+    isolated_network: str = Field(
+        default="scheduler-isolated",
+        description="Swarm: the internal overlay network (no gateway) tasks of jobs on network none join.")
 
     @field_validator("host")
     @classmethod
@@ -387,6 +423,13 @@ class DockerSettings(Model):
     def _network(cls, value: str) -> str:
         return _check_network(value)
 
+    @field_validator("gpu_resource", "isolated_network")
+    @classmethod
+    def _swarm_names(cls, value: str) -> str:
+        if not _NETWORK_NAME.match(value):
+            raise ValueError(f"invalid name {value!r}")
+        return value
+
     @field_validator("instance")
     @classmethod
     def _instance(cls, value: str) -> str:
@@ -407,5 +450,9 @@ class DockerSettings(Model):
 def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -> list[tuple[str, str]]:
     """Checks that need the global ``docker:`` section: ``(field, message)`` for each problem."""
     settings = settings or DockerSettings()
-    return allowlist_problems(job.image, job.volumes, settings.allowed_images, settings.allowed_host_paths,
-                              settings.allowed_volumes)
+    problems = allowlist_problems(job.image, job.volumes, settings.allowed_images, settings.allowed_host_paths,
+                                  settings.allowed_volumes)
+    problems.extend(data_volume_problems(job.data_volume, settings.data_volume, settings.allowed_host_paths,
+                                         settings.allowed_volumes))
+    problems.extend(backend_problems(job, settings))
+    return problems

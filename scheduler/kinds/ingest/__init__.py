@@ -2,9 +2,12 @@
 
 Modules, one job each: ``spec`` (the frozen config model), ``http`` (session, retries, rate
 limit, deadline, redaction), ``paginate`` (which request comes next), ``expr`` (safe column
-expressions), ``transform`` (declarative cleaning steps and rejects), ``keys`` (compact key sets
-for dedupe, unique and merge), ``checks`` (gates before publishing), ``sink`` (atomic Parquet
-publishing) and ``pipeline`` (the run: a fetch thread feeding batches to transform and write).
+expressions), ``columns`` (a batch of records as Arrow columns, with the pandas view hooks and
+rejects see), ``arrow_steps`` (the cleaning steps as ``pyarrow.compute`` kernels), ``transform``
+(the steps in pandas, for hooks and whatever the kernels leave to it), ``results`` (a batch's
+outcome and reject records), ``keys`` (compact key sets for dedupe, unique and merge),
+``checks`` (gates before publishing), ``sink`` (atomic Parquet publishing) and ``pipeline``
+(the run: a fetch thread feeding batches to transform and write).
 
 Importing this package is cheap: pandas, pyarrow and requests are imported only when a run
 starts, so the daemon can load ingest specs without them.

@@ -29,6 +29,7 @@ import structlog
 from scheduler.errors import JobFailed
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest.checks import CheckFailed, RunStats
+from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.http import Fetcher, FetchError, Redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.kinds.ingest.paginate import Paginator, extract_records
@@ -38,6 +39,7 @@ from scheduler.kinds.ingest.sink import (
     DatasetWriter,
     SchemaError,
     arrow_schema,
+    batch_table,
     partition_names,
     to_table,
 )
@@ -45,7 +47,6 @@ from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.kinds.ingest.transform import (
     Transformer,
     TransformError,
-    records_to_frame,
     reject_frame,
 )
 
@@ -253,24 +254,29 @@ class _Run:
 
     def _batch(self, records: list[Any], batch_no: int) -> None:
         self.counts["rows_fetched"] += len(records)
-        frame = records_to_frame(records, self.transformer.flatten_sep)
+        batch = self.transformer.batch(records)
         del records[:]  # the raw dicts are the bulk of a batch's memory
-        result = self.transformer.apply(frame)
+        result = self.transformer.apply_batch(batch)
         frame, rejects = result.frame, result.rejects
         self.counts["rows_duplicate"] += result.duplicates
         self.counts["rows_filtered"] += result.filtered
         dedupe = self.transformer.dedupe
-        if dedupe is not None and len(frame):
-            probe = digests(frame, dedupe.columns)
+        arrow = isinstance(frame, Batch)
+        if dedupe is not None and len(frame.index):
+            keys = frame.frame(names=[c for c in dedupe.columns if c in frame.columns]) if arrow else frame
+            probe = digests(keys, dedupe.columns)
             if self.first_keys is not None:
                 keep = self.first_keys.first_seen(probe)
             else:
                 assert self.winners is not None
-                values = frame[dedupe.by].to_numpy(dtype=object) if dedupe.by else probe
+                by = (frame.series(dedupe.by) if arrow else frame[dedupe.by]) if dedupe.by else None
+                values = by.to_numpy(dtype=object) if by is not None else probe
                 keep = self.winners.offer(probe, values, batch_no)
             self.counts["rows_duplicate"] += int((~keep).sum())
-            frame = frame[keep]
+            frame = frame.keep(keep) if arrow else frame[keep]
         sink = self.spec.sink
+        if arrow and sink.partition_by:
+            frame, arrow = frame.frame(), False  # partitioning by a column's values: pandas, as before
         if sink.partition_by:
             names = partition_names(frame[sink.partition_by], sink.partition_timezone) if len(frame) else pd.Series([], dtype=str)
             missing = names.isna()
@@ -281,14 +287,14 @@ class _Run:
         else:
             groups = [(self.day, frame)]
         for name, part in groups:
-            table = to_table(part, self.out.schema)
+            table = batch_table(part, self.out.schema) if isinstance(part, Batch) else to_table(part, self.out.schema)
             self.out.write(name, table, batch_no)
             self.stats.observe(table)
             self.counts["rows_written"] += table.num_rows
         for rejected in rejects:
             self.counts["rows_rejected"] += len(rejected)
             self.rejects.write(self.day, pa.Table.from_pandas(rejected, schema=REJECTS_SCHEMA, preserve_index=False), batch_no)
-        self.log.info("ingest.batch", batch=batch_no, rows=len(frame), rejected=sum(len(r) for r in rejects),
+        self.log.info("ingest.batch", batch=batch_no, rows=len(frame.index), rejected=sum(len(r) for r in rejects),
                       pages=self.counts["pages"])
 
     def _finish(self) -> None:

@@ -28,8 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.process import host_tag, pid_alive
 
@@ -62,11 +64,9 @@ def arrow_schema(columns: dict[str, str]) -> pa.Schema:
 REJECTS_SCHEMA = pa.schema([("reason", pa.string()), ("step", pa.string()), ("record", pa.string())])
 
 
-def _column(col: pd.Series, target: pa.DataType, name: str) -> pa.Array:
-    dtype = col.dtype
-    if col.isna().all():
-        return pa.nulls(len(col), target)
-    ok = (
+def _fits(dtype: Any, target: pa.DataType) -> bool:
+    """Whether a column of pandas ``dtype`` may be written as ``target`` (else: add a cast step)."""
+    return (
         (pa.types.is_integer(target) and pd.api.types.is_integer_dtype(dtype))
         or (pa.types.is_floating(target) and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
         or (pa.types.is_string(target) and (pd.api.types.is_string_dtype(dtype) or dtype == object))
@@ -75,7 +75,13 @@ def _column(col: pd.Series, target: pa.DataType, name: str) -> pa.Array:
         or (pa.types.is_date(target) and pd.api.types.is_datetime64_dtype(dtype))
         or (pa.types.is_decimal(target) and (isinstance(dtype, pd.ArrowDtype) or dtype == object))
     )
-    if not ok:
+
+
+def _column(col: pd.Series, target: pa.DataType, name: str) -> pa.Array:
+    dtype = col.dtype
+    if col.isna().all():
+        return pa.nulls(len(col), target)
+    if not _fits(dtype, target):
         raise SchemaError(f"column {name!r} has type {dtype}, the schema says {target}: add a cast step")
     try:
         if isinstance(dtype, pd.ArrowDtype):
@@ -98,6 +104,36 @@ def to_table(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
             + (f"missing {missing} " if missing else "") + (f"unexpected {extra} (add a select step)" if extra else "")
         )
     return pa.Table.from_arrays([_column(frame[f.name], f.type, f.name) for f in schema], schema=schema)
+
+
+def batch_table(batch: Batch, schema: pa.Schema) -> pa.Table:
+    """:func:`to_table` for an Arrow :class:`Batch`: the same checks and messages, no pandas."""
+    names = list(schema.names)
+    missing = [n for n in names if n not in batch.columns]
+    extra = [c for c in batch.columns if c not in names]
+    if missing or extra:
+        raise SchemaError(
+            "output columns differ from the schema: "
+            + (f"missing {missing} " if missing else "") + (f"unexpected {extra} (add a select step)" if extra else "")
+        )
+    arrays = []
+    for f in schema:
+        col = batch.columns[f.name]
+        data = col.data
+        if not isinstance(data, pa.Array):
+            arrays.append(_column(batch.series(f.name), f.type, f.name))
+            continue
+        if data.null_count == len(data) or (pa.types.is_floating(data.type) and data.null_count == 0 and len(data)
+                                            and pc.all(pc.is_nan(data)).as_py()):
+            arrays.append(pa.nulls(len(data), f.type))
+            continue
+        if not _fits(col.dtype, f.type):
+            raise SchemaError(f"column {f.name!r} has type {col.dtype}, the schema says {f.type}: add a cast step")
+        try:
+            arrays.append(data.cast(f.type, safe=not pa.types.is_timestamp(f.type)))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(f"column {f.name!r} does not fit {f.type}: {exc}") from None
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def fsync_path(path: Path) -> None:

@@ -1,4 +1,9 @@
-"""Declarative cleaning steps applied in order to one batch (a DataFrame) at a time.
+"""Declarative cleaning steps applied in order to one batch at a time.
+
+A run's batches go through :meth:`Transformer.apply_batch`: Arrow columns and the kernels of
+:mod:`scheduler.kinds.ingest.arrow_steps` first, and from the first step (or part of one) those
+leave to pandas, the pandas steps here on a DataFrame view of the batch.  The pandas steps are the
+reference: the kernels give exactly what they give (tests/ingest/test_ingest_golden.py pins it).
 
 Invariant: every input row ends up in exactly one place: the output frame, the rejects frame
 (with the step and a reason naming the bad value), or a counter (``duplicates`` for rows dropped
@@ -12,7 +17,6 @@ import importlib
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -21,28 +25,14 @@ import pandas as pd
 import pyarrow as pa
 
 from scheduler.kinds.ingest import spec as s
+from scheduler.kinds.ingest.arrow_steps import ArrowSteps
+from scheduler.kinds.ingest.columns import Batch, RecordsError, from_records
 from scheduler.kinds.ingest.expr import parse_expression
+from scheduler.kinds.ingest.results import REJECT_COLUMNS, BatchResult, TransformError, reject_frame  # noqa: F401
 
-REJECT_COLUMNS = ("reason", "step", "record")
 _NUMBER_JUNK = r"[^0-9eE+\-.]"  # a string, not a compiled pattern: Arrow strings then stay in C
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
 _OFFSET = r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*$"
-
-
-class TransformError(Exception):
-    """A step cannot run at all (e.g. a hook failed); the run fails."""
-
-
-@dataclass
-class BatchResult:
-    frame: pd.DataFrame
-    rejects: list[pd.DataFrame] = field(default_factory=list)
-    duplicates: int = 0
-    filtered: int = 0
-
-    @property
-    def rejected(self) -> int:
-        return sum(len(r) for r in self.rejects)
 
 
 def records_to_frame(records: list[Any], flatten_sep: str | None = None) -> pd.DataFrame:
@@ -88,27 +78,6 @@ def _add_arrow(columns: dict[str, Any], name: str, array: pa.Array, sep: str | N
         columns[name] = pd.Series(array.to_pylist(), dtype=object)
     else:
         columns[name] = array.to_pandas()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (list, dict)):
-        return value
-    return None if pd.isna(value) else value
-
-
-def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.DataFrame:
-    """The rows of ``frame`` under ``mask`` as rejects: reason, step, record (the row as JSON)."""
-    bad = frame.loc[mask]
-    names = list(bad.columns)
-    records = [json.dumps({n: _plain(v) for n, v in zip(names, row)}, default=str, ensure_ascii=False)
-               for row in bad.itertuples(index=False, name=None)]  # rejects are few: plain Python is cheapest
-    if isinstance(reason, pd.Series):
-        reasons = [str(r) for r in reason.loc[mask]]
-    elif isinstance(reason, list):
-        reasons = reason
-    else:
-        reasons = [str(reason)] * len(bad)
-    return pd.DataFrame({"reason": reasons, "step": [step] * len(bad), "record": records})
 
 
 def load_hook(ref: str) -> Callable[..., Any]:
@@ -164,6 +133,31 @@ class Transformer:
         self.flatten_sep = first.separator() if isinstance(first, s.FlattenStep) else None
         self.dedupe: s.DedupeSpec | None = next((st.dedupe for st in steps if isinstance(st, s.DedupeStep)), None)
         self._hooks = {st.hook: load_hook(st.hook) for st in steps if isinstance(st, s.HookStep)}
+        self._arrow = ArrowSteps(warn)
+
+    def batch(self, records: list[Any]) -> Batch:
+        """Page records as an Arrow batch (nested objects flattened when the first step says so)."""
+        try:
+            return from_records(records, self.flatten_sep)
+        except RecordsError as exc:
+            raise TransformError(str(exc)) from None
+
+    def apply_batch(self, batch: Batch) -> BatchResult:
+        """Run the steps on Arrow columns; from the first step (or part of one) the Arrow kernels
+        leave to pandas, the batch continues as a DataFrame.  ``frame`` of the result is then a
+        DataFrame, else the :class:`Batch`; either way it holds what :meth:`apply` would give."""
+        result = BatchResult(batch)
+        frame: pd.DataFrame | None = None
+        for index, step in enumerate(self.steps):
+            name = f"{index}:{next(iter(type(step).model_fields))}"
+            if frame is None:
+                batch, rest = self._arrow.run(step, name, batch, result)
+                if rest is None:
+                    continue
+                frame, step = batch.frame(), rest
+            frame = self._step(step, name, frame, result)
+        result.frame = batch if frame is None else frame
+        return result
 
     def apply(self, frame: pd.DataFrame) -> BatchResult:
         result = BatchResult(frame)

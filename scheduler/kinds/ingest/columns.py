@@ -1,0 +1,175 @@
+"""A batch of records as Arrow columns, each tagged with the pandas dtype it has for hooks and rejects.
+
+The transform steps run on Arrow arrays with ``pyarrow.compute`` kernels; pandas is reached only
+where a DataFrame is asked for (a hook, a step the Arrow kernels leave to pandas, a reject
+record).  Invariants:
+
+- ``Column.dtype`` is the dtype the column has as a pandas Series (:meth:`Batch.series`): the
+  dtype ``records_to_frame`` gives a whole batch (an int64 column with nulls is float64, a bool
+  one with nulls is object), or the dtype a step produced.  A subset of rows converts to that
+  same dtype, so a reject record reads exactly as the whole batch would render it.
+- ``Batch.index`` holds each row's position in the batch as it arrived; the pandas view carries
+  it as its index, as row filtering in pandas keeps the original labels.
+- A column of mixed JSON types (``3`` beside ``"3"``) cannot be one Arrow array: it stays a list
+  of Python values (dtype object) for the steps that sort such values out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+OBJECT = np.dtype("O")
+INT64 = np.dtype("int64")
+FLOAT64 = np.dtype("float64")
+BOOL = np.dtype("bool")
+STR = pd.StringDtype(na_value=np.nan)  # pandas' default string dtype, backed by Arrow
+NULLABLE_INT = pd.Int64Dtype()
+NULLABLE_FLOAT = pd.Float64Dtype()
+NULLABLE_BOOL = pd.BooleanDtype()
+UTC_US = pd.DatetimeTZDtype("us", "UTC")
+_EXACT = 2**53
+_MASKED = {NULLABLE_INT: pa.int64(), NULLABLE_FLOAT: pa.float64(), NULLABLE_BOOL: pa.bool_()}
+
+
+class RecordsError(Exception):
+    """The page records are not JSON objects."""
+
+
+@dataclass
+class Column:
+    """One column: an Arrow array (or a list of mixed Python values) and its pandas dtype."""
+
+    data: pa.Array | list[Any]
+    dtype: Any
+
+    @property
+    def arrow(self) -> pa.Array | None:
+        return self.data if isinstance(self.data, pa.Array) else None
+
+
+@dataclass
+class Batch:
+    """Columns in order, all of one length, and each row's original position (:attr:`index`)."""
+
+    columns: dict[str, Column]
+    index: np.ndarray
+    rows: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rows = len(self.index)
+
+    def take(self, positions: np.ndarray) -> "Batch":
+        """The rows at ``positions`` (sorted, within range)."""
+        indices = pa.array(positions, type=pa.int64())
+        columns = {n: Column(c.data.take(indices) if isinstance(c.data, pa.Array) else [c.data[i] for i in positions],
+                             c.dtype) for n, c in self.columns.items()}
+        return Batch(columns, self.index[positions])
+
+    def keep(self, mask: np.ndarray) -> "Batch":
+        """The rows where ``mask`` (a numpy bool array) is true; the batch itself when all are."""
+        if mask.all():
+            return self
+        return self.take(np.flatnonzero(mask))
+
+    def pandas_index(self, positions: np.ndarray | None = None) -> pd.Index:
+        labels = self.index if positions is None else self.index[positions]
+        if len(labels) and labels[0] == 0 and labels[-1] == len(labels) - 1:
+            return pd.RangeIndex(len(labels))  # nothing was dropped: the index a fresh frame has
+        return pd.Index(labels, dtype="int64")
+
+    def series(self, name: str, positions: np.ndarray | None = None) -> pd.Series:
+        """Column ``name`` (optionally only the rows at ``positions``) as the pandas engine holds it."""
+        return to_series(self.columns[name], self.pandas_index(positions), positions, name)
+
+    def frame(self, positions: np.ndarray | None = None, names: list[str] | None = None) -> pd.DataFrame:
+        """The batch (or some rows, some columns) as a DataFrame, columns in order, original index."""
+        index = self.pandas_index(positions)
+        names = list(self.columns) if names is None else names
+        return pd.DataFrame({n: to_series(self.columns[n], index, positions, n) for n in names}, index=index,
+                            columns=names)
+
+
+def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: str | None = None) -> pd.Series:
+    """``col`` (or its rows at ``positions``) as a Series of ``col.dtype``; Arrow buffers are reused where pandas can."""
+    data, dtype = col.data, col.dtype
+    if isinstance(data, list):
+        values = data if positions is None else [data[i] for i in positions]
+        return pd.Series(values, dtype=OBJECT, index=index, name=name)
+    if positions is not None:
+        data = data.take(pa.array(positions, type=pa.int64()))
+    if dtype == OBJECT:
+        return pd.Series(data.to_pylist() if not pa.types.is_null(data.type) else [None] * len(data), dtype=OBJECT,
+                         index=index, name=name)
+    if dtype in _MASKED:
+        out = data.to_pandas(types_mapper={_MASKED[dtype]: dtype}.get)
+    else:
+        out = data.to_pandas()
+        if out.dtype != dtype:
+            out = out.astype(dtype)
+    out.index, out.name = index, name
+    return out
+
+
+def _record_dtype(array: pa.Array) -> Any:
+    """The dtype ``array.to_pandas()`` gives the whole column (the pandas engine's view of it)."""
+    kind = array.type
+    if pa.types.is_int64(kind):
+        return FLOAT64 if array.null_count else INT64
+    if pa.types.is_float64(kind):
+        return FLOAT64
+    if pa.types.is_string(kind):
+        return STR
+    if pa.types.is_boolean(kind):
+        return OBJECT if array.null_count else BOOL
+    return array.to_pandas().dtype  # rare types: ask pandas itself
+
+
+def _add(columns: dict[str, Column], name: str, array: pa.Array, sep: str | None) -> None:
+    """Mirror of the pandas engine's frame building: flatten structs, keep nested values as objects."""
+    if sep is not None and pa.types.is_struct(array.type) and array.type.num_fields:
+        for fld, child in zip(array.type, array.flatten()):
+            _add(columns, f"{name}{sep}{fld.name}", child, sep)
+    elif pa.types.is_null(array.type) or pa.types.is_struct(array.type) or pa.types.is_list(array.type):
+        columns[name] = Column(array, OBJECT)
+    else:
+        dtype = _record_dtype(array)
+        if dtype == FLOAT64 and pa.types.is_int64(array.type) and len(array) > array.null_count:
+            import pyarrow.compute as pc
+
+            bounds = pc.min_max(array).as_py()
+            if max(-bounds["min"], bounds["max"]) > _EXACT:  # float64 rounds these, as pandas did
+                array = array.cast(pa.float64())
+        columns[name] = Column(array, dtype)
+
+
+def _names(records: list[dict[str, Any]]) -> list[str]:
+    """Field names in order of first appearance."""
+    if len(records) < 64:
+        return list(dict.fromkeys(k for r in records for k in r))
+    first = records[0].keys()
+    odd = [r for r in records if r.keys() != first]  # a C-level comparison; odd records are rare
+    return list(dict.fromkeys([*first, *(k for r in odd for k in r)]))
+
+
+def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
+    """Records (JSON objects) as a batch; each field through Arrow's C type inference."""
+    if not records:
+        return Batch({}, np.arange(0))
+    if set(map(type, records)) != {dict} and not all(isinstance(r, dict) for r in records):
+        bad = next(r for r in records if not isinstance(r, dict))
+        raise RecordsError(f"records must be JSON objects, got {type(bad).__name__}")
+    columns: dict[str, Column] = {}
+    for name in _names(records):
+        values = [r.get(name) for r in records]
+        try:
+            array = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+            columns[name] = Column(values, OBJECT)
+            continue
+        _add(columns, name, array, flatten_sep)
+    return Batch(columns, np.arange(len(records)))

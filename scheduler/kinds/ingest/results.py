@@ -1,0 +1,55 @@
+"""What one batch's transform produced, and how a rejected row is recorded.
+
+Invariant: every input row of a batch ends up in exactly one place: the output (a pandas
+DataFrame or an Arrow :class:`~scheduler.kinds.ingest.columns.Batch`), a rejects frame (with the
+step and a reason naming the bad value), or a counter (``duplicates``, ``filtered``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+REJECT_COLUMNS = ("reason", "step", "record")
+
+
+class TransformError(Exception):
+    """A step cannot run at all (e.g. a hook failed); the run fails."""
+
+
+@dataclass
+class BatchResult:
+    frame: Any  # a pandas DataFrame, or a columns.Batch from the Arrow steps
+    rejects: list[pd.DataFrame] = field(default_factory=list)
+    duplicates: int = 0
+    filtered: int = 0
+
+    @property
+    def rejected(self) -> int:
+        return sum(len(r) for r in self.rejects)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, dict)):
+        return value
+    return None if pd.isna(value) else value
+
+
+def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.DataFrame:
+    """The rows of ``frame`` under ``mask`` as rejects: reason, step, record (the row as JSON)."""
+    bad = frame.loc[mask]
+    names = list(bad.columns)
+    records = [json.dumps({n: _plain(v) for n, v in zip(names, row)}, default=str, ensure_ascii=False)
+               for row in bad.itertuples(index=False, name=None)]  # rejects are few: plain Python is cheapest
+    if isinstance(reason, pd.Series):
+        reasons = [str(r) for r in reason.loc[mask]]
+    elif isinstance(reason, list):
+        reasons = reason
+    else:
+        reasons = [str(reason)] * len(bad)
+    return pd.DataFrame({"reason": reasons, "step": [step] * len(bad), "record": records})
+
+
