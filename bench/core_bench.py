@@ -641,7 +641,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
         ok_all &= late["missed_fires"] == 0
         rows.append(["Daemon CPU during the lateness window (%)", fmt(late["daemon_cpu_pct_during_window"], 1),
                      "-", "-", "-", "-"])
-    for key, item in (results.get("per_run") or {}).items():
+    for item in (results.get("per_run") or {}).values():
         per_run = item["cpu_ms_per_run"]
         goal = item["kind"] == "python" and item["jobs"] == args.run_jobs
         ok = per_run <= GOAL_PY_RUN_CPU_MS if goal else True

@@ -165,7 +165,7 @@ def _compile(path: Path | str, cache: Any) -> dict[str, Any]:
         raise ConfigError(f"config check did not finish within {COMPILE_TIMEOUT}s "
                           "(a *_file pointing at a pipe or a hung mount?)") from None
     try:
-        payload = json.loads(proc.stdout)
+        payload: dict[str, Any] = json.loads(proc.stdout)
     except ValueError:
         detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise ConfigError(f"config check failed: {detail}") from None

@@ -129,7 +129,7 @@ class ForkServer:
         err_r, err_w = os.pipe()
         proc = ForkedProcess(os.fdopen(stdin_w, "wb"), os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
         pending = _Pending(proc)
-        message = {"op": "spawn", "env": dict(env), "cwd": cwd or os.getcwd()}
+        message: dict[str, Any] = {"op": "spawn", "env": dict(env), "cwd": cwd or os.getcwd()}
         with self._lock:
             self._next_id += 1
             message["id"] = self._next_id

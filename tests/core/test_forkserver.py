@@ -9,10 +9,11 @@ import subprocess
 import sys
 import textwrap
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from coretools import processes_with, unique_seconds, wait_for
 
 from scheduler.config import load_config
 from scheduler.forkserver import ForkServer, fork_supported
@@ -21,9 +22,7 @@ from scheduler.process import ChildTable
 from scheduler.runner import RunHandle, Runner, RunRequest
 from scheduler.state import StateStore
 
-from coretools import processes_with, unique_seconds, wait_for
-
-SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=timezone.utc)
+SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=UTC)
 
 pytestmark = pytest.mark.skipif(not fork_supported(), reason="no fork server on this platform")
 
@@ -244,7 +243,7 @@ def test_the_daemon_side_imports_no_heavy_library_after_forked_runs(scheduler_en
     """)
     program = textwrap.dedent(f"""
         import os, sys
-        from datetime import datetime, timezone
+        from datetime import UTC, datetime
         from pathlib import Path
         from scheduler.config import load_compiled
         from scheduler.forkserver import ForkServer
@@ -256,7 +255,7 @@ def test_the_daemon_side_imports_no_heavy_library_after_forked_runs(scheduler_en
         server = ForkServer(children, enabled=True)
         store = StateStore.open(Path({str(tmp_path / 's.db')!r}))
         runner = Runner(cfg, store, Path({str(tmp_path / 'data')!r}), children, "warning", server)
-        slot = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        slot = datetime(2026, 1, 1, tzinfo=UTC)
         results = [runner.execute(RunRequest(job="py", slot=slot, trigger="manual")) for _ in range(2)]
         server.close()
         heavy = [m for m in ("pandas", "pyarrow", "numpy", "pydantic", "docker", "requests") if m in sys.modules]
