@@ -131,6 +131,11 @@ class ForkServer:
         pending = _Pending(proc)
         message: dict[str, Any] = {"op": "spawn", "env": dict(env), "cwd": cwd or os.getcwd()}
         with self._lock:
+            if server.dead.is_set():  # died since _ensure: its reader will answer nobody now
+                self._close_pipes(proc)
+                for fd in (stdin_r, out_w, err_w):
+                    os.close(fd)
+                return None
             self._next_id += 1
             message["id"] = self._next_id
             server.pending[self._next_id] = pending
