@@ -266,6 +266,7 @@ class Daemon:
             predecessors = active
         handle = RunHandle(request)
         self.active[request.job].append(handle)
+        self._notify("on_dispatched", lambda ext: ext.on_dispatched(self, handle))
         runner = self.runner
         thread = threading.Thread(target=self._run_thread, args=(runner, handle, predecessors),
                                   name=f"run-{request.job}", daemon=True)

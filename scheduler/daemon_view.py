@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from scheduler.config.compiled import Config
     from scheduler.logs import Redactor
     from scheduler.runs import RunHandle, RunRequest
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 IDLE_TICK = timedelta(seconds=30)  # the loop steps at least this often, so on_tick runs at least this often
 
@@ -42,6 +42,9 @@ class DaemonExtension(Protocol):
 
     def on_tick(self, daemon: DaemonView) -> None:
         """At the end of every loop step."""
+
+    def on_dispatched(self, daemon: DaemonView, handle: RunHandle) -> None:
+        """For every run the loop dispatches, just before its thread starts."""
 
     def on_finished(self, daemon: DaemonView, handle: RunHandle) -> None:
         """For every run the loop collects (``handle.result`` may be None)."""

@@ -79,9 +79,16 @@ class StoreNotWritable(StateError):
 
 
 class JobFailed(SchedulerError):
-    """A run ended in failure; the message is the recorded reason."""
+    """A run ended in failure; the message is the recorded reason, one line, shown without a
+    traceback.  Every kind's expected failures derive from it (a source that is down, a check
+    that failed, a container that exited 3).
+
+    ``work_exit_code`` is the exit status of the work itself when it has one of its own (a
+    container's): the run records it instead of the worker's.
+    """
 
     exit_code = 1
+    work_exit_code: int | None = None
 
 
 class Interrupted(SchedulerError):

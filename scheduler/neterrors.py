@@ -15,7 +15,6 @@ Invariants:
 
 from __future__ import annotations
 
-import random
 import socket
 import ssl
 import time
@@ -25,6 +24,8 @@ from urllib.parse import urlsplit
 
 import requests
 from urllib3 import exceptions as u3
+
+from scheduler.retry import Backoff
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -121,19 +122,21 @@ def endpoint(url: str) -> str:
 class ConnectBudget:
     """When to retry a request whose connection failed, and for how long.
 
-    Waits follow the backoff (``backoff``, doubling, at most ``backoff_max``, plus up to
-    ``jitter``).  The plan, :attr:`attempts`, is as many attempts as fit when the waits alone
-    (without jitter) add up to at most ``budget``; a name that does not resolve gets two at most (a
-    resolver hiccup, not an outage).  A retry also needs the budget not yet spent in wall time,
-    measured from the first attempt: slow failures (connect timeouts) end the plan early.
+    Waits follow :class:`~scheduler.retry.Backoff` (``backoff``, doubling, at most
+    ``backoff_max``, plus up to ``jitter``).  The plan, :attr:`attempts`, is as many attempts as
+    fit when the waits alone (without jitter) add up to at most ``budget``; a name that does not
+    resolve gets two at most (a resolver hiccup, not an outage).  A retry also needs the budget not
+    yet spent in wall time, measured from the first attempt: slow failures (connect timeouts) end
+    the plan early.
     """
 
     def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float) -> None:
         self.budget, self.backoff, self.backoff_max, self.jitter = budget, backoff, backoff_max, jitter
+        self._backoff = Backoff(backoff, backoff_max, jitter=jitter)
         self.waits: list[float] = []
         total = 0.0
         while len(self.waits) < 100:
-            wait = self._base(len(self.waits) + 1)
+            wait = self._backoff.base(len(self.waits) + 1)
             if total + wait > budget + 1e-9:
                 break
             total += wait
@@ -141,9 +144,6 @@ class ConnectBudget:
         self.attempts = len(self.waits) + 1
         self.made = 0
         self.started = time.monotonic()
-
-    def _base(self, retry: int) -> float:
-        return min(self.backoff * 2 ** (retry - 1), self.backoff_max)
 
     def planned(self, failure: Failure) -> int:
         """The most attempts this request makes for ``failure``."""
@@ -157,7 +157,7 @@ class ConnectBudget:
         left = self.budget - self.elapsed()
         if left <= 0:
             return None
-        return min(self.waits[self.made - 1] + random.uniform(0, self.jitter), left)
+        return min(self._backoff.jittered(self.waits[self.made - 1]), left)
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import threading
@@ -23,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from scheduler import clock, resultfiles
+from scheduler import clock, resultfiles, retry
 from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
 from scheduler.process import (
@@ -110,9 +109,10 @@ class Runner:
                                        log.bind(attempt=attempt))
                 if result.status in ("success", "interrupted") or attempt > spec.retries:
                     break
-                delay = min(spec.retry_max_delay.total_seconds(),
-                            spec.retry_delay.total_seconds() * 2 ** (attempt - 1))
-                delay = random.uniform(delay / 2, delay)
+                # retry_delay doubling per attempt, at most retry_max_delay, drawn from its upper half
+                backoff = retry.Backoff(spec.retry_delay.total_seconds(), spec.retry_max_delay.total_seconds(),
+                                        spread=0.5)
+                delay = backoff.delay(attempt)
                 log.warning("attempt failed, retrying", attempt=attempt, error=result.error, retry_in=round(delay, 2))
                 if _sleep_unless_cancelled(handle, delay):
                     result = RunResult("interrupted", run_id, attempt, error=handle.cancel_reason)
@@ -252,16 +252,8 @@ class Runner:
 
 
 def _sleep_unless_cancelled(handle: RunHandle, seconds: float) -> bool:
-    """Wait ``seconds``; True (early) if the run was cancelled meanwhile."""
-    deadline = clock.monotonic() + seconds
-    while handle.cancel_reason is None:
-        remaining = deadline - clock.monotonic()
-        if remaining <= 0:
-            return False
-        handle.wake.clear()
-        if handle.cancel_reason is None:
-            handle.wake.wait(remaining)
-    return True
+    """Wait ``seconds``; True (early) if the run was cancelled meanwhile (``handle.wake`` rings)."""
+    return retry.wait(seconds, handle.wake, lambda: handle.cancel_reason is not None, clock.monotonic)
 
 
 def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:

@@ -1,16 +1,17 @@
 """When a job fires: cron or interval schedules in a timezone, DST-exact, with jitter and catch-up.
 
 Slots are aware UTC datetimes and strictly increasing.  Cron expressions are evaluated on the
-*wall clock* of the job's timezone (APScheduler's cron fields do the matching on a naive wall
-time), and each wall-clock slot is then mapped to one instant:
+*wall clock* of the job's timezone (cronsim matches the fields on a wall time given as UTC, so it
+applies no DST rules of its own), and each wall-clock slot is then mapped to one instant:
 
 * a wall time inside a spring-forward gap fires once, at the first instant after the gap (several
   gap slots, and a slot at the gap's end, collapse into that one instant);
 * a wall time inside a fall-back overlap fires once, on its first occurrence.
 
-This sidesteps APScheduler 3's CronTrigger DST bugs (repeating 02:30 in the overlap, going
-backwards in UTC) while reusing its well-tested field parser.  Interval schedules (``every``) are
-anchored at the Unix epoch, so their slots do not depend on when the daemon started.
+cronsim's own DST handling (Debian cron's) would fire ``0 * * * *`` twice in the overlap, and
+APScheduler 3's CronTrigger repeats 02:30 there and goes backwards in UTC; hence the mapping here.
+Interval schedules (``every``) are anchored at the Unix epoch, so their slots do not depend on
+when the daemon started.
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
+from cronsim import CronSim, CronSimError
 
 from scheduler.config.durations import format_duration
 
@@ -40,55 +39,41 @@ ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
-_DOW_NAMES = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
-_APS_DOW = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # APScheduler 3: 0 = Monday
-# Windows for the backwards search of the previous slot; the last bounds how far back we look.
-_BACK_WINDOWS = [timedelta(minutes=1), timedelta(hours=1), timedelta(days=1), timedelta(days=32),
-                 timedelta(days=367), timedelta(days=366 * 8 + 2)]
+# The documented syntax: ``*``, ``?``, numbers or three-letter names, ranges, lists and steps.
+# cronsim also reads ``L``, ``W`` and ``#``; they stay out until documented and tested.
+_ITEM = r"(?:\*|\?|(?:\d+|[a-z]{3})(?:-(?:\d+|[a-z]{3}))?)(?:/\d+)?"
+_FIELD = re.compile(rf"{_ITEM}(?:,{_ITEM})*", re.IGNORECASE)
+# The six fields in order, by the names cronsim's errors use ("Bad day-of-week"), and their values.
+_ALLOWED = {"second": "0-59", "minute": "0-59", "hour": "0-23", "day-of-month": "1-31",
+            "month": "1-12 or jan-dec", "day-of-week": "0-7 or sun-sat"}
+_NAMES = {name: i for i, name in enumerate("sun mon tue wed thu fri sat".split())}
+_NAMES |= {name: i for i, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), 1)}
+_RANGE_STEP = re.compile(r"(\w+)-(\w+)/\d+")
 CatchupPolicy = Literal["none", "latest", "all"]
 
 
-def _dow_value(token: str) -> int:
-    token = token.lower()
-    if token in _DOW_NAMES:
-        return _DOW_NAMES.index(token)
-    if token.isdigit() and 0 <= int(token) <= 7:
-        return int(token) % 7
-    raise ValueError(f"invalid day of week {token!r}")
+def _drop_idle_step(match: re.Match[str]) -> str:
+    """``5-5/2`` is just ``5``: cronsim reads a one-value range with a step as ``5/2`` (5, 7, 9, ...)."""
+    low, high = (int(x) if x.isdigit() else _NAMES.get(x.lower()) for x in (match[1], match[2]))
+    return match[1] if low is not None and low == high else match[0]
 
 
-def _translate_dow(field: str) -> str:
-    """Cron's day-of-week (0 or 7 = Sunday, names) to APScheduler 3's (0 = Monday) as a name list."""
-    if field in ("*", "?"):
-        return "*"
-    days: set[int] = set()
-    for part in field.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"invalid step in day of week {part!r}")
-        if base == "*":
-            first, last = 0, 6
-        elif "-" in base:
-            a, b = base.split("-", 1)
-            first, last = _dow_value(a), _dow_value(b)
-            if b == "7":
-                last = 7
-            if last < first:
-                raise ValueError(f"invalid day-of-week range {base!r}")
-        else:
-            first = _dow_value(base)
-            last = 6 if step_text else first
-        days.update(d % 7 for d in range(first, last + 1, step))
-    return ",".join(_APS_DOW[(d - 1) % 7] for d in sorted(days))
+def _cronsim_error(text: str) -> str | None:
+    """cronsim's complaint about a 6-field expression (``"Bad minute"``), or ``None``."""
+    try:
+        CronSim(text, EPOCH)
+    except CronSimError as exc:
+        return str(exc)
+    return None
 
 
-def parse_cron(expr: str) -> BaseTrigger:
-    """Parse a 5-field cron (or 6 fields, seconds first, or an @alias) into a wall-clock trigger.
+def parse_cron(expr: str) -> str:
+    """Check a 5-field cron (or 6 fields, seconds first, or an @alias); return it as cronsim's 6 fields.
 
-    Like Vixie cron, when both day-of-month and day-of-week are restricted (neither starts with
-    ``*``) a day matching *either* fires; otherwise both must match.  Raises ``ValueError`` with a
-    readable message on bad syntax or a schedule that can never fire (``0 0 30 2 *``).
+    Like Vixie cron (and cronsim), when both day-of-month and day-of-week are restricted (neither
+    starts with ``*``) a day matching *either* fires; otherwise both must match.  Weekday 0 and 7
+    are Sunday.  Raises ``ValueError`` with a readable message on bad syntax or a schedule that can
+    never fire (``0 0 30 2 *``).
     """
     text = ALIASES.get(expr.strip().lower(), expr.strip())
     if text.startswith("@"):
@@ -98,23 +83,22 @@ def parse_cron(expr: str) -> BaseTrigger:
         fields = ["0", *fields]
     if len(fields) != 6:
         raise ValueError(f"expected 5 fields (minute hour day month weekday) or 6 (seconds first), got {len(fields)}")
-    second, minute, hour, day, month, dow = fields
-    if re.search(r"[^\d*/,\-a-zA-Z?]", "".join(fields)):
+    if not all(_FIELD.fullmatch(field) for field in fields):
         raise ValueError(f"invalid characters in cron expression {expr!r}")
-    try:
-        aps_dow = _translate_dow(dow)
-        common = dict(second=second, minute=minute, hour=hour, month=month, timezone=UTC)
-        trigger: BaseTrigger
-        if not day.startswith(("*", "?")) and not dow.startswith(("*", "?")):
-            trigger = OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=aps_dow, **common)])
-        else:
-            trigger = CronTrigger(day=day.replace("?", "*"), day_of_week=aps_dow, **common)
-    except ValueError as exc:
-        raise ValueError(f"invalid cron expression {expr!r}: {exc}") from None
-    # Every valid cron expression fires within 28 years of any date (the Gregorian weekday cycle).
-    if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
-        raise ValueError(f"cron expression {expr!r} never fires (no such date)")
-    return trigger
+    for day_field in (3, 5):  # "?" (Quartz's "no specific day") is "*" to cronsim
+        fields[day_field] = "*" if fields[day_field] == "?" else fields[day_field]
+    text = " ".join(_RANGE_STEP.sub(_drop_idle_step, field) for field in fields)
+    error = _cronsim_error(text)
+    if error is None:
+        return text
+    name = error.removeprefix("Bad ")
+    if name == "day-of-month" and _cronsim_error(" ".join([*fields[:4], "*", fields[5]])) is None:
+        raise ValueError(f"cron expression {expr!r} never fires (no such date)")  # 30 Feb, 31 Apr
+    if name in _ALLOWED:
+        value = fields[list(_ALLOWED).index(name)]
+        raise ValueError(f"invalid cron expression {expr!r}: bad {name} field {value!r} "
+                         f"(values {_ALLOWED[name]}, ranges low-high)")
+    raise ValueError(f"invalid cron expression {expr!r}: {error}")
 
 
 class Schedule:
@@ -134,11 +118,11 @@ class Schedule:
         self.every = every
         self.tz = ZoneInfo(tz)
         self.jitter = jitter
-        self._trigger = parse_cron(cron) if cron is not None else None
+        self._cron = parse_cron(cron) if cron is not None else None
 
     @property
     def is_periodic(self) -> bool:
-        return self._trigger is not None or self.every is not None
+        return self._cron is not None or self.every is not None
 
     def describe(self) -> str:
         if self.cron is not None:
@@ -176,34 +160,34 @@ class Schedule:
         if self.every is not None:
             k = (t - EPOCH) // self.every
             return EPOCH + (k + 1) * self.every
-        if self._trigger is None:
+        if self._cron is None:
             return None
-        wall = self._wall(t)
-        for _ in range(100_000):
-            wall = self._trigger.get_next_fire_time(None, wall + _TICK)
-            if wall is None:
-                return None
-            instant = self._instant(wall)
-            if instant > t:
+        # Wall slots after t's wall reading; in a gap's collapse or an overlap's second pass their
+        # instants can be at or before t, so skip those.  cronsim stops after 50 years.
+        for wall in CronSim(self._cron, self._wall(t)):
+            if (instant := self._instant(wall)) > t:
                 return instant
-        raise RuntimeError("no slot found")  # pragma: no cover - cron fields always advance
+        return None
 
     def first_at_or_after(self, t: datetime) -> datetime | None:
         return self.next_after(t - _TICK)
 
     def prev_at_or_before(self, t: datetime) -> datetime | None:
-        """The last slot at or before ``t`` (``None`` if there is none within ~8 years)."""
+        """The last slot at or before ``t`` (``None`` if there is none within 50 years)."""
         if self.every is not None:
             return EPOCH + ((t - EPOCH) // self.every) * self.every
-        if self._trigger is None:
+        if self._cron is None:
             return None
-        for window in _BACK_WINDOWS:
-            slot = self.first_at_or_after(t - window)
-            if slot is not None and slot <= t:
-                while (following := self.next_after(slot)) is not None and following <= t:
-                    slot = following
-                return slot
-        return None
+        # The last wall slot at or before t's wall reading fires at or before t (instants never
+        # decrease with the wall time).  Only in an overlap's second pass can later wall slots
+        # have fired before t too (on their first occurrence): step forward over those.
+        wall = next(CronSim(self._cron, self._wall(t) + _TICK, reverse=True), None)
+        if wall is None:
+            return None
+        slot = self._instant(wall)
+        while (following := self.next_after(slot)) is not None and following <= t:
+            slot = following
+        return slot
 
     def iter_after(self, t: datetime) -> Iterator[datetime]:
         """Slots strictly after ``t``, in order."""

@@ -3,13 +3,17 @@
 Reads one JSON payload from stdin (job spec, run context, settings), runs the kind's executor,
 writes ``{"metrics": ..., "error": ...}`` to the payload's ``result_path`` and exits 0 on success,
 1 on failure.  Logs are JSON lines on stdout, which the runner relays line by line.  A SIGTERM
-(timeout, shutdown, ``replace``) raises :class:`Stopped` so ``finally`` blocks and the kinds' own
-handlers (stopping a container) run; a kind may block SIGTERM around a publish step, and once
-the result is written SIGTERM is ignored, so published work is never recorded as failed.
+(timeout, shutdown, ``replace``) raises :class:`~scheduler.stopping.Stopped` so ``finally``
+blocks and the kinds' own handlers (stopping a container) run; a kind may defer SIGTERM from a
+publish step on (:func:`~scheduler.stopping.sigterm_deferred`), and once the result is written
+SIGTERM is ignored (:func:`~scheduler.stopping.settle`), so published work is never recorded as
+failed.  A :class:`~scheduler.errors.SchedulerError` is an expected failure: one line, no
+traceback; anything else is a bug and its traceback is logged.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import sys
@@ -18,29 +22,11 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler.errors import SchedulerError
+from scheduler.errors import JobFailed, SchedulerError
 from scheduler.kinds import executor_for, spec_model
 from scheduler.kinds.base import RunContext
 from scheduler.logs import configure, get_logger
-
-
-class Stopped(BaseException):
-    """Raised in the main thread by SIGTERM (a job's own ``sys.exit`` stays a SystemExit)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _on_term(signum: int, frame: Any) -> None:
-    raise Stopped(signum)
-
-
-def _settle() -> None:
-    """From here on a SIGTERM changes nothing: ignore it, including one that arrived while a kind
-    blocked it to publish (``pthread_sigmask``), so a finished publish is recorded as such."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+from scheduler.stopping import Stopped, raise_on_sigterm, settle
 
 
 def _docker_settings(payload: dict[str, Any]) -> Any:
@@ -61,7 +47,7 @@ def _write_result(path: str, payload: dict[str, Any]) -> None:
 def main() -> int:
     payload = json.loads(sys.stdin.read())
     redactor = configure(payload.get("log_level", "info"), "json", payload.get("secrets", ()), stream=sys.stdout)
-    signal.signal(signal.SIGTERM, _on_term)
+    raise_on_sigterm()
     log = get_logger(job=payload["job"], run_id=payload["run_id"], attempt=payload["attempt"])
     result_path = payload["result_path"]
     try:
@@ -78,7 +64,7 @@ def main() -> int:
         metrics = executor_for(payload["kind"])(spec, ctx) or {}
     except Stopped as exc:
         _write_result(result_path, {"error": f"stopped by {signal.Signals(exc.signum).name}"})
-        _settle()
+        settle()
         return 128 + exc.signum
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a recorded reason
         if isinstance(exc, SchedulerError) and str(exc):
@@ -91,16 +77,17 @@ def main() -> int:
             log.error("run failed", error=message, traceback=redactor.redact(traceback.format_exc(limit=8)))
         result: dict[str, Any] = {"error": message}
         # A kind whose work has its own exit status (a container) records that, not ours.
-        if isinstance(getattr(exc, "container_exit_code", None), int):
-            result["exit_code"] = exc.container_exit_code  # type: ignore[attr-defined]
+        if isinstance(exc, JobFailed) and exc.work_exit_code is not None:
+            result["exit_code"] = exc.work_exit_code
         _write_result(result_path, result)
-        _settle()
+        settle()
         return 1
     _write_result(result_path, {"metrics": metrics})
-    _settle()
+    settle()
     return 0
 
 
 if __name__ == "__main__":
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    if isinstance(sys.stdout, io.TextIOWrapper):  # always, unless the launcher replaced it
+        sys.stdout.reconfigure(line_buffering=True)
     raise SystemExit(main())

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.compiled import command_argv
+from scheduler.config.notifiers import Notifier, Ping, ping_input
 from scheduler.config.types import Duration, FunctionRef, Model, TimezoneName, format_duration
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -28,15 +29,6 @@ def argv_strings(items: list[Any]) -> list[str]:
             raise ValueError(f"argument {item!r} is not a string: quote it (YAML reads true, no, null, ... as values)")
         out.append(str(item))
     return out
-
-
-class Notifier(Model):
-    """A webhook to call on a run outcome (used by the operations features)."""
-
-    url: str = Field(description="Webhook URL; the payload is POSTed as JSON; only its host is ever logged.")
-    format: Literal["json", "slack"] = Field(default="json", description="json, or slack ({\"text\": ...}).")
-    timeout: Duration = Field(default=timedelta(seconds=10), description="Per delivery attempt.")
-    retries: int = Field(default=3, ge=0, le=10, description="Extra attempts after transport errors, 5xx, 408 or 429.")
 
 
 class JobBase(Model):
@@ -94,13 +86,16 @@ class JobBase(Model):
     on_success: tuple[Notifier, ...] = Field(default=(), description="Webhooks called on every success.")
     expect_success_within: Duration | None = Field(
         default=None, description="Alert when the job has not succeeded for this long.")
+    ping: Ping | None = Field(
+        default=None, description="healthchecks.io-style check pinged at each run's start (URL/start), success "
+                                  "(URL) and failure (URL/fail); a URL or {url, timeout, retries, send_log}.")
 
-    @field_validator("after", mode="before", json_schema_input_type=Union[str, list[str]])
+    @field_validator("after", mode="before", json_schema_input_type=str | list[str])
     @classmethod
     def _after_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
-    @field_validator("env", mode="before", json_schema_input_type=dict[str, Union[str, int, float, bool]])
+    @field_validator("env", mode="before", json_schema_input_type=dict[str, str | int | float | bool])
     @classmethod
     def _env_strings(cls, value: Any) -> Any:
         if not isinstance(value, dict):
@@ -121,8 +116,13 @@ class JobBase(Model):
             raise ValueError(f"must be at least {format_duration(MIN_EVERY)}")
         return value
 
+    @field_validator("ping", mode="before", json_schema_input_type=str | Ping | None)
+    @classmethod
+    def _ping_url(cls, value: Any) -> Any:
+        return ping_input(value)
+
     @model_validator(mode="after")
-    def _one_schedule(self) -> "JobBase":
+    def _one_schedule(self) -> JobBase:
         if self.schedule is not None and self.every is not None:
             raise ValueError("use either 'schedule' or 'every', not both")
         return self
@@ -150,7 +150,7 @@ class CommandJob(JobBase):
         return value
 
     @model_validator(mode="after")
-    def _command_or_shell(self) -> "CommandJob":
+    def _command_or_shell(self) -> CommandJob:
         if (self.command is None) == (self.shell is None):
             raise ValueError("set exactly one of 'command' (argv list) or 'shell' (string)")
         return self

@@ -20,6 +20,7 @@ from scheduler.config.compiled import Config
 from scheduler.config.issues import suggest as _suggest
 from scheduler.config.issues import translate
 from scheduler.config.jobs import CommandJob, JobBase, PythonJob
+from scheduler.config.notifiers import notifier_urls, resolving_without_trigger
 from scheduler.config.partial import known_values, model_checks, on_known
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.config.yamlsrc import YamlDoc, load_yaml
@@ -28,7 +29,7 @@ from scheduler.kinds.container.allowlist import allowlist_problems, data_volume_
 from scheduler.kinds.container.spec import FORBIDDEN_KEYS, ContainerJob, DockerSettings
 from scheduler.kinds.container.swarm_spec import backend_problems
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.logs import MIN_SECRET_LENGTH
+from scheduler.redaction import MIN_SECRET_LENGTH
 from scheduler.schedule import Schedule, parse_cron
 
 JOB_MODELS: Mapping[str, type[JobBase]] = MappingProxyType({
@@ -49,7 +50,7 @@ FORBIDDEN: Mapping[str, Mapping[str, str]] = MappingProxyType({"container": FORB
 _MERGED_DICTS = ("env", "params")
 # What the checks across fields and jobs read (see _semantic_checks).
 SEMANTIC_FIELDS = ("schedule", "after", "image", "volumes", "data_volume", "pull", "gpu_policy", "gpus", "placement",
-                   "reservations", "start_timeout")
+                   "reservations", "start_timeout", "on_failure", "on_recovery", "on_success")
 
 
 def config_files(path: Path) -> list[Path]:
@@ -261,6 +262,8 @@ def _semantic_checks(facts: dict[str, dict[str, Any]], kinds: dict[str, str], wh
                 issue(name, "after", "a job cannot run after itself")
             elif upstream not in where:
                 issue(name, "after", f"unknown job '{upstream}'{_suggest(upstream, list(where))}")
+        for listed, position, problem in on_known(resolving_without_trigger, (JobBase, known)):
+            issue(name, f"{listed}.{position}", problem, (listed, position))
         if kinds.get(name) == "container":
             for field_name, message in allowlist_problems(
                     known.get("image"), known.get("volumes", ()), docker.get("allowed_images"),
@@ -337,10 +340,12 @@ def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Confi
     if issues:
         issues.sort(key=lambda i: (i.file or "", i.line or 0))
         raise ConfigError(issues)
+    # alert URLs carry credentials in their path (Slack/Discord webhook tokens, ntfy topics, check UUIDs)
+    urls = {url for spec in jobs.values() for url in notifier_urls(spec)}
     return Config(
         jobs=MappingProxyType(jobs), daemon=sections["daemon"], state=sections["state"], http=sections["http"],
         docker=sections["docker"],
-        secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() if len(s) >= MIN_SECRET_LENGTH),
+        secrets=frozenset(s for s in merge.secrets | sections["state"].secrets() | urls if len(s) >= MIN_SECRET_LENGTH),
         sources=tuple(_display(f) for f in files), digest=digest.hexdigest()[:12],
         schedules=MappingProxyType(schedules),
     )

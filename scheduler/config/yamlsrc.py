@@ -24,7 +24,8 @@ Path_ = tuple[Any, ...]
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 SECRET_KEY = re.compile(
-    r"(token|password|passwd|secret|api[-_]?key|access[-_]?key|private[-_]?key|authorization|credential|^key$)", re.I)
+    r"(token|password|passwd|secret|api[-_]?key|access[-_]?key|private[-_]?key|routing[-_]?key|authorization|"
+    r"credential|^key$)", re.I)
 
 
 @dataclass
@@ -115,7 +116,8 @@ class _Builder:
         if isinstance(value, str) and "$" in value:
             value, missing = interpolate(value, self.env)
             for name in missing:
-                self.issue(path, line, f"environment variable '{name}' is not set (use ${{{name}:-default}} for a default)")
+                self.issue(path, line,
+                           f"environment variable '{name}' is not set (use ${{{name}:-default}} for a default)")
         return value
 
     def read_secret_file(self, name: str, path: Path_, line: int) -> str | None:

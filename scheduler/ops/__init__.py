@@ -1,9 +1,10 @@
 """Operations: health/metrics endpoint, alerts, freshness, backfill and status.
 
 :func:`attach` wires the daemon-side features into a :class:`~scheduler.daemon.Daemon` before it
-serves.  Alerts and freshness checks are always installed (they cost nothing without notifiers or
-``expect_success_within``, and so follow config reloads); the HTTP endpoint and its metrics only
-when ``http.listen`` is set at start, and only then is prometheus-client imported.
+serves.  Alerts, pings and freshness checks are always installed (they cost nothing without
+notifiers, ``ping`` or ``expect_success_within``, and so follow config reloads); the HTTP
+endpoint and its metrics only when ``http.listen`` is set at start, and only then is
+prometheus-client imported.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def attach(daemon: DaemonView) -> None:
     from scheduler import clock
     from scheduler.ops.alerts import AlertSender, RunAlerts
     from scheduler.ops.freshness import FreshnessWatch
+    from scheduler.ops.pings import RunPings
 
     redactor = daemon.redactor
     metrics = None
@@ -36,6 +38,7 @@ def attach(daemon: DaemonView) -> None:
     sender = AlertSender(daemon.log, redactor.redact if redactor is not None else None,
                          on_outcome=metrics.count_alert if metrics is not None else None)
     daemon.extensions.append(RunAlerts(sender))
+    daemon.extensions.append(RunPings(sender))
     daemon.extensions.append(FreshnessWatch(sender, clock.now(),
                                             on_change=metrics.set_overdue if metrics is not None else None))
     closers: list[Callable[[], None]] = [lambda: sender.close(2.0)]

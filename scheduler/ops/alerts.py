@@ -12,8 +12,12 @@ Which events fire (decided on the loop thread, from the run's result and the sto
 * ``freshness``: raised by :mod:`scheduler.ops.freshness`, sent to the ``on_failure`` notifiers.
 
 Delivery happens on one background thread fed by a queue, so a slow or dead webhook never delays
-scheduling.  Every string in a payload passes through the daemon's redactor first, and webhook
-URLs (Slack URLs are credentials) are never logged, only their host.
+scheduling.  Retries follow :mod:`scheduler.retry`: backoff with jitter, or the webhook's
+``Retry-After`` (seconds or an HTTP date, capped), and a shutdown cuts a wait short.  Every string
+in a payload passes through the daemon's :class:`~scheduler.redaction.Redactor` first, and webhook
+URLs (Slack URLs are credentials) are never logged, only their host.  What goes on the wire for
+each ``format`` is built by :mod:`scheduler.ops.alert_formats`; the healthchecks.io pings of a
+job's ``ping:`` come from :mod:`scheduler.ops.pings` through the same sender.
 """
 
 from __future__ import annotations
@@ -21,24 +25,29 @@ from __future__ import annotations
 import queue
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from scheduler.ops.alert_formats import render
+from scheduler.ops.alert_formats import slack_body as slack_body  # re-exported: its home moved
 from scheduler.ops.ext import Extension
+from scheduler.redaction import Redactor, redact_all
+from scheduler.retry import Backoff, retry_after, wait
 
 if TYPE_CHECKING:
-    from scheduler.config.jobs import Notifier  # a model or its compiled view: read alike
     from scheduler.daemon_view import DaemonView, EventLog
+    from scheduler.ops.alert_formats import Target  # a notifier model or its compiled view, or a ping
     from scheduler.runs import RunHandle
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 FAILED = ("failed", "timeout")
 DECISIVE_FAILURES = ("failed", "timeout", "abandoned")
 NEUTRAL = ("interrupted", "skipped", "running")
-MAX_BACKOFF = 30.0
+MAX_BACKOFF = 30.0  # the longest wait between two attempts, a webhook's Retry-After included
+# 1 s, 2 s, 4 s ... (each drawn from its lower half up), at most MAX_BACKOFF
+BACKOFF = Backoff(initial=1.0, cap=MAX_BACKOFF, spread=0.5)
 
 
 @dataclass(frozen=True)
@@ -46,28 +55,8 @@ class Alert:
     """One payload for one notifier.  ``payload`` is the generic JSON form."""
 
     event: str
-    notifier: Notifier
+    notifier: Target
     payload: dict[str, Any]
-
-
-def redact_all(value: Any, redact: Callable[[str], str]) -> Any:
-    """``value`` with every string inside it passed through ``redact``."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: redact_all(v, redact) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [redact_all(v, redact) for v in value]
-    return value
-
-
-def slack_body(payload: dict[str, Any]) -> dict[str, Any]:
-    """The Slack-compatible form: ``{"text": ...}`` with the output tail in a code block."""
-    text = str(payload.get("text", ""))
-    lines = payload.get("last_lines") or []
-    if lines:
-        text += "\n```\n" + "\n".join(str(line) for line in lines)[-2500:] + "\n```"
-    return {"text": text}
 
 
 def _host(url: str) -> str:
@@ -81,14 +70,17 @@ class AlertSender:
     """A queue and one daemon thread that POSTs alerts with timeout and retries.
 
     Invariants: :meth:`send` never blocks and never raises; at most one delivery is in flight;
-    an alert is attempted ``1 + notifier.retries`` times with exponential backoff (capped at
-    30 s) and then dropped with a log line.  The thread starts on the first alert.
+    an alert is attempted ``1 + notifier.retries`` times, waiting :data:`BACKOFF` or the
+    webhook's ``Retry-After`` (at most :data:`MAX_BACKOFF`) between attempts, and then dropped
+    with a log line; :meth:`close` interrupts a wait at once.  The thread starts on the first
+    alert.  ``redact`` defaults to a :class:`Redactor` without known secrets (credential-shaped
+    text is still masked).
     """
 
     def __init__(self, log: EventLog, redact: Callable[[str], str] | None = None,
                  on_outcome: Callable[[str, str], None] | None = None) -> None:
         self.log = log
-        self.redact = redact or (lambda text: text)
+        self.redact: Callable[[str], str] = redact or Redactor()
         self.on_outcome = on_outcome
         self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=10_000)
         self._thread: threading.Thread | None = None
@@ -96,7 +88,7 @@ class AlertSender:
         self._closing = threading.Event()
         self.hostname = socket.gethostname()
 
-    def send(self, event: str, notifiers: tuple[Notifier, ...], payload: dict[str, Any]) -> None:
+    def send(self, event: str, notifiers: tuple[Target, ...], payload: dict[str, Any]) -> None:
         if not notifiers:
             return
         body = redact_all({**payload, "event": event, "host": self.hostname}, self.redact)
@@ -133,12 +125,20 @@ class AlertSender:
 
     def _deliver(self, session: Any, alert: Alert) -> None:
         notifier = alert.notifier
-        body = slack_body(alert.payload) if notifier.format == "slack" else alert.payload
+        try:
+            request = render(alert.event, alert.payload, notifier)  # the format's URL, body and headers
+        except Exception as exc:  # noqa: BLE001 - a payload no format can render must not stop the thread
+            self.log.error("alert failed", alert=alert.event, job=alert.payload.get("job"),
+                           target=_host(notifier.url), error=f"cannot render: {type(exc).__name__}")
+            self._outcome(alert.event, "failed")
+            return
         attempts = 1 + notifier.retries
         error = ""
         for attempt in range(1, attempts + 1):
+            asked: float | None = None  # the webhook's Retry-After, in seconds
             try:
-                response = session.post(notifier.url, json=body, timeout=notifier.timeout.total_seconds())
+                response = session.post(request.url, data=request.body, headers=dict(request.headers),
+                                        timeout=notifier.timeout.total_seconds())
                 if 200 <= response.status_code < 300:
                     self.log.info("alert sent", alert=alert.event, job=alert.payload.get("job"),
                                   target=_host(notifier.url), attempt=attempt)
@@ -146,12 +146,17 @@ class AlertSender:
                     return
                 error = f"HTTP {response.status_code}"
                 retriable = response.status_code >= 500 or response.status_code in (408, 429)
+                asked = retry_after(response.headers.get("Retry-After"), MAX_BACKOFF)
             except Exception as exc:  # noqa: BLE001 - any transport error is retried, then logged
                 error = type(exc).__name__
                 retriable = True
             if not retriable or attempt == attempts or self._closing.is_set():
                 break
-            time.sleep(min(MAX_BACKOFF, 0.5 * 2 ** (attempt - 1)))
+            delay = BACKOFF.delay(attempt, asked)
+            self.log.info("alert retrying", alert=alert.event, job=alert.payload.get("job"),
+                          target=_host(notifier.url), attempt=attempt, error=error, retry_in=round(delay, 3))
+            if wait(delay, self._closing):
+                break
         self.log.error("alert failed", alert=alert.event, job=alert.payload.get("job"),
                        target=_host(notifier.url), error=error)
         self._outcome(alert.event, "failed")

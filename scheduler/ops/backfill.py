@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from scheduler.runner import Runner
     from scheduler.runs import RunHandle
     from scheduler.schedule import Schedule
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 RERUN_STATUSES = ("failed", "timeout", "interrupted", "abandoned")
 MAX_DATES = 36_600  # a century of days; a guard against typos in --from/--to

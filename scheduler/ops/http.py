@@ -28,8 +28,8 @@ from urllib.parse import unquote, urlsplit
 from scheduler import clock
 from scheduler.daemon_view import IDLE_TICK
 from scheduler.errors import ConfigError
-from scheduler.ops.alerts import redact_all
 from scheduler.ops.metrics import OpsMetrics
+from scheduler.redaction import redact_all
 
 if TYPE_CHECKING:
     from scheduler.daemon_view import DaemonView

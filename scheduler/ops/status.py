@@ -16,7 +16,7 @@ from scheduler.config.compiled import Config
 from scheduler.config.durations import format_duration
 
 if TYPE_CHECKING:
-    from scheduler.state import StateStore
+    from scheduler.stores.protocol import StateStore
 
 
 def _iso(t: datetime | None, tz: Any = None) -> str | None:

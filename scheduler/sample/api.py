@@ -155,9 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
-        self._headers_buffer.append(b"\r\n")  # end of headers, sent with the body in one write
-        self.wfile.write(b"".join(self._headers_buffer) + payload)
-        self._headers_buffer = []
+        buffered: list[bytes] = self._headers_buffer
+        buffered.append(b"\r\n")  # end of headers, sent with the body in one write
+        self.wfile.write(b"".join(buffered) + payload)
+        self._headers_buffer: list[bytes] = []
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server API
         server = self.server
@@ -193,7 +194,7 @@ def start_server(port: int = 0, records_per_day: int = 5_000, per_page: int = 1_
     server = SalesServer(port, records_per_day, per_page, token, fail_every, fail_status, retry_after)
     threading.Thread(target=server.serve_forever, name="sample-sales-api", daemon=True).start()
     host, bound = server.server_address[:2]
-    return server, f"http://{host}:{bound}"
+    return server, f"http://{host!s}:{bound}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,7 +38,7 @@ from psycopg.rows import dict_row
 
 from scheduler import clock
 from scheduler.errors import StateError
-from scheduler.logs import Redactor
+from scheduler.redaction import Redactor
 from scheduler.state import FINAL_STATUSES, RunRecord, held
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
@@ -47,6 +47,14 @@ from scheduler.stores.urls import mask_url, url_secrets
 JOB_LOCK = 0x5C4E  # advisory lock namespace of per-job claims: (JOB_LOCK, hashtext(job))
 CONNECT_TIMEOUT = 10
 T = TypeVar("T")
+
+
+def _one(cursor: Any) -> dict[str, Any]:
+    """The one row a statement returns (``RETURNING``, an aggregate): there is always one."""
+    row = cursor.fetchone()
+    if row is None:
+        raise StateError("the state store returned no row where one was certain")
+    return dict(row)
 
 
 def _record(row: dict[str, Any]) -> RunRecord:
@@ -152,7 +160,7 @@ class PostgresStore:
         raise AssertionError("unreachable")
 
     def ping(self) -> bool:
-        return bool(self._read(lambda c: c.execute("SELECT 1 AS one").fetchone()["one"] == 1))
+        return bool(self._read(lambda c: _one(c.execute("SELECT 1 AS one"))["one"] == 1))
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,
@@ -182,8 +190,8 @@ class PostgresStore:
                    RETURNING id""",
                 (job, slot, logical_date, trigger, attempt, now, os.getpid(), self.host, self.owner,
                  now + self.lease_ttl),
-            ).fetchone()
-        return int(row["id"])
+            )
+        return int(_one(row)["id"])
 
     def set_attempt(self, run_id: int, attempt: int) -> None:
         with self._tx() as db:
@@ -319,7 +327,7 @@ class PostgresStore:
             # SKIP LOCKED: a row another caller is expiring right now is theirs to return
             rows = db.execute("SELECT id, owner, lease_until FROM runs WHERE status = 'running' AND lease_until < %s "
                               "ORDER BY id FOR UPDATE SKIP LOCKED", (now,)).fetchall()
-            changed = [db.execute("UPDATE runs SET status = 'abandoned', ended_at = %s, error = %s WHERE id = %s "
-                                  "RETURNING *", (now, expired_reason(r["owner"], r["lease_until"]), r["id"]))
-                       .fetchone() for r in rows]
+            changed = [_one(db.execute("UPDATE runs SET status = 'abandoned', ended_at = %s, error = %s WHERE id = %s "
+                                  "RETURNING *", (now, expired_reason(r["owner"], r["lease_until"]), r["id"])))
+                       for r in rows]
         return [_record(r) for r in changed]

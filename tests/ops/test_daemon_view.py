@@ -63,7 +63,7 @@ def test_the_daemon_is_a_daemon_view_and_ops_extensions_are_extensions(tmp_path:
             assert isinstance(daemon, DaemonView)
             attach(daemon)  # binds the endpoint on a free port of 127.0.0.1
             names = sorted(type(ext).__name__ for ext in daemon.extensions)
-            assert names == ["FreshnessWatch", "OpsMetrics", "RunAlerts", "_Closer"]
+            assert names == ["FreshnessWatch", "OpsMetrics", "RunAlerts", "RunPings", "_Closer"]
             assert all(isinstance(ext, DaemonExtension) for ext in daemon.extensions)
             daemon.step()  # every extension's on_tick, through the typed hooks
             for ext in daemon.extensions:

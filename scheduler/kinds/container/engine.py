@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import docker
@@ -21,6 +21,9 @@ from scheduler.kinds.container.spec import DockerSettings
 from scheduler.neterrors import causes, classify
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
+
+# What builds the client of an engine: tests pass their own to count or break calls.
+ClientFactory = Callable[[DockerSettings], docker.DockerClient]
 
 
 class EngineUnavailable(JobFailed):

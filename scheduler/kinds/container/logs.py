@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from scheduler.kinds.base import RunContext
 
 MAX_LINE = 64 * 1024
 
@@ -112,3 +115,12 @@ class LineStreamer:
         self.lines += 1
         # Same level for both: programs write ordinary progress to stderr (Python's logging does).
         self._log.info("output", line=line, stream=stream)
+
+
+def run_logger(ctx: RunContext) -> Any:
+    """The run's logger: the worker's bound one, else one bound to job, run id and attempt."""
+    if ctx.log is not None:
+        return ctx.log
+    import structlog
+
+    return structlog.get_logger("scheduler.container").bind(job=ctx.job, run_id=ctx.run_id, attempt=ctx.attempt)

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -31,9 +29,12 @@ import requests.exceptions
 from scheduler.config.types import format_duration
 from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.engine import make_client
+from scheduler.kinds.container.engine import ClientFactory, make_client
+from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut, GpuUnavailable, ImageUnavailable
 from scheduler.kinds.container.logs import LineStreamer
+from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts, build_create_request
+from scheduler.kinds.container.sizes import format_size
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -43,80 +44,11 @@ from scheduler.kinds.container.spec import (
     ContainerJob,
     DockerSettings,
     check_against_settings,
-    format_size,
 )
-
-ClientFactory = Callable[[DockerSettings], docker.DockerClient]
+from scheduler.stopping import Stopped, sigterm_raises
 
 # How long to wait for the output stream to drain after the container has exited.
 _LOG_DRAIN_SECONDS = 10.0
-
-
-class ContainerFailed(JobFailed):
-    """The container ran and ended badly; ``container_exit_code`` is its own exit status."""
-
-    def __init__(self, message: str, *, container_exit_code: int | None = None, oom_killed: bool = False) -> None:
-        super().__init__(message)
-        self.container_exit_code = container_exit_code
-        self.oom_killed = oom_killed
-
-
-class ContainerTimedOut(ContainerFailed):
-    """The job's timeout passed; the container was stopped (grace, then kill) and removed."""
-
-
-class GpuUnavailable(JobFailed):
-    """``gpu_policy: required`` and the engine cannot hand out GPUs."""
-
-
-class ImageUnavailable(JobFailed):
-    """The image is not on the engine and could not (or may not) be pulled."""
-
-
-class _Terminated(BaseException):
-    """Raised from the SIGTERM handler.  A BaseException, so no library's ``except Exception``
-    between us and the blocking socket read can swallow it."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextmanager
-def _terminate_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into :class:`_Terminated` for the duration; restore the old handler after.
-
-    The runner stops a worker by signalling its process group; the container is not in that
-    group, so this handler is what stops it.  Outside the main thread no handler can be set, and
-    the runner's SIGKILL plus :func:`cleanup_orphans` remain the safety net.
-    """
-
-    fired = False
-
-    def handler(signum: int, frame: Any) -> None:
-        nonlocal fired
-        if fired:  # already stopping the container: a repeated SIGTERM must not abort that
-            return
-        fired = True
-        raise _Terminated(signum)
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _logger(ctx: RunContext) -> Any:
-    if ctx.log is not None:
-        return ctx.log
-    import structlog
-
-    return structlog.get_logger("scheduler.container").bind(job=ctx.job, run_id=ctx.run_id, attempt=ctx.attempt)
 
 
 def _is_gpu_error(exc: docker.errors.APIError) -> bool:
@@ -196,11 +128,13 @@ def execute(spec: ContainerJob, ctx: RunContext, *, client_factory: ClientFactor
     log = _logger(ctx)
     facts = RunFacts(ctx.job, ctx.run_id, ctx.attempt, ctx.data_dir, ctx.template_vars())
     state: dict[str, Any] = {"cid": None}
-    with _terminate_on_sigterm():
+    # The runner stops a worker by signalling its process group; the container is not in that
+    # group, so this handler is what stops it.  A repeated SIGTERM must not abort that (``once``).
+    with sigterm_raises(once=True):
         try:
             return _attempt(spec, settings, facts, log, client_factory, state)
-        except (_Terminated, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+        except (Stopped, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
             if state["cid"]:
                 log.warning("stopping container", container=state["cid"][:12], signal=int(signum))
                 _remove(client_factory, settings, state["cid"], _stop_grace(spec), log)
@@ -227,7 +161,8 @@ def _attempt(
             request = build_create_request(spec, settings, facts, with_gpus=not gpu_fallback)
             cid = client.api.create_container(**request)["Id"]
             state["cid"] = cid
-            streamer = LineStreamer(client.api.attach(cid, stdout=True, stderr=True, stream=True, logs=True, demux=True), log)
+            output = client.api.attach(cid, stdout=True, stderr=True, stream=True, logs=True, demux=True)
+            streamer = LineStreamer(output, log)
             streamer.start()
             try:
                 client.api.start(cid)
@@ -244,7 +179,8 @@ def _attempt(
                 gpu_fallback = True
                 continue
             break
-        log.info("container started", container=cid[:12], image=spec.image, gpus=not gpu_fallback and spec.gpus is not None)
+        log.info("container started", container=cid[:12], image=spec.image,
+                 gpus=not gpu_fallback and spec.gpus is not None)
         exit_code, timed_out = _wait(client, cid, spec.timeout)
         if timed_out:
             log.warning("timeout reached; stopping container", timeout=str(spec.timeout), container=cid[:12])
@@ -261,13 +197,15 @@ def _attempt(
     finally:
         client.close()
 
-    result = {"exit_code": exit_code, "container_id": cid, "oom_killed": oom, "gpu_fallback": gpu_fallback, "image": spec.image}
+    result = {"exit_code": exit_code, "container_id": cid, "oom_killed": oom, "gpu_fallback": gpu_fallback,
+              "image": spec.image}
     if gpu_fallback:
         result["warning"] = "ran without GPU: the Docker engine cannot provide one"
     limit = spec.effective_limits(settings.defaults).memory
     if timed_out:
         raise ContainerTimedOut(
-            f"container timed out after {_fmt(spec.timeout)}; stopped and removed", container_exit_code=exit_code, oom_killed=oom
+            f"container timed out after {_fmt(spec.timeout)}; stopped and removed",
+            container_exit_code=exit_code, oom_killed=oom,
         )
     if oom and exit_code != 0:
         raise ContainerFailed(
@@ -309,7 +247,8 @@ def _wait(client: docker.DockerClient, cid: str, timeout: timedelta | None) -> t
 
 def _ours(client: docker.DockerClient, settings: DockerSettings, running_only: bool) -> list[dict[str, Any]]:
     labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={settings.instance}"]
-    return client.api.containers(all=not running_only, filters={"label": labels})
+    found: list[dict[str, Any]] = client.api.containers(all=not running_only, filters={"label": labels})
+    return found
 
 
 def _stop_and_remove(

@@ -38,17 +38,11 @@ from docker.types.daemon import CancellableStream
 
 from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.engine import make_client, resolve_host
+from scheduler.kinds.container.engine import ClientFactory, make_client, resolve_host
+from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut
 from scheduler.kinds.container.logs import LineStreamer
+from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts
-from scheduler.kinds.container.run import (
-    ClientFactory,
-    ContainerFailed,
-    ContainerTimedOut,
-    _logger,
-    _terminate_on_sigterm,
-    _Terminated,
-)
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -60,6 +54,7 @@ from scheduler.kinds.container.spec import (
     check_against_settings,
 )
 from scheduler.kinds.container.swarm_payload import build_service_request
+from scheduler.stopping import Stopped, sigterm_raises
 
 DEFAULT_START_TIMEOUT = timedelta(minutes=5)
 # No node has this label: the retiring iteration is never placed.
@@ -281,11 +276,12 @@ def execute(spec: ContainerJob, ctx: RunContext, *, client_factory: ClientFactor
     log = _logger(ctx)
     facts = RunFacts(ctx.job, ctx.run_id, ctx.attempt, ctx.data_dir, ctx.template_vars())
     state: dict[str, Any] = {"sid": None}
-    with _terminate_on_sigterm():
+    # as for a container: SIGTERM reaches the worker, not the task; a repeat must not abort removal
+    with sigterm_raises(once=True):
         try:
             return _attempt(spec, settings, facts, log, client_factory, state)
-        except (_Terminated, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, _Terminated) else signal.SIGINT
+        except (Stopped, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
             if state["sid"]:
                 log.warning("stopping the run: removing its service", service=state["sid"][:12], signal=int(signum))
                 _remove_service(client_factory, settings, state["sid"], log)

@@ -38,11 +38,11 @@ from scheduler.kinds.ingest.columns import (
     Column,
 )
 from scheduler.kinds.ingest.expr import parse_expression
+from scheduler.kinds.ingest.parsing import NUMBER_JUNK, parse_numbers, parse_timestamps
 from scheduler.kinds.ingest.results import BatchResult, reject_frame
 
 _PLAIN_INT = r"^-?[0-9]{1,15}$"  # what int() and pandas read alike, exactly (below 2**53)
 _PLAIN_NUMBER = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # ... and float() and pandas, correctly rounded
-_NUMBER_JUNK = r"[^0-9eE+\-.]"
 _ISO_UTC = r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _EXACT = 2**53
@@ -194,9 +194,7 @@ class ArrowSteps:
         result = parsed.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
         others = np.flatnonzero(~plain & ~_mask(text.is_null()))
         if len(others):
-            from scheduler.kinds.ingest.transform import Transformer
-
-            legacy = Transformer._timestamps(batch.series(column, others), target)
+            legacy = parse_timestamps(batch.series(column, others), target)
             result[others] = legacy.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
         nulls = np.isnat(result)
         array = pa.array(result.view("int64"), type=pa.int64(), mask=nulls).view(pa.timestamp("us", tz="UTC"))
@@ -213,14 +211,14 @@ class ArrowSteps:
         if col.dtype != STR:
             return None
         text: pa.Array = col.data  # type: ignore[assignment]
-        cleaned = pc.replace_substring_regex(text, _NUMBER_JUNK, "")
+        cleaned = pc.replace_substring_regex(text, NUMBER_JUNK, "")
         plain = _mask(pc.match_substring_regex(cleaned, _PLAIN_NUMBER)) & ~_mask(pc.match_substring_regex(text, r"[()]"))
         numbers = pc.cast(pc.if_else(pa.array(plain), cleaned, pa.scalar(None, pa.string())), pa.float64())
         values = numbers.to_numpy(zero_copy_only=False).astype(np.float64)
         present = ~_mask(text.is_null())
         others = np.flatnonzero(~plain & present)
         if len(others):
-            values[others] = _pandas_numbers(batch.series(column, others)).to_numpy(dtype=np.float64, na_value=np.nan)
+            values[others] = parse_numbers(batch.series(column, others)).to_numpy(dtype=np.float64, na_value=np.nan)
         bad = present & np.isnan(values)
         batch = self._reject(batch, bad, column, "parse a number from", name, out)
         values = values[~bad]
@@ -323,11 +321,3 @@ def _replace(batch: Batch, column: str, col: Column) -> Batch:
     return batch
 
 
-def _pandas_numbers(col: pd.Series) -> pd.Series:
-    """The pandas engine's number parsing (``parse_number``), for the values the kernels leave to it."""
-    from scheduler.kinds.ingest.transform import _NUMBER_JUNK as junk, _text
-
-    text = _text(col).str.replace(",", "", regex=False).str.replace(junk, "", regex=True)
-    negative = _text(col).str.strip().str.match(r"^\(.*\)$").fillna(False)
-    num = pd.to_numeric(text.where(text != "", None), errors="coerce")
-    return num.where(~negative.astype(bool), -num).astype("float64")

@@ -15,11 +15,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scheduler.errors import JobFailed
 from scheduler.kinds.ingest.keys import KeySet, digests
 from scheduler.kinds.ingest.spec import Checks
 
 
-class CheckFailed(Exception):
+class CheckFailed(JobFailed):
     """One or more checks failed; nothing was published."""
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from scheduler.errors import JobFailed
+
 OBJECT = np.dtype("O")
 INT64 = np.dtype("int64")
 FLOAT64 = np.dtype("float64")
@@ -36,7 +38,7 @@ _EXACT = 2**53
 _MASKED = {NULLABLE_INT: pa.int64(), NULLABLE_FLOAT: pa.float64(), NULLABLE_BOOL: pa.bool_()}
 
 
-class RecordsError(Exception):
+class RecordsError(JobFailed):
     """The page records are not JSON objects."""
 
 

@@ -15,9 +15,10 @@ Invariants:
 - Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
   shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
 - Secret values (and their URL-quoted and base64 forms) never appear in log records of this
-  module or urllib3, nor in the text or the chained context of the errors raised here.  Secrets
-  are the ``auth:`` credentials and every ``source.headers`` value except those of a few
-  well-known harmless headers (:data:`PLAIN_HEADERS`).
+  module or urllib3, nor in the text or the chained context of the errors raised here: every
+  such text passes the one :class:`~scheduler.redaction.Redactor`.  Secrets are the ``auth:``
+  credentials and every ``source.headers`` value except those of a few well-known harmless
+  headers (:data:`PLAIN_HEADERS`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote_plus, urlsplit
 
 import orjson
 import requests
@@ -39,9 +40,10 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from scheduler.kinds.ingest.spec import ApiKeyAuth, BasicAuth, BearerAuth, Source
-from scheduler.logs import MIN_SECRET_LENGTH
+from scheduler.errors import JobFailed
+from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
+from scheduler.redaction import Redactor
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
 _CHUNK = 256 * 1024
@@ -50,7 +52,8 @@ _CHUNK = 256 * 1024
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
 # headers whose values are never credentials; any other ``source.headers`` value is treated as a secret
-PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent", "cache-control"})
+PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent",
+                           "cache-control"})
 
 
 def parse_json(body: bytes) -> Any:
@@ -68,7 +71,7 @@ def parse_json(body: bytes) -> Any:
     return json.loads(body)
 
 
-class FetchError(Exception):
+class FetchError(JobFailed):
     """The source could not deliver a page; the message is redacted and safe to record."""
 
 
@@ -76,38 +79,29 @@ class DeadlineExceeded(FetchError):
     """The overall fetch deadline passed."""
 
 
-class Redactor:
-    """Replaces every secret (raw, URL-quoted, base64 of basic auth) of at least 4 characters with ``***``."""
+def source_secrets(source: Source) -> list[str]:
+    """The secrets of ``source``: its ``auth:`` credentials (for basic auth also the encoded
+    ``user:password`` the header carries) and every ``headers`` value but those of :data:`PLAIN_HEADERS`
+    (with a scheme such as ``Token abc...``, the credential alone too: it may be echoed so)."""
+    auth, secrets = source.auth, []
+    if isinstance(auth, BearerAuth):
+        secrets.append(auth.token)
+    elif isinstance(auth, ApiKeyAuth):
+        secrets.append(auth.key)
+    elif isinstance(auth, BasicAuth):
+        secrets += [auth.password, base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()]
+    for name, value in source.headers.items():
+        if name.lower() not in PLAIN_HEADERS:
+            secrets.append(value)
+            scheme, _, credential = value.strip().rpartition(" ")
+            if scheme:
+                secrets.append(credential)
+    return secrets
 
-    def __init__(self, secrets: Iterable[str]) -> None:
-        forms: set[str] = set()
-        for secret in secrets:
-            if secret and len(secret) >= MIN_SECRET_LENGTH:
-                forms.update({secret, quote(secret, safe=""), quote_plus(secret)})
-        self._forms = sorted(forms, key=len, reverse=True)
 
-    def __call__(self, text: object) -> str:
-        out = str(text)
-        for form in self._forms:
-            out = out.replace(form, "***")
-        return out
-
-    @classmethod
-    def for_source(cls, source: Source, extra: Iterable[str] = ()) -> "Redactor":
-        auth, secrets = source.auth, list(extra)
-        if isinstance(auth, BearerAuth):
-            secrets.append(auth.token)
-        elif isinstance(auth, ApiKeyAuth):
-            secrets.append(auth.key)
-        elif isinstance(auth, BasicAuth):
-            secrets += [auth.password, base64.b64encode(f"{auth.username}:{auth.password}".encode()).decode()]
-        for name, value in source.headers.items():
-            if name.lower() not in PLAIN_HEADERS:
-                secrets.append(value)
-                scheme, _, credential = value.strip().rpartition(" ")
-                if scheme:  # "Token abc...": the credential alone may be echoed too
-                    secrets.append(credential)
-        return cls(secrets)
+def source_redactor(source: Source, extra: Iterable[str] = ()) -> Redactor:
+    """The run's masker: the source's secrets (:func:`source_secrets`) and ``extra`` ones."""
+    return Redactor([*source_secrets(source), *extra])
 
 
 class _RedactFilter(logging.Filter):
@@ -155,7 +149,7 @@ class _Retry(Retry):
     on_retry: OnRetry | None = None
     attempts: int = 1  # the most attempts one request may make (``total`` + 1)
 
-    def new(self, **kw: Any) -> "_Retry":
+    def new(self, **kw: Any) -> _Retry:
         retry = super().new(**kw)
         retry.deadline, retry.limiter, retry.on_retry, retry.attempts = (
             self.deadline, self.limiter, self.on_retry, self.attempts)
@@ -214,7 +208,9 @@ class Fetcher:
             total=policy.total, connect=0, read=policy.total, status=policy.total, other=0,
             redirect=5, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
             backoff_factor=policy.backoff.total_seconds(), backoff_max=policy.backoff_max.total_seconds(),
-            backoff_jitter=policy.jitter.total_seconds(), retry_after_max=policy.retry_after_max.total_seconds(),
+            backoff_jitter=policy.jitter.total_seconds(),
+            # typed int by urllib3, which only compares it: a fractional cap stays as configured
+            retry_after_max=policy.retry_after_max.total_seconds(),  # type: ignore[arg-type]
             respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=True,
         )
         self._retry.deadline = self.deadline
@@ -235,7 +231,9 @@ class Fetcher:
 
     @staticmethod
     def _auth_headers(source: Source) -> tuple[dict[str, str], dict[str, str]]:
-        auth, headers, params = source.auth, {"Accept": "application/json"}, {}
+        auth = source.auth
+        headers: dict[str, str] = {"Accept": "application/json"}
+        params: dict[str, str] = {}
         if isinstance(auth, BearerAuth) and auth.token:
             headers["Authorization"] = f"Bearer {auth.token}"
         elif isinstance(auth, ApiKeyAuth):
@@ -250,7 +248,7 @@ class Fetcher:
         for name in _URLLIB3_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
 
-    def __enter__(self) -> "Fetcher":
+    def __enter__(self) -> Fetcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -304,24 +302,28 @@ class Fetcher:
             left = self.remaining()
             if left <= 0:
                 raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {self._endpoint}")
-            timeout = (min(self.source.connect_timeout.total_seconds(), left), min(self.source.read_timeout.total_seconds(), left))
+            timeout = (min(self.source.connect_timeout.total_seconds(), left),
+                       min(self.source.read_timeout.total_seconds(), left))
             self.requests += 1
             try:
-                resp = self.session.get(url, params=merged_params, headers={**self._headers, **headers}, stream=True, timeout=timeout)
+                resp = self.session.get(url, params=merged_params, headers={**self._headers, **headers}, stream=True,
+                                        timeout=timeout)
             except requests.exceptions.RetryError:
                 raise FetchError(f"GET {self._endpoint} failed: too many redirects or retries") from None
             except requests.exceptions.ConnectionError as exc:  # connect, DNS, TLS, reads after urllib3's retries
                 failure = self._failure(exc)
                 if not failure.before_request:
                     what = "after retries" if failure.phase == "read" and self.source.retries.total else ""
-                    raise FetchError(" ".join(filter(None, [f"GET {self._endpoint} failed: {failure.reason}", what]))) from None
+                    failed = f"GET {self._endpoint} failed: {failure.reason}"
+                    raise FetchError(" ".join(filter(None, [failed, what]))) from None
                 wait = budget.next_wait(failure)
                 if wait is None:
                     attempts = "1 attempt" if budget.made == 1 else f"{budget.made} attempts"
                     raise FetchError(f"cannot connect to {target(url)}: {failure.reason} "
                                      f"({attempts} in {budget.elapsed():.1f}s)") from None
                 if time.monotonic() + wait > self.deadline:
-                    raise DeadlineExceeded(f"deadline reached: cannot connect to {target(url)}: {failure.reason}") from None
+                    raise DeadlineExceeded(
+                        f"deadline reached: cannot connect to {target(url)}: {failure.reason}") from None
                 self._log_retry(failure.reason, budget.made + 1, budget.planned(failure), wait)
                 time.sleep(wait)
                 continue
@@ -338,7 +340,7 @@ class Fetcher:
                     body = self._read(resp)
                 except (requests.RequestException, Urllib3Error, OSError) as exc:
                     try:
-                        retry = retry.increment(method="GET", url=url, error=exc)  # type: ignore[arg-type]
+                        retry = retry.increment(method="GET", url=url, error=exc)
                     except MaxRetryError:
                         raise FetchError(f"reading the body of {self._endpoint} failed after retries: "
                                          f"{self._failure(exc).reason}") from None
@@ -350,7 +352,8 @@ class Fetcher:
                 parsed = parse_json(body)
             except ValueError as exc:
                 raise FetchError(f"invalid JSON from {resp.url} ({len(body)} bytes): {exc}") from None
-            return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links, body=parsed, nbytes=len(body))
+            return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links,
+                        body=parsed, nbytes=len(body))
 
     def _read(self, resp: requests.Response, limit: int | None = None) -> bytes:
         """Read the body chunk by chunk so the deadline can end a trickling response."""

@@ -9,14 +9,14 @@ Invariants:
   a successful run, so a failed write never advances it.
 - Every error leaving :func:`run` is an :class:`IngestFailed` whose text has secrets redacted and
   no chained exception (the unredacted original is not reachable from it).
-- A SIGTERM cannot interrupt publishing (see :func:`_hold_sigterm`): once the first rename starts,
-  the run finishes publishing and returns its result, so output, rejects and watermark stay together.
+- A SIGTERM cannot interrupt publishing (see :func:`scheduler.stopping.sigterm_deferred`): once the
+  first rename starts, the run finishes publishing and returns its result, so output, rejects and
+  watermark stay together.
 """
 
 from __future__ import annotations
 
 import queue
-import signal
 import threading
 import time
 import traceback
@@ -30,7 +30,7 @@ from scheduler.errors import JobFailed
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.columns import Batch
-from scheduler.kinds.ingest.http import Fetcher, FetchError, Redactor
+from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.kinds.ingest.paginate import Paginator, extract_records
 from scheduler.kinds.ingest.sink import (
@@ -49,6 +49,8 @@ from scheduler.kinds.ingest.transform import (
     TransformError,
     reject_frame,
 )
+from scheduler.redaction import Redactor
+from scheduler.stopping import Deferral, sigterm_deferred
 
 PREFETCH_PAGES = 4
 _EXPECTED = (FetchError, CheckFailed, SchemaError, TransformError)
@@ -56,43 +58,6 @@ _EXPECTED = (FetchError, CheckFailed, SchemaError, TransformError)
 
 class IngestFailed(JobFailed):
     """The run failed; the message is the recorded reason, secrets redacted."""
-
-
-class _Deferred:
-    """SIGTERM handler while publishing: remembers the signal instead of raising."""
-
-    def __init__(self) -> None:
-        self.received = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        self.received = True
-
-
-def _hold_sigterm() -> _Deferred | None:
-    """Keep a SIGTERM from interrupting the publish phase; returns the handler now in place, if any.
-
-    The worker process turns SIGTERM (timeout, shutdown, ``concurrency: replace``) into
-    ``SystemExit`` wherever the main thread is.  Landing between the rejects and the output, between
-    two partitions, or after publishing but before the result is written, it would record a failed
-    run over published data (an ``append`` rerun then duplicates rows).  So, in the main thread and
-    only when a Python-level SIGTERM handler is installed (as the worker does; with the default
-    action blocking one thread protects nothing), SIGTERM is blocked in this thread and the handler
-    is replaced by one that only records the signal: CPython runs a handler in the main thread
-    even when the kernel delivered the signal to another thread (Arrow's pool, the fetch thread),
-    so blocking alone would not be enough.
-
-    Neither is undone here: the worker, after writing the run's result, ignores SIGTERM and
-    unblocks it, which discards a SIGTERM that arrived meanwhile.  Publishing is renames and
-    fsyncs, well inside ``kill_grace``; a SIGKILL after it is still safe (every rename is atomic).
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    if not callable(signal.getsignal(signal.SIGTERM)):
-        return None
-    deferred = _Deferred()
-    signal.signal(signal.SIGTERM, deferred)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    return deferred
 
 
 def run(spec: IngestJob, ctx: RunContext) -> dict[str, Any]:
@@ -104,7 +69,7 @@ def run(spec: IngestJob, ctx: RunContext) -> dict[str, Any]:
     # Runs execute in a worker process of their own.  The system allocator hands freed batch
     # buffers back at once; Arrow's default mimalloc pool caches them (about +20 MB of RSS here).
     pa.set_memory_pool(pa.system_memory_pool())
-    redact = Redactor.for_source(spec.source)
+    redact = source_redactor(spec.source)
     try:
         return _Run(spec, ctx, log, redact).execute()
     except Exception as exc:  # noqa: BLE001 - every failure becomes one redacted, unchained error
@@ -203,7 +168,7 @@ class _Run:
         self.stats = RunStats(spec.checks, spec.incremental.cursor_field if spec.incremental else None, distinct)
         self.day = ctx.logical_date.isoformat()
         published = False
-        held: _Deferred | None = None
+        held: Deferral | None = None
         pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_PAGES)
         fetcher = Fetcher(spec.source, self.redact, self.log)
         thread = threading.Thread(target=self._produce, args=(fetcher, pages), name=f"ingest-fetch-{ctx.job}", daemon=True)
@@ -213,8 +178,8 @@ class _Run:
         try:
             self._consume(pages)
             self._finish()
-            held = _hold_sigterm()  # from the first rename on, a SIGTERM must not split the publish
-            published_out, published_rejects = self._publish()
+            with sigterm_deferred() as held:  # from the first rename on, a SIGTERM must not split the publish
+                published_out, published_rejects = self._publish()
             published = True
         finally:
             self._stop.set()
@@ -232,7 +197,7 @@ class _Run:
         if spec.incremental is not None:
             result["watermark"] = self.stats.watermark() or ctx.watermark or None
         self.log.info("ingest.done", **{k: v for k, v in result.items() if not k.endswith("partitions")})
-        if held is not None and (held.received or signal.SIGTERM in signal.sigpending()):
+        if held is not None and held.received:
             self.log.warning("ingest.stop_deferred", reason="SIGTERM while publishing: the run completes")
         return result
 

@@ -13,10 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from scheduler.errors import JobFailed
+
 REJECT_COLUMNS = ("reason", "step", "record")
 
 
-class TransformError(Exception):
+class TransformError(JobFailed):
     """A step cannot run at all (e.g. a hook failed); the run fails."""
 
 

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scheduler.errors import JobFailed
 from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.process import host_tag, pid_alive
@@ -43,7 +44,7 @@ STALE_AFTER = 6 * 3600.0  # seconds without a change before another host's temp 
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
 
 
-class SchemaError(Exception):
+class SchemaError(JobFailed):
     """The transformed data does not match the declared output schema."""
 
 

@@ -28,13 +28,10 @@ from scheduler.kinds.ingest import spec as s
 from scheduler.kinds.ingest.arrow_steps import ArrowSteps
 from scheduler.kinds.ingest.columns import Batch, RecordsError, from_records
 from scheduler.kinds.ingest.expr import parse_expression
+from scheduler.kinds.ingest.parsing import as_text, is_stringy, parse_numbers, parse_timestamps
 from scheduler.kinds.ingest.results import REJECT_COLUMNS, BatchResult, TransformError, reject_frame  # noqa: F401
 
-_NUMBER_JUNK = r"[^0-9eE+\-.]"  # a string, not a compiled pattern: Arrow strings then stay in C
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
-_OFFSET = r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*$"
-
-
 def records_to_frame(records: list[Any], flatten_sep: str | None = None) -> pd.DataFrame:
     """A frame from JSON records; non-object records are an error.
 
@@ -88,15 +85,6 @@ def load_hook(ref: str) -> Callable[..., Any]:
         raise TransformError(f"cannot load hook {ref!r}: {exc}") from None
 
 
-def _is_stringy(col: pd.Series) -> bool:
-    return col.dtype == object or pd.api.types.is_string_dtype(col.dtype)
-
-
-def _text(col: pd.Series) -> pd.Series:
-    """Values as strings (nulls stay null)."""
-    if isinstance(col.dtype, pd.StringDtype) or col.dtype == "str":
-        return col
-    return col.astype("str").where(col.notna(), None)
 
 
 _PLAIN_INT = re.compile(r"-?[0-9]{1,15}")
@@ -196,7 +184,7 @@ class Transformer:
             op = "lower" if isinstance(step, s.LowerStep) else "upper" if isinstance(step, s.UpperStep) else "strip"
             for column in self._present(df, getattr(step, op), name):
                 col = df[column]
-                changed = getattr(col.str, op)() if _is_stringy(col) else col
+                changed = getattr(col.str, op)() if is_stringy(col) else col
                 df[column] = changed.where(changed.notna(), col)  # non-strings pass through unchanged
             return df
         if isinstance(step, s.DedupeStep):
@@ -253,7 +241,7 @@ class Transformer:
             if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
                 num = col.astype("float64") if kind == "float" else col
             else:
-                num = pd.to_numeric(_text(col).str.strip() if _is_stringy(col) else col, errors="coerce")
+                num = pd.to_numeric(as_text(col).str.strip() if is_stringy(col) else col, errors="coerce")
             bad = col.notna() & num.isna()
             if kind == "int":
                 bad |= num.notna() & ((num % 1) != 0)
@@ -265,14 +253,14 @@ class Transformer:
                 df[column] = col.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else (None if pd.isna(v) else str(v))).astype("str")
         elif kind == "bool":
             if not pd.api.types.is_bool_dtype(col.dtype):
-                lowered = _text(col).str.strip().str.lower()
+                lowered = as_text(col).str.strip().str.lower()
                 mapping = {**{v: True for v in target.true_values}, **{v: False for v in target.false_values}}
                 parsed = lowered.map(mapping)
                 bad = col.notna() & parsed.isna()
                 df = self._fail(df, bad, column, "cast to bool", name, out)
                 df[column] = parsed[~bad].astype("boolean")
         elif kind in ("timestamp", "date"):
-            parsed = self._timestamps(col, target)
+            parsed = parse_timestamps(col, target)
             bad = col.notna() & parsed.isna()
             df = self._fail(df, bad, column, f"parse as {kind}", name, out)
             parsed = parsed[~bad]
@@ -299,37 +287,11 @@ class Transformer:
             df[column] = pd.Series(arrow, index=df.index, dtype=pd.ArrowDtype(arrow.type))
         return df
 
-    @staticmethod
-    def _timestamps(col: pd.Series, target: s.CastSpec) -> pd.Series:
-        """Parse to ``datetime64[us, UTC]``; failures become NaT.  Values without an offset are in
-        ``timezone`` (UTC when unset); values with one keep it, even mixed in one column."""
-        tz = target.timezone or "UTC"
-        if pd.api.types.is_datetime64_any_dtype(col.dtype):
-            parsed = col if getattr(col.dt, "tz", None) is not None else col.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-        elif target.format in ("unix", "unix_ms"):
-            numbers = pd.to_numeric(col, errors="coerce")
-            parsed = pd.to_datetime(numbers, unit="s" if target.format == "unix" else "ms", utc=True, errors="coerce")
-        else:
-            text = _text(col) if _is_stringy(col) else col.astype("str")
-            fmt = target.format or "ISO8601"
-            parsed = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)  # naive values read as UTC
-            if tz != "UTC":
-                naive = ~text.str.contains(_OFFSET, regex=True).fillna(False).astype(bool)
-                if naive.any():
-                    local = pd.to_datetime(text.where(naive), format=fmt, errors="coerce")
-                    if getattr(local.dt, "tz", None) is None:
-                        local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
-                    parsed = parsed.where(~naive, local)
-        return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
-
     def _parse_number(self, df: pd.DataFrame, column: str, name: str, out: BatchResult) -> pd.DataFrame:
         col = df[column]
         if pd.api.types.is_numeric_dtype(col.dtype):
             return df
-        text = _text(col).str.replace(",", "", regex=False).str.replace(_NUMBER_JUNK, "", regex=True)
-        negative = _text(col).str.strip().str.match(r"^\(.*\)$").fillna(False)  # accounting style (12.50)
-        num = pd.to_numeric(text.where(text != "", None), errors="coerce")
-        num = num.where(~negative.astype(bool), -num)
+        num = parse_numbers(col)
         bad = col.notna() & num.isna()
         df = self._fail(df, bad, column, "parse a number from", name, out)
         df[column] = num[~bad].astype("float64")
