@@ -1,6 +1,8 @@
 """Daemon overhead: memory, idle CPU and fire lateness, each against a baseline from the same run.
 
     python bench/core_bench.py [--quick] [--runs 1000] [--cpu-window 60] [--lateness-window 60]
+    python bench/core_bench.py --only per_run [--run-window 40] [--code /path/to/other/checkout]
+    python bench/core_bench.py --only run_job [--code /path/to/other/checkout]
 
 Three measurements, every one of them on real ``scheduler run`` processes started from a config
 and data dir in a temporary directory and stopped with SIGTERM:
@@ -18,6 +20,21 @@ and data dir in a temporary directory and stopped with SIGTERM:
    ``Schedule.jitter_for``), over every fire time in one ``--lateness-window`` after a warm-up.
    Baseline: a minimal Python loop that sleeps until the same fire times (shifted to the next
    window) and ``subprocess.Popen``s ``true``.  Goal: p99 at most 20 ms.
+
+4. Per-run overhead (``--only per_run``): CPU-seconds per run of the daemon *and its whole process
+   tree* (children it reaped, the fork server and the runs it forked and reaped, read from
+   ``/proc`` as own + reaped-children times at both ends of a ``--run-window``), for
+   ``--run-jobs`` trivial ``python`` jobs (a function returning None), ``command`` jobs
+   (``true``) and ``ingest`` jobs (one page of ``--ingest-records`` records from the sample API
+   on 127.0.0.1 to Parquet), each ``every: 2s``; with the slots skipped by
+   ``concurrency: forbid`` because a run could not start (or end) in time, also at
+   ``--many-jobs`` python jobs.  Goal: at most 30 ms of CPU per trivial python run.
+   ``--code DIR`` runs the daemons from another checkout (``PYTHONPATH``), for before/after
+   figures from one session.  The 1-minute load average is reported with each figure.
+5. ``run-job`` (``--only run_job``): wall and CPU seconds of ``scheduler run-job`` for a trivial
+   ``command`` job (``true``) and a trivial ``python`` job, median of ``--run-job-repeats`` calls
+   after a first one that fills the config cache.  Baseline: ``python -c pass``.  Goal: the
+   command job under 0.3 s.
 
 Prints a markdown table and writes the figures to ``bench/results/core.json``.  Exit code 1 when a
 goal is missed.  ``--quick`` is a smoke run of about a minute.
@@ -54,6 +71,8 @@ JITTER = timedelta(seconds=1)
 GOAL_RSS_MB = 35.0
 GOAL_IDLE_CPU_PCT = 0.05
 GOAL_P99_MS = 20.0
+GOAL_PY_RUN_CPU_MS = 30.0
+GOAL_RUN_JOB_S = 0.3
 
 # A minimal scheduler: sleep until each fire time, Popen ``true``, note how late Popen returned.
 MINIMAL_SCHEDULER = r"""
@@ -156,7 +175,8 @@ class Bare:
 class DaemonProc:
     """One ``scheduler run`` with its own config and data dir under ``root``."""
 
-    def __init__(self, root: Path, name: str, jobs: dict[str, dict[str, Any]], log_level: str = "info") -> None:
+    def __init__(self, root: Path, name: str, jobs: dict[str, dict[str, Any]], log_level: str = "info",
+                 env: dict[str, str] | None = None) -> None:
         self.dir = root / name
         self.dir.mkdir(parents=True)
         self.config = self.dir / "config.yaml"
@@ -168,7 +188,7 @@ class DaemonProc:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "scheduler", "run", "--config", str(self.config), "--data-dir", str(self.data),
              "--log-level", log_level, "--log-format", "json"],
-            cwd=self.dir, stdout=self._log, stderr=self._err, stdin=subprocess.DEVNULL,
+            cwd=self.dir, stdout=self._log, stderr=self._err, stdin=subprocess.DEVNULL, env=env,
         )
         self.proc = psutil.Process(self.popen.pid)
         self._offset = 0
@@ -391,6 +411,176 @@ def bench_minimal_scheduler(schedules: dict[str, Schedule], args: argparse.Names
     return {"window": start.isoformat(), **summary_ms(late)}
 
 
+# --- 4. per-run overhead ---------------------------------------------------------------------------
+TRIVIAL_MODULE = "def noop(ctx):\n    return None\n"
+
+
+def tree_cpu(root_pid: int) -> float:
+    """User+sys of ``root_pid`` and every live descendant, each with its reaped children's times.
+
+    Between two readings the difference is exact for every process reaped inside the tree (the
+    daemon reaps its children and the fork server; the fork server reaps the runs it forked): a
+    process that ended meanwhile moved its times into its parent's reaped-children counters."""
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def tree_rss(root_pid: int) -> dict[str, float]:
+    """RSS of the daemon and of its fork server (0 when there is none), in MB."""
+    out = {"daemon_rss_mb": 0.0, "forkserver_rss_mb": 0.0}
+    try:
+        root = psutil.Process(root_pid)
+        out["daemon_rss_mb"] = root.memory_info().rss / MB
+        for child in root.children():
+            if "scheduler.forkserver.server" in " ".join(child.cmdline()):
+                out["forkserver_rss_mb"] = child.memory_info().rss / MB
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+def bench_run_job(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Wall and CPU seconds (the command and its children) of ``run-job`` for trivial jobs.
+
+    The first call of each job fills the config cache (where there is one) and is reported
+    apart; the median of the next ``--run-job-repeats`` calls is the figure."""
+    env = dict(os.environ)
+    if args.code:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code), env.get("PYTHONPATH")]))
+    env["SCHEDULER_CACHE_DIR"] = str(root / "run-job-cache")
+    work = root / "run-job"
+    (work / "benchjobs").mkdir(parents=True)
+    (work / "benchjobs" / "__init__.py").write_text("")
+    (work / "benchjobs" / "trivial.py").write_text(TRIVIAL_MODULE)
+    (work / "config.yaml").write_text(yaml_config({
+        "noop_command": {"kind": "command", "schedule": "0 0 1 1 *", "command": ["true"]},
+        "noop_python": {"kind": "python", "schedule": "0 0 1 1 *", "function": "benchjobs.trivial:noop"},
+    }))
+    out: dict[str, Any] = {"code": str(args.code or ROOT)}
+    for job in ("noop_command", "noop_python"):
+        samples = []
+        for _ in range(args.run_job_repeats + 1):
+            before = os.times()
+            t0 = time.monotonic()
+            subprocess.run([sys.executable, "-m", "scheduler", "run-job", job, "--config", "config.yaml",
+                            "--data-dir", "data", "--log-level", "warning"], cwd=work, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            after = os.times()
+            samples.append((time.monotonic() - t0, after.children_user + after.children_system
+                            - before.children_user - before.children_system))
+        rest = samples[1:]
+        out[job] = {"first_wall_s": samples[0][0], "wall_s": percentile([w for w, _ in rest], 50),
+                    "cpu_s": percentile([c for _, c in rest], 50), "loadavg_1m": round(os.getloadavg()[0], 2)}
+    t0 = time.monotonic()
+    before = os.times()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    after = os.times()
+    out["python_c_pass"] = {"wall_s": time.monotonic() - t0,
+                            "cpu_s": after.children_user + after.children_system - before.children_user
+                            - before.children_system}
+    return out
+
+
+def overhead_jobs(kind: str, count: int, base_url: str, records: int) -> dict[str, dict[str, Any]]:
+    jobs: dict[str, dict[str, Any]] = {}
+    for i in range(count):
+        if kind == "command":
+            jobs[f"c{i:03d}"] = {"kind": "command", "every": "2s", "command": ["true"]}
+        elif kind == "python":
+            jobs[f"p{i:03d}"] = {"kind": "python", "every": "2s", "function": "benchjobs.trivial:noop"}
+        else:
+            jobs[f"i{i:03d}"] = {
+                "kind": "ingest", "every": "2s",
+                "source": {"base_url": base_url, "path": "/v1/sales",
+                           "params": {"date": "{logical_date}", "per_page": records}, "records": "data"},
+                "transform": [{"select": ["order_id", "sku"]}],
+                "sink": {"dataset": f"bench_ingest_{i:03d}",
+                         "schema": {"order_id": "string", "sku": "string"}},
+            }
+    return jobs
+
+
+def count_events(daemon: DaemonProc, name: str) -> int:
+    return sum(1 for e in daemon.events() if e.get("event") == name)
+
+
+def bench_run_overhead(root: Path, args: argparse.Namespace, kind: str, count: int, base_url: str,
+                       preload: str = "") -> dict[str, Any]:
+    """CPU per run of the daemon's whole tree for ``count`` trivial ``kind`` jobs every 2 s."""
+    env = dict(os.environ)
+    if args.code:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code), env.get("PYTHONPATH")]))
+    if preload:
+        env["SCHEDULER_FORKSERVER_PRELOAD"] = preload
+    name = f"overhead-{kind}-{count}{'-preload' if preload else ''}"
+    package = root / f"{name}-code" / "benchjobs"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "trivial.py").write_text(TRIVIAL_MODULE)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(package.parent), env.get("PYTHONPATH")]))
+    daemon = DaemonProc(root, name, overhead_jobs(kind, count, base_url, args.ingest_records), env=env)
+    try:
+        # Warm-up: every job has finished a run (and the fork server, if any, is up).
+        wait_until(lambda: daemon.runs()[0] >= count, 180, interval=0.25, what=f"the first {kind} runs")
+        time.sleep(args.warmup)
+        finished0, cpu0 = daemon.runs()[0], tree_cpu(daemon.proc.pid)
+        skipped0, load0 = count_events(daemon, "run skipped"), os.getloadavg()[0]
+        t0 = time.monotonic()
+        time.sleep(args.run_window)
+        cpu1, finished1 = tree_cpu(daemon.proc.pid), daemon.runs()[0]
+        rss = tree_rss(daemon.proc.pid)
+        window = time.monotonic() - t0
+        skipped = count_events(daemon, "run skipped") - skipped0
+        load1 = os.getloadavg()[0]
+        failed = sum(1 for e in daemon.events() if e.get("event") == "run finished" and e.get("status") != "success")
+    finally:
+        code = daemon.stop()
+    runs = finished1 - finished0 - skipped  # skipped slots are recorded as finished rows too
+    cpu = cpu1 - cpu0
+    slots = count * window / 2.0
+    return {
+        "kind": kind + (f" (preload {preload})" if preload else ""), "jobs": count,
+        "window_s": round(window, 1), "runs": runs, "skipped": skipped,
+        "slots": round(slots), "failed_runs": failed, "cpu_s": round(cpu, 3),
+        "cpu_ms_per_run": 1000.0 * cpu / runs if runs else math.nan,
+        "cores_busy": cpu / window, "loadavg_1m": [round(load0, 2), round(load1, 2)], "exit_code": code,
+        "code": str(args.code or ROOT), **rss,
+    }
+
+
+def bench_per_run(root: Path, args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from scheduler.sample.api import start_server
+
+    server, base_url = start_server(records_per_day=args.ingest_records, per_page=args.ingest_records)
+    out: dict[str, Any] = {}
+    try:
+        heavy = "pandas,pyarrow,pyarrow.parquet"
+        for kind, count, preload in (("python", args.run_jobs, ""), ("command", args.run_jobs, ""),
+                                     ("ingest", args.ingest_jobs, ""), ("ingest", args.ingest_jobs, heavy),
+                                     ("python", args.many_jobs, "")):
+            if count <= 0 or (preload and args.code):  # the preload switch exists only in this checkout
+                continue
+            print(f"per-run overhead: {count} {kind} jobs every 2 s{' (preload)' if preload else ''}, "
+                  f"{args.run_window:.0f} s window ...", file=sys.stderr)
+            key = f"{kind}_{count}" + ("_preload" if preload else "")
+            out[key] = bench_run_overhead(root, args, kind, count, base_url, preload)
+    finally:
+        server.shutdown()
+    return out
+
+
 # --- report ----------------------------------------------------------------------------------------
 def fmt(value: float, digits: int = 1) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
@@ -451,6 +641,34 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
         ok_all &= late["missed_fires"] == 0
         rows.append(["Daemon CPU during the lateness window (%)", fmt(late["daemon_cpu_pct_during_window"], 1),
                      "-", "-", "-", "-"])
+    for item in (results.get("per_run") or {}).values():
+        per_run = item["cpu_ms_per_run"]
+        goal = item["kind"] == "python" and item["jobs"] == args.run_jobs
+        ok = per_run <= GOAL_PY_RUN_CPU_MS if goal else True
+        ok_all &= ok
+        load = "/".join(f"{v:.1f}" for v in item["loadavg_1m"])
+        rows.append([f"CPU per {item['kind']} run, daemon tree ({item['jobs']} jobs every 2 s, {item['runs']} runs, "
+                     f"load {load}) (ms)", fmt(per_run, 1), "-", "-",
+                     f"<= {GOAL_PY_RUN_CPU_MS:.0f}" if goal else "-", verdict(ok) if goal else "-"])
+        rows.append([f"Slots skipped, {item['jobs']} {item['kind']} jobs every 2 s ({item['slots']} slots, "
+                     f"{item['window_s']:.0f} s)", str(item["skipped"]), "-", "-", "-", "-"])
+        rows.append([f"Cores busy, {item['jobs']} {item['kind']} jobs every 2 s", fmt(item["cores_busy"], 2),
+                     "-", "-", "-", "-"])
+        if "daemon_rss_mb" in item:
+            rows.append([f"RSS after the window, daemon / fork server, {item['jobs']} {item['kind']} jobs (MB)",
+                         f"{item['daemon_rss_mb']:.1f} / {item['forkserver_rss_mb']:.1f}", "-", "-", "-", "-"])
+    run_job = results.get("run_job")
+    if run_job:
+        base = run_job["python_c_pass"]
+        for job in ("noop_command", "noop_python"):
+            item = run_job[job]
+            goal = job == "noop_command"
+            ok = item["wall_s"] <= GOAL_RUN_JOB_S if goal else True
+            ok_all &= ok
+            rows.append([f"run-job {job}: wall (first call {item['first_wall_s']:.2f} s) / CPU, median (s, load "
+                         f"{item['loadavg_1m']:.1f})", f"{item['wall_s']:.2f} / {item['cpu_s']:.2f}",
+                         f"{base['wall_s']:.2f} / {base['cpu_s']:.2f}", ratio(item["wall_s"], base["wall_s"]),
+                         f"<= {GOAL_RUN_JOB_S}" if goal else "-", verdict(ok) if goal else "-"])
     header = ["Metric", "Daemon", "Baseline", "Ratio", "Goal", "Met"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -470,7 +688,15 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds after the start-up burst")
     parser.add_argument("--tail", type=float, default=3.0, help="seconds to wait after the window for late fires")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds to let a daemon settle before reading")
-    parser.add_argument("--only", choices=["memory", "idle_cpu", "lateness"], action="append",
+    parser.add_argument("--run-window", type=float, default=40.0, help="per-run overhead window, seconds")
+    parser.add_argument("--run-jobs", type=int, default=10, help="trivial jobs per kind (every 2 s)")
+    parser.add_argument("--ingest-jobs", type=int, default=4, help="trivial ingest jobs (every 2 s)")
+    parser.add_argument("--ingest-records", type=int, default=20, help="records per trivial ingest run")
+    parser.add_argument("--many-jobs", type=int, default=100, help="python jobs for the skipped-slot count")
+    parser.add_argument("--code", type=Path, default=None,
+                        help="run the daemons from this checkout (PYTHONPATH), e.g. for before/after figures")
+    parser.add_argument("--run-job-repeats", type=int, default=5, help="run-job calls per job after the first")
+    parser.add_argument("--only", choices=["memory", "idle_cpu", "lateness", "per_run", "run_job"], action="append",
                         help="run only these measurements (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary configs, data and logs")
@@ -478,7 +704,8 @@ def main() -> int:
     if args.quick:
         args.runs, args.cpu_window, args.lateness_window = min(args.runs, 200), min(args.cpu_window, 10.0), min(
             args.lateness_window, 15.0)
-    parts = args.only or ["memory", "idle_cpu", "lateness"]
+        args.run_window = min(args.run_window, 10.0)
+    parts = args.only or ["memory", "idle_cpu", "lateness", "per_run", "run_job"]
     root = Path(tempfile.mkdtemp(prefix="core-bench-"))
     began = time.monotonic()
     results: dict[str, Any] = {
@@ -493,6 +720,11 @@ def main() -> int:
         if "idle_cpu" in parts:
             print(f"idle CPU: {args.cpu_window:.0f} s window ...", file=sys.stderr)
             results["idle_cpu"] = bench_idle_cpu(root, bare, args)
+        if "run_job" in parts:
+            print("run-job of trivial command and python jobs ...", file=sys.stderr)
+            results["run_job"] = bench_run_job(root, args)
+        if "per_run" in parts:
+            results["per_run"] = bench_per_run(root, args)
         if "lateness" in parts:
             print(f"lateness: {args.lateness_jobs} jobs, {args.lateness_window:.0f} s window, then the "
                   "minimal scheduler ...", file=sys.stderr)

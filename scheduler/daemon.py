@@ -26,6 +26,7 @@ from scheduler import clock
 from scheduler.config.compiled import Config, load_compiled, spec_json
 from scheduler.daemon_view import IDLE_TICK, DaemonExtension
 from scheduler.errors import ConfigError, StateError
+from scheduler.forkserver import ForkServer
 from scheduler.kinds.hooks import run_hooks
 from scheduler.kinds.registry import HookStage
 from scheduler.logs import Redactor, get_logger
@@ -70,13 +71,14 @@ class Daemon:
         self.log_level = log_level
         self.log = get_logger()
         self.children = ChildTable()
+        self.forkserver = ForkServer(self.children)  # started on the first worker run
         # Several replicas on one PostgreSQL store: claims before dispatch, leases kept by a
         # thread of their own, records kept through an outage (see scheduler.replica).
         self.outbox: Outbox | None = Outbox(store) if shared(config) else None
         self.keeper: LeaseKeeper | None = None
         self.unclaimed: deque[RunRequest] = deque()  # claims that failed for lack of the database
         self.chains: deque[RunHandle] = deque()  # finished runs whose after: chain waits for records
-        self.runner = Runner(config, self._records(), data_dir, self.children, log_level)
+        self.runner = Runner(config, self._records(), data_dir, self.children, log_level, forkserver=self.forkserver)
         self.planner = Planner(config, store)
         self.downstream = downstream_of(config)
         self.active: dict[str, list[RunHandle]] = defaultdict(list)
@@ -443,7 +445,8 @@ class Daemon:
             return
         carry = dict(self.planner.cursor)
         self.config = config
-        self.runner = Runner(config, self._records(), self.data_dir, self.children, self.log_level)
+        self.runner = Runner(config, self._records(), self.data_dir, self.children, self.log_level,
+                             forkserver=self.forkserver)
         self.planner = Planner(config, self.store)
         self.planner.start(clock.now(), carry={k: v for k, v in carry.items() if k in config.jobs})
         self.downstream = downstream_of(config)
@@ -499,6 +502,7 @@ class Daemon:
         if escalated:  # killed workers could not stop their containers themselves
             self._kind_hooks("forced_stop")
         self._stop_replica(deadline=clock.monotonic() + grace + 1.0)
+        self.forkserver.close()
         self.children.reap_orphans()
         self._notify("on_shutdown", lambda ext: ext.on_shutdown(self))
         self.log.info("scheduler stopped")

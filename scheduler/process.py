@@ -20,6 +20,7 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from scheduler import clock
 
@@ -77,6 +78,14 @@ class ChildTable:
                 list(argv), stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=dict(env), cwd=cwd, start_new_session=True, close_fds=True,
             )
+            self._pids.add(proc.pid)
+        return proc
+
+    def start(self, argv: Sequence[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(argv, **popen_kwargs)`` for a helper process, registered atomically
+        like :meth:`spawn`'s children (the fork server uses it)."""
+        with self.lock:
+            proc = subprocess.Popen(list(argv), **popen_kwargs)
             self._pids.add(proc.pid)
         return proc
 

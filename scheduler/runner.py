@@ -2,8 +2,9 @@
 
 The runner is the one code path for scheduled runs (``scheduler run``) and foreground runs
 (``run-job``).  Every attempt is a child process in its own session: ``command`` jobs exec their
-argv directly, the other kinds run in ``python -m scheduler.worker``.  The daemon's process never
-imports pandas or pyarrow.
+argv directly, the other kinds run in ``python -m scheduler.worker``, or, in the daemon, in a
+child forked by the fork server (:mod:`scheduler.forkserver`) that runs the same worker.  The
+daemon's process never imports pandas or pyarrow.
 
 Invariants: the run row is ``running`` while an attempt or a retry wait is in progress and ends
 in exactly one final status; a watermark is stored only with ``success``.
@@ -19,7 +20,7 @@ import threading
 from collections import deque
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scheduler import clock, resultfiles, retry
 from scheduler.config.compiled import CompiledJob, Config, spec_json
@@ -37,6 +38,9 @@ from scheduler.stores.protocol import StateStore
 
 __all__ = ["RunHandle", "RunRequest", "RunResult", "Runner", "decide"]
 
+if TYPE_CHECKING:
+    from scheduler.forkserver import ForkServer
+
 _LEVELS = {"debug", "info", "warning", "error", "critical"}
 
 
@@ -44,7 +48,9 @@ class Runner:
     """Executes run requests against one loaded config and records them in the store."""
 
     def __init__(self, config: Config, store: StateStore, data_dir: Path, children: ChildTable,
-                 log_level: str = "info", registry: Registry | None = None) -> None:
+                 log_level: str = "info", registry: Registry | None = None,
+                 forkserver: ForkServer | None = None) -> None:
+        self.forkserver = forkserver  # worker runs are forked from it when given (the daemon's)
         self.config = config
         self.registry = current() if registry is None else registry  # what each kind is and how it runs
         self.store = store
@@ -175,8 +181,7 @@ class Runner:
                 env.update(self.registry.environ())
         began = clock.monotonic()
         try:
-            proc = self.children.spawn(argv, env=env, cwd=cwd,
-                                       stdin=subprocess.PIPE if stdin_data is not None else subprocess.DEVNULL)
+            proc = self._start(argv, env, cwd, stdin_data is not None, worker=result_file is not None)
         except OSError as exc:
             if result_file is not None:
                 result_file.unlink(missing_ok=True)
@@ -232,7 +237,8 @@ class Runner:
             pump.join(timeout=5)
         duration = clock.monotonic() - began
         worker = _read_result(result_file)
-        status, error = decide(proc.returncode, timed_out, handle.cancel_reason, worker.get("error"))
+        status, error = decide(proc.returncode, timed_out, handle.cancel_reason,
+                               worker.get("error") or getattr(proc, "lost", None))
         code = proc.returncode if proc.returncode is not None and proc.returncode >= 0 else None
         sig = -proc.returncode if proc.returncode is not None and proc.returncode < 0 else None
         if isinstance(worker.get("exit_code"), int) and sig is None:
@@ -241,6 +247,17 @@ class Runner:
         if status != RunStatus.SUCCESS and tail:
             metrics["last_lines"] = list(tail)[-10:]
         return RunResult(status, run_id, attempt, code, sig, timed_out, duration, error, metrics)
+
+    def _start(self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: bool,
+               worker: bool) -> Any:
+        """The one place an attempt's process starts: a worker run is forked by the fork server
+        when there is one that can serve, else (and for ``command`` jobs) ``argv`` is spawned.
+        Either way the result reads like ``subprocess.Popen`` and leads its own session."""
+        if worker and self.forkserver is not None:
+            proc = self.forkserver.spawn(env, cwd)
+            if proc is not None:
+                return proc
+        return self.children.spawn(argv, env=env, cwd=cwd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
 
 
 def _sleep_unless_cancelled(handle: RunHandle, seconds: float) -> bool:

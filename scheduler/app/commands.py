@@ -39,6 +39,8 @@ def parse_date(text: str) -> date:
 
 
 def parse_params(items: Sequence[str]) -> dict[str, Any]:
+    if not items:
+        return {}  # without parameters, spare the YAML import (run-job start-up time)
     import yaml
 
     params: dict[str, Any] = {}

@@ -63,7 +63,14 @@ class Options:
 
 
 def load_config(path: Path) -> Config:
-    """Validate ``path`` in this process (short-lived commands; imports pydantic)."""
+    """The validated config for short-lived commands: a cached compile result while none of its
+    inputs changed (no pydantic, no child: :mod:`scheduler.config.cache`), else validated in the
+    compile child, which fills the cache; without a usable cache, validated in this process."""
+    from scheduler.config.cache import CompileCache
+
+    cache = CompileCache.default()
+    if cache is not None:
+        return load_compiled(path, cache)
     from scheduler.config.loader import load_config as load
 
     return load(path)

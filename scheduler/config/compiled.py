@@ -3,8 +3,9 @@
 Validation needs pydantic (about 20 MB of RSS with our models); the daemon and ``run-job`` only
 need the result.  ``load_config`` validates in-process and converts the models with
 :func:`scheduler.config.convert.compile_config`; :func:`load_compiled` runs the same in a
-short-lived child (``python -m scheduler.config.compile``) and rebuilds the identical
-:class:`Config` here from JSON.  Either way code reads a :class:`CompiledJob`, whose attributes
+short-lived child (``python -m scheduler.config.compile``), or reuses that child's result from the
+private cache while none of its inputs changed (:mod:`scheduler.config.cache`), and rebuilds the
+identical :class:`Config` here from JSON.  Either way code reads a :class:`CompiledJob`, whose attributes
 mypy checks; workers re-validate a job's JSON form (:func:`spec_json`) with the real model.
 
 Invariants: a :class:`Config` only ever holds data that passed ``load_config``; every class here
@@ -212,29 +213,45 @@ def dump_compiled(config: Config) -> str:
     })
 
 
-
-
-def load_compiled(path: Path | str) -> Config:
+def load_compiled(path: Path | str, cache: Any = "default") -> Config:
     """Validate ``path`` in a child process and return the config without importing pydantic.
 
-    Raises :class:`ConfigError` with every problem the child found.
+    A result cached for the same inputs (:mod:`scheduler.config.cache`) is reused instead of
+    running the child; ``cache=None`` always compiles.  Raises :class:`ConfigError` with every
+    problem the child found.
     """
-    try:
-        proc = subprocess.run([sys.executable, "-m", "scheduler.config.compile", str(path)],
-                              capture_output=True, text=True, env=dict(os.environ), cwd=os.getcwd(),
-                              timeout=COMPILE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        raise ConfigError(f"config check did not finish within {COMPILE_TIMEOUT}s "
-                          "(a *_file pointing at a pipe or a hung mount?)") from None
-    try:
-        payload = json.loads(proc.stdout)
-    except ValueError:
-        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"config check failed: {detail}") from None
-    if "issues" in payload:
-        raise ConfigError([ConfigIssue(**issue) for issue in payload["issues"]])
+    if cache == "default":
+        from scheduler.config.cache import CompileCache
+
+        cache = CompileCache.default()
+    text = cache.lookup(str(path)) if cache is not None else None
+    payload = json.loads(text) if text is not None else _compile(path, cache)
     jobs: dict[str, CompiledJob] = {name: decode(spec) for name, spec in payload["jobs"].items()}
     sections = {name: decode(payload["sections"][name]) for name in _SECTIONS}
     return Config(jobs=MappingProxyType(jobs), secrets=frozenset(payload["secrets"]),
                   sources=tuple(payload["sources"]), digest=payload["digest"], schedules=schedules_of(jobs),
                   **sections)
+
+
+def _compile(path: Path | str, cache: Any) -> dict[str, Any]:
+    """Run the compile child; store a valid result in ``cache`` (when given) under its inputs."""
+    argv = [sys.executable, "-m", "scheduler.config.compile", str(path)] + (["--inputs"] if cache else [])
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ), cwd=os.getcwd(),
+                              timeout=COMPILE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"config check did not finish within {COMPILE_TIMEOUT}s "
+                          "(a *_file pointing at a pipe or a hung mount?)") from None
+    try:
+        payload: dict[str, Any] = json.loads(proc.stdout)
+    except ValueError:
+        detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"config check failed: {detail}") from None
+    if "issues" in payload:
+        raise ConfigError([ConfigIssue(**issue) for issue in payload["issues"]])
+    inputs, digest = payload.pop("inputs", None), payload.pop("material", None)
+    if cache is not None and inputs is not None and digest:
+        from scheduler.config.inputs import Inputs
+
+        cache.store(str(path), Inputs.from_json(inputs), digest, json.dumps(payload))
+    return payload
