@@ -48,8 +48,8 @@ class Runner:
     """Executes run requests against one loaded config and records them in the store."""
 
     def __init__(self, config: Config, store: StateStore, data_dir: Path, children: ChildTable,
-                 log_level: str = "info", registry: Registry | None = None,
-                 forkserver: ForkServer | None = None) -> None:
+                 log_level: str = "info", forkserver: ForkServer | None = None,
+                 registry: Registry | None = None) -> None:
         self.forkserver = forkserver  # worker runs are forked from it when given (the daemon's)
         self.config = config
         self.registry = current() if registry is None else registry  # what each kind is and how it runs
