@@ -25,6 +25,7 @@ from typing import Any
 from scheduler import clock, resultfiles
 from scheduler.config.compiled import Config, command_argv, spec_json
 from scheduler.logs import Redactor, get_logger
+from scheduler.output import DEFAULT_MAX_OUTPUT, RunOutput, tee
 from scheduler.process import (
     ChildTable,
     LinePump,
@@ -96,13 +97,16 @@ class Runner:
                  trigger=request.trigger, attempt=1)
         began = clock.monotonic()
         attempt, result = 0, None
+        output = RunOutput.open(self.store, run_id, self.redactor.redact,
+                                getattr(self.config.state, "max_output", DEFAULT_MAX_OUTPUT))
         try:
             while True:
                 attempt += 1
                 if attempt > 1:
                     self.store.set_attempt(run_id, attempt)
+                    output.note(f"[attempt {attempt}]")
                 result = self._attempt(spec, request, handle, run_id, attempt, (start, end, logical_date),
-                                       log.bind(attempt=attempt))
+                                       log.bind(attempt=attempt), output)
                 if result.status in ("success", "interrupted") or attempt > spec.retries:
                     break
                 delay = min(spec.retry_max_delay.total_seconds(),
@@ -114,6 +118,7 @@ class Runner:
                     break
         except Exception as exc:  # noqa: BLE001 - the record must end in a final status whatever broke
             result = RunResult("failed", run_id, attempt, error=f"scheduler error: {exc}")
+        output.close()  # all of it stored before the record says the run is over (logs --follow stops then)
         duration = clock.monotonic() - began
         result = self._redacted(result)
         watermark = result.metrics.get("watermark") if result.status == "success" else None
@@ -140,7 +145,7 @@ class Runner:
 
     # --- one attempt ---------------------------------------------------------------------------
     def _attempt(self, spec: Any, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
-                 interval: tuple[datetime, datetime, Any], log: Any) -> RunResult:
+                 interval: tuple[datetime, datetime, Any], log: Any, output: RunOutput | None = None) -> RunResult:
         start, end, logical_date = interval
         params = {**spec.params, **request.params}
         env = {**os.environ, **spec.env,
@@ -178,8 +183,8 @@ class Runner:
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if spec.kind == "command" else None)
         tail: deque[str] = deque(maxlen=50)
-        pumps = [LinePump(proc.stdout, lambda line: _relay(log, line, "stdout"), lines=tail),
-                 LinePump(proc.stderr, lambda line: _relay(log, line, "stderr"), lines=tail)]
+        pumps = [LinePump(proc.stdout, tee(lambda line: _relay(log, line, "stdout"), output, "stdout"), lines=tail),
+                 LinePump(proc.stderr, tee(lambda line: _relay(log, line, "stderr"), output, "stderr"), lines=tail)]
         for pump in pumps:
             pump.start()
         if stdin_data is not None:

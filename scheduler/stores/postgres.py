@@ -42,6 +42,7 @@ from scheduler.logs import Redactor
 from scheduler.state import FINAL_STATUSES, RunRecord, held
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
+from scheduler.stores.postgres_console import PostgresConsole
 from scheduler.stores.urls import mask_url, url_secrets
 
 JOB_LOCK = 0x5C4E  # advisory lock namespace of per-job claims: (JOB_LOCK, hashtext(job))
@@ -58,7 +59,7 @@ def _record(row: dict[str, Any]) -> RunRecord:
     )
 
 
-class PostgresStore:
+class PostgresStore(PostgresConsole):
     """PostgreSQL-backed records.  Create with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, url: str, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> None:
