@@ -9,13 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from scheduler.output import RunOutput, cut_marker
 from scheduler.stores.records import SCHEDULER_STREAM, OutputLine
 
-UTC = timezone.utc
+UTC = UTC
 SLOT = datetime(2026, 3, 1, 2, tzinfo=UTC)
 DAY = date(2026, 2, 28)
 
