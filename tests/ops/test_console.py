@@ -227,7 +227,8 @@ def test_each_request_is_claimed_by_exactly_one_of_two_daemons(workdir: Path) ->
     from ops_helpers import Daemon
 
     config = workdir / "scheduler.yaml"
-    config.write_text('daemon: {shutdown_grace: 2s}\njobs:\n  j: {kind: command, command: ["true"], concurrency: allow}\n')
+    config.write_text('daemon: {shutdown_grace: 2s}\n'
+                      'jobs:\n  j: {kind: command, command: ["true"], concurrency: allow}\n')
     daemons = [Daemon(config, workdir / "data", workdir).start() for _ in range(2)]
     try:
         for d in daemons:
