@@ -94,7 +94,7 @@ class RuntimeControl:
                                         name="control-watch", daemon=True)
         self._thread.start()
 
-    def stop(self, daemon: Daemon, record: Callable[[RunRequest], None]) -> None:
+    def stop(self, record: Callable[[RunRequest], None]) -> None:
         """On shutdown: stop watching; hand each waiting slot to ``record`` (so a restart resumes it)."""
         self._stop.set()
         for request in self.waiting.values():

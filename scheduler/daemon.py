@@ -353,7 +353,7 @@ class Daemon:
             self.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
                                       request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", "interrupted")
         self.backlog.clear()
-        self.control.stop(self, lambda request: self.store.record_skipped(
+        self.control.stop(lambda request: self.store.record_skipped(
             request.job, request.slot, request.data_interval(self.config.schedules[request.job])[2], request.trigger,
             f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)", "interrupted"))
         for handle in handles:
