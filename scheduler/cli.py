@@ -1,4 +1,5 @@
-"""Command line: ``scheduler run | run-job | list | validate | history | schema | health | demo | backfill | status``.
+"""Command line: ``scheduler run | run-job | list | validate | history | schema | health | demo | backfill | status
+| logs | pause | resume | trigger``.
 
 This module only parses arguments and dispatches: the commands live in
 :mod:`scheduler.app.commands`, :mod:`scheduler.ops` and :mod:`scheduler.sample.demo`, and build
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scheduler import __version__
-from scheduler.app import commands
+from scheduler.app import commands, console_commands
 from scheduler.errors import ConfigError, SchedulerError
 
 
@@ -61,6 +62,7 @@ def build_parser(prog: str = "scheduler") -> argparse.ArgumentParser:
     from scheduler.ops import cli as ops_cli
 
     ops_cli.add_subcommands(add)
+    console_commands.add_subcommands(add)
     return parser
 
 
@@ -95,7 +97,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "scheduler") -> int:
         return 2
     from scheduler.ops import cli as ops_cli
 
-    handler = COMMANDS.get(args.command) or ops_cli.COMMANDS[args.command]
+    handler = (COMMANDS.get(args.command) or console_commands.COMMANDS.get(args.command)
+               or ops_cli.COMMANDS[args.command])
     try:
         return handler(args)
     except SchedulerError as exc:

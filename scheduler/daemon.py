@@ -19,11 +19,13 @@ import signal
 import threading
 from collections import defaultdict, deque
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
 from scheduler.config.compiled import Config, load_compiled, spec_json
+from scheduler.control import RuntimeControl
 from scheduler.daemon_view import IDLE_TICK, DaemonExtension
 from scheduler.errors import ConfigError, StateError
 from scheduler.forkserver import ForkServer
@@ -96,6 +98,7 @@ class Daemon:
         # Extensions (operations features) get hooks on the loop thread, and must return quickly;
         # see scheduler.daemon_view for the hooks and for what of the daemon they may use.
         self.extensions: list[DaemonExtension] = []
+        self.control = RuntimeControl(store)  # pause/resume, run requests, concurrency: queue
 
     # --- signals ---------------------------------------------------------------------------
     def _on_stop(self, signum: int, frame: Any) -> None:
@@ -140,6 +143,7 @@ class Daemon:
                                       on_expired=self._leases_expired, on_up=self.wake).start()
             self._resume(abandoned)
         self._resume_stopped_slots()
+        self.control.start(self)
         self.log.info("scheduler started", jobs=len(self.config.jobs), config=",".join(self.config.sources),
                       config_digest=self.config.digest, pid=os.getpid(), data_dir=str(self.data_dir))
 
@@ -243,6 +247,7 @@ class Daemon:
         if self.outbox is not None and not self._replica_step():
             self._notify("on_tick", lambda ext: ext.on_tick(self))
             return  # the database is unreachable: no claims, so no firing (the planner waits)
+        self.control.step(self)
         while self.requested:
             self.dispatch(self.requested.popleft())
         for request in self.planner.due(clock.now()):
@@ -303,9 +308,14 @@ class Daemon:
         if request.job not in self.config.jobs:  # removed by a reload while queued
             self.log.warning("run dropped: job no longer configured", job=request.job)
             return None
+        if not self.control.admit(self, request):
+            return None
         spec = self.config.jobs[request.job]
         active = [h for h in self.active[request.job] if not h.finished.is_set()]
         schedule = self.config.schedules[request.job]
+        if active and spec.concurrency == "queue":
+            self.control.enqueue(self, request, active)
+            return None
         if self.outbox is not None:
             return self._dispatch_claimed(request, spec, active)
         if active and spec.concurrency == "forbid":
@@ -389,6 +399,7 @@ class Daemon:
         job = handle.request.job
         if handle in self.active[job]:
             self.active[job].remove(handle)
+        self.control.finished(self, handle)
         self._notify("on_finished", lambda ext: ext.on_finished(self, handle))
         while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
             self.dispatch(self.backlog.popleft())
@@ -428,9 +439,17 @@ class Daemon:
                     self.dispatch(RunRequest(job=name, slot=handle.request.slot, trigger="after",
                                              interval=interval))
 
-    def request_run(self, job: str, trigger: str = "api") -> RunRequest:
-        """Thread-safe: queue a run of ``job`` for its most recent slot; the loop dispatches it."""
-        request = RunRequest(job=job, slot=self.config.schedules[job].latest_slot(clock.now()), trigger=trigger)
+    @property
+    def paused(self) -> frozenset[str]:
+        """The jobs paused (``scheduler pause``, ``pause_after_failures``), as the loop last read them."""
+        return frozenset(self.control.paused)
+
+    def request_run(self, job: str, trigger: str = "api", day: date | None = None) -> RunRequest:
+        """Thread-safe: queue a run of ``job`` for its most recent slot (or the slot of logical date
+        ``day``); the loop dispatches it."""
+        schedule = self.config.schedules[job]
+        slot = schedule.slot_for_date(day) if day is not None else schedule.latest_slot(clock.now())
+        request = RunRequest(job=job, slot=slot, trigger=trigger)
         self.requested.append(request)
         self.wake()
         return request
@@ -449,6 +468,7 @@ class Daemon:
                              forkserver=self.forkserver)
         self.planner = Planner(config, self.store)
         self.planner.start(clock.now(), carry={k: v for k, v in carry.items() if k in config.jobs})
+        self.control.replanned(self)
         self.downstream = downstream_of(config)
         if self.redactor is not None:
             self.redactor.set_secrets(config.secrets)
@@ -478,6 +498,9 @@ class Daemon:
             records.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
                                    request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", RunStatus.INTERRUPTED)
         self.backlog.clear()
+        self.control.stop(lambda request: self.store.record_skipped(
+            request.job, request.slot, request.data_interval(self.config.schedules[request.job])[2], request.trigger,
+            f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)", "interrupted"))
         for handle in handles:
             handle.cancel(SHUTDOWN_REASON, grace=grace)
         deadline = clock.monotonic() + grace + 1.0

@@ -15,7 +15,7 @@ atomic under the GIL - ping the store, and call :meth:`DaemonView.request_run` a
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -91,8 +91,13 @@ class DaemonView(Protocol):
     def stop_signals(self) -> int:
         """Stop signals received; non-zero means shutting down."""
 
-    def request_run(self, job: str, trigger: str = "api") -> RunRequest:
-        """Thread-safe: queue a run of ``job`` for its most recent slot; the loop dispatches it."""
+    @property
+    def paused(self) -> frozenset[str]:
+        """The jobs paused, as the loop last read them from the state store."""
+
+    def request_run(self, job: str, trigger: str = "api", day: date | None = None) -> RunRequest:
+        """Thread-safe: queue a run of ``job`` for its most recent slot (or the slot of logical date
+        ``day``); the loop dispatches it."""
 
     def wake(self) -> None:
         """Thread-safe: make the loop step now."""

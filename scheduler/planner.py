@@ -91,6 +91,21 @@ class Planner:
         return [RunRequest(job=name, slot=s, trigger="schedule" if now - s <= on_time else "catchup")
                 for s in slots]
 
+    def hold(self, name: str) -> None:
+        """Stop planning ``name``'s slots (the job is paused): its pending slot is dropped and its
+        cursor stays, so :meth:`release` treats the time in between like a downtime."""
+        if name in self._periodic:
+            self.next_slot[name] = None  # its heap entries are stale from now on
+
+    def release(self, name: str, now: datetime) -> None:
+        """Plan ``name`` again from its cursor: slots passed while held follow its ``catchup``."""
+        schedule = self._periodic.get(name)
+        if schedule is None or self.next_slot.get(name) is not None:
+            return
+        cursor = self.cursor.get(name)
+        self._pend(name, schedule.next_after(cursor) if cursor is not None
+                   else schedule.first_at_or_after(now - ON_TIME))
+
     def persist(self) -> None:
         """Store the cursors decided since the last call (the daemon calls this after dispatching,
         so a slot's child starts before the write; a crash in between at worst reruns that slot)."""

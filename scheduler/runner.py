@@ -26,6 +26,7 @@ from scheduler import clock, resultfiles, retry
 from scheduler.config.compiled import CompiledJob, Config, spec_json
 from scheduler.kinds.registry import Registry, current, resolve
 from scheduler.logs import Redactor, get_logger
+from scheduler.output import RunOutput, tee
 from scheduler.process import (
     ChildTable,
     LinePump,
@@ -106,13 +107,16 @@ class Runner:
                  trigger=request.trigger, attempt=1)
         began = clock.monotonic()
         attempt, result = 0, None
+        output = RunOutput.open(self.store, run_id, self.redactor.redact,
+                                self.config.state.max_output)
         try:
             while True:
                 attempt += 1
                 if attempt > 1:
                     self.store.set_attempt(run_id, attempt)
+                    output.note(f"[attempt {attempt}]")
                 result = self._attempt(spec, request, handle, run_id, attempt, (start, end, logical_date),
-                                       log.bind(attempt=attempt))
+                                       log.bind(attempt=attempt), output)
                 if result.status in (RunStatus.SUCCESS, RunStatus.INTERRUPTED) or attempt > spec.retries:
                     break
                 # retry_delay doubling per attempt, at most retry_max_delay, drawn from its upper half
@@ -125,6 +129,7 @@ class Runner:
                     break
         except Exception as exc:  # noqa: BLE001 - the record must end in a final status whatever broke
             result = RunResult(RunStatus.FAILED, run_id, attempt, error=f"scheduler error: {exc}")
+        output.close()  # all of it stored before the record says the run is over (logs --follow stops then)
         duration = clock.monotonic() - began
         result = self._redacted(result)
         watermark = result.metrics.get("watermark") if result.status == RunStatus.SUCCESS else None
@@ -151,7 +156,7 @@ class Runner:
 
     # --- one attempt ---------------------------------------------------------------------------
     def _attempt(self, spec: CompiledJob, request: RunRequest, handle: RunHandle, run_id: int, attempt: int,
-                 interval: tuple[datetime, datetime, Any], log: Any) -> RunResult:
+                 interval: tuple[datetime, datetime, Any], log: Any, output: RunOutput | None = None) -> RunResult:
         start, end, logical_date = interval
         params = {**spec.params, **request.params}
         env = {**os.environ, **spec.env,
@@ -191,8 +196,8 @@ class Runner:
         handle.pgid = proc.pid
         log.debug("child started", pid=proc.pid, argv=argv if kind.argv is not None else None)
         tail: deque[str] = deque(maxlen=50)
-        pumps = [LinePump(proc.stdout, lambda line: _relay(log, line, "stdout"), lines=tail),
-                 LinePump(proc.stderr, lambda line: _relay(log, line, "stderr"), lines=tail)]
+        pumps = [LinePump(proc.stdout, tee(lambda line: _relay(log, line, "stdout"), output, "stdout"), lines=tail),
+                 LinePump(proc.stderr, tee(lambda line: _relay(log, line, "stderr"), output, "stderr"), lines=tail)]
         for pump in pumps:
             pump.start()
         if stdin_data is not None:

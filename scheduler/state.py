@@ -31,8 +31,9 @@ from scheduler.errors import StoreNotWritable
 from scheduler.process import pid_alive
 from scheduler.status import FINAL_STATUSES, RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
+from scheduler.stores.sqlite_console import CONSOLE_SCHEMA, SQLiteConsole
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Statuses as SQL literals: the enum's own strings, interpolated as constants (never user input).
 _RUNNING, _SUCCESS, _SKIPPED, _ABANDONED = (f"'{s.value}'" for s in (
     RunStatus.RUNNING, RunStatus.SUCCESS, RunStatus.SKIPPED, RunStatus.ABANDONED))
@@ -173,7 +174,7 @@ def _record(row: sqlite3.Row) -> RunRecord:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteConsole):
     """SQLite-backed records.  Create with :meth:`open`; close with :meth:`close`.
 
     ``owner`` names this store's process (host, pid and a random part): the runs it claims carry
@@ -202,6 +203,7 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
+            conn.executescript(CONSOLE_SCHEMA)  # version 2 -> 3: run output, job controls, run requests
             conn.execute("BEGIN IMMEDIATE")  # several processes may open a version-1 file at once
             columns = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
             for name in ("owner", "lease_until"):  # version 1 -> 2: run leases

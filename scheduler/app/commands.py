@@ -17,7 +17,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from scheduler import clock
-from scheduler.app.context import App, Options, load_config, open_state
+from scheduler.app.context import App, Options, load_config, open_state, paused_jobs
 from scheduler.config.compiled import Config
 from scheduler.errors import ConfigError, Interrupted, JobFailed, UsageError
 from scheduler.status import RunStatus
@@ -83,7 +83,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from scheduler.planner import next_fire_times
 
-    config = load_config(Options.from_args(args).config_path)
+    options = Options.from_args(args)
+    config = load_config(options.config_path)
+    paused = paused_jobs(config, options.data_root)
     now = clock.now()
     rows: list[dict[str, Any]] = []
     for name, spec in config.jobs.items():
@@ -91,7 +93,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         upcoming = next_fire_times(config, name, now, 3) if spec.enabled else []
         rows.append({
             "job": name, "kind": spec.kind, "schedule": schedule.describe(), "timezone": spec.timezone,
-            "after": list(spec.after), "enabled": spec.enabled,
+            "after": list(spec.after), "enabled": spec.enabled, "paused": name in paused,
             "next": [t.astimezone(schedule.tz).isoformat() for t in upcoming],
         })
     if args.json:
@@ -100,7 +102,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from scheduler.ops.tables import print_table
 
     print_table(["JOB", "KIND", "SCHEDULE", "TIMEZONE", "NEXT FIRE TIMES"],
-                [[r["job"] + ("" if r["enabled"] else " (disabled)"), r["kind"],
+                [[r["job"] + ("" if r["enabled"] else " (disabled)") + (" (paused)" if r["paused"] else ""), r["kind"],
                   " ".join(filter(None, [r["schedule"] if r["schedule"] != "-" else "",
                                          f"after {', '.join(r['after'])}" if r["after"] else ""])) or "-",
                   r["timezone"],

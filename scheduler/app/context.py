@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from scheduler.daemon import Daemon
     from scheduler.process import ChildTable
     from scheduler.runner import Runner
+    from scheduler.stores.records import JobControl
 
 DEFAULT_CONFIG = "config"
 DEFAULT_DATA_DIR = "data"
@@ -91,6 +92,17 @@ def open_state(config: Config | None, data_dir: Path) -> StateStore:
     from scheduler.stores import open_store
 
     return open_store(config.state if config is not None else None, data_dir)
+
+
+def paused_jobs(config: Config, data_dir: Path) -> dict[str, JobControl]:
+    """The paused jobs for reading commands (``list``); never creates a SQLite file to say none are."""
+    if config.state.backend == "sqlite" and not state_path(config, data_dir).exists():
+        return {}
+    store = open_state(config, data_dir)
+    try:
+        return {job: c for job, c in store.job_controls().items() if c.paused}
+    finally:
+        store.close()
 
 
 @dataclass

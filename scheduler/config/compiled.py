@@ -88,7 +88,7 @@ class CompiledJob:
     retries: int
     retry_delay: timedelta
     retry_max_delay: timedelta
-    concurrency: Literal["allow", "forbid", "replace"]
+    concurrency: Literal["allow", "forbid", "replace", "queue"]
     env: Mapping[str, str] = field(hash=False, repr=False)  # values may be secrets
     params: Mapping[str, Any] = field(hash=False)
     on_failure: tuple[Notifier, ...]
@@ -96,6 +96,8 @@ class CompiledJob:
     on_success: tuple[Notifier, ...]
     expect_success_within: timedelta | None
     ping: Ping | None
+    run_on_start: bool
+    pause_after_failures: int | None
     json: str = field(repr=False)  # JSON text, so it is immutable and hashes; may hold secrets
     command: tuple[str, ...] | None = None
     shell: str | None = None
@@ -120,6 +122,9 @@ class StateSettings:
     path: str | None
     url: str | None = field(repr=False)  # holds the password
     lease_ttl: timedelta
+    max_output: int
+    keep_runs: int | None
+    keep_days: float | None
 
 
 @dataclass(frozen=True, slots=True)

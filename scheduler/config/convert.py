@@ -79,7 +79,7 @@ def compile_job(spec: JobBase) -> compiled.CompiledJob:
         params=MappingProxyType(spec.model_dump(mode="json", include={"params"})["params"]),
         on_failure=_notifiers(spec.on_failure), on_recovery=_notifiers(spec.on_recovery),
         on_success=_notifiers(spec.on_success), expect_success_within=spec.expect_success_within,
-        ping=_ping(spec.ping),
+        ping=_ping(spec.ping), run_on_start=spec.run_on_start, pause_after_failures=spec.pause_after_failures,
         json=json.dumps(dumped), **kind_fields,
     )
 
@@ -93,7 +93,8 @@ def compile_config(models: Validated) -> compiled.Config:
         daemon=compiled.DaemonSettings(shutdown_grace=daemon.shutdown_grace, log_level=daemon.log_level,
                                        log_format=daemon.log_format, max_parallel_runs=daemon.max_parallel_runs),
         state=compiled.StateSettings(backend=state.backend, path=state.path, url=state.url,
-                                     lease_ttl=state.lease_ttl),
+                                     lease_ttl=state.lease_ttl, max_output=state.max_output,
+                                     keep_runs=state.keep_runs, keep_days=state.keep_days),
         http=compiled.HttpSettings(listen=http.listen, api_token=http.api_token, stale_after=http.stale_after),
         docker=compiled.DockerSection(json=json.dumps(json_form(models.docker))),
         secrets=models.secrets, sources=models.sources, digest=models.digest,

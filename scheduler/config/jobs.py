@@ -65,10 +65,17 @@ class JobBase(Model):
     retry_delay: Duration = Field(
         default=timedelta(seconds=10), description="First backoff; doubles each attempt, with jitter.")
     retry_max_delay: Duration = Field(default=timedelta(minutes=10), description="Cap of the backoff.")
-    concurrency: Literal["allow", "forbid", "replace"] = Field(
+    concurrency: Literal["allow", "forbid", "replace", "queue"] = Field(
         default="forbid",
         description="When a slot fires while a run is active: run both (allow), record the new slot skipped (forbid),"
-                    " or stop the running one (replace).")
+                    " stop the running one (replace), or run it right after (queue: at most one waits, a further"
+                    " slot is skipped).")
+    run_on_start: bool = Field(
+        default=False, description="Fire once (the latest slot) when the daemon starts; not on a config reload.")
+    pause_after_failures: int | None = Field(
+        default=None, ge=1,
+        description="Pause the job after this many failed runs in a row (the on_failure alert says so), until"
+                    " 'scheduler resume'.")
 
     # environment
     env: dict[str, str] = Field(

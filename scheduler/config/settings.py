@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from scheduler.config.types import Duration, Model
+from scheduler.kinds.container.sizes import Size
 
 
 class DaemonSettings(Model):
@@ -44,6 +45,13 @@ class StateSettings(Model):
         default=timedelta(seconds=30),
         description="How long a replica's claim on a running run holds without renewal; after it, another "
                     "replica records the run abandoned and runs the slot again (postgres).")
+    max_output: Size = Field(
+        default=1024 * 1024,
+        description="Output kept per run (512k, 1m, ...): the head and the tail, with a marker line for what was cut.")
+    keep_runs: int | None = Field(
+        default=100, ge=1, description="Keep the output of this many newest runs per job (null: no count limit).")
+    keep_days: float | None = Field(
+        default=30, gt=0, description="Keep run output for this many days after the run ended (null: no age limit).")
 
     @field_validator("url")
     @classmethod

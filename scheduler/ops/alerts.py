@@ -233,6 +233,11 @@ class RunAlerts(Extension):
             payload["consecutive_failures"] = streak
             payload["text"] = (f"[FAILED] job {job} {status} ({where}, {payload['duration']}s): "
                                f"{payload['error']}")
+            control = daemon.store.job_controls().get(job) if getattr(spec, "pause_after_failures", None) else None
+            # only the failure that paused the job says so, so the pause is announced once
+            payload["paused"] = bool(control and control.paused and control.run_id == payload["run_id"])
+            if payload["paused"] and control is not None:
+                payload["text"] += f"; job paused after {control.reason}: resume with 'scheduler resume {job}'"
             self.sender.send("failure", spec.on_failure, payload)
             return
         failures = previous_failures(daemon.store, job, payload["run_id"])

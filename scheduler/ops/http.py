@@ -21,9 +21,10 @@ import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from scheduler import clock
 from scheduler.daemon_view import IDLE_TICK
@@ -36,6 +37,29 @@ if TYPE_CHECKING:
 
 PING_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
+
+
+def requested_date(query: str, body: bytes) -> date | None:
+    """The optional logical date of ``POST /jobs/NAME/run``: ``?date=YYYY-MM-DD`` or a JSON body
+    ``{"date": "YYYY-MM-DD"}``.  Raises ``ValueError`` with the reason for a bad one."""
+    values = parse_qs(query).get("date", [])
+    if body.strip():
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise ValueError("the body must be JSON, like {\"date\": \"2026-11-05\"}") from None
+        if not isinstance(payload, dict) or set(payload) - {"date"}:
+            raise ValueError("the body may only hold \"date\"")
+        if payload.get("date") is not None:
+            values.append(payload["date"])
+    if not values:
+        return None
+    if len(set(map(str, values))) > 1:
+        raise ValueError("two different dates given")
+    try:
+        return date.fromisoformat(str(values[0]))
+    except ValueError:
+        raise ValueError(f"date: expected YYYY-MM-DD, got {str(values[0])[:40]!r}") from None
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -162,7 +186,8 @@ class OpsServer:
         for job in jobs:
             handles = list(self.daemon.active.get(job["job"]) or ())
             job["running"] = sum(1 for h in handles if not h.finished.is_set())
-        return self.redact({"jobs": jobs, "config_digest": config.digest})
+        body: dict[str, Any] = self.redact({"jobs": jobs, "config_digest": config.digest})
+        return body
 
 
 def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
@@ -232,8 +257,7 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             try:
                 length = int(self.headers.get("Content-Length") or 0)
-                if 0 < length <= MAX_BODY:
-                    self.rfile.read(length)
+                body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
                 _, parts = self._route()
                 if not (len(parts) == 3 and parts[0] == "jobs" and parts[2] == "run"):
                     self._json(404, {"error": "not found"})
@@ -247,10 +271,16 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
                 if ops.daemon.stop_signals:
                     self._json(503, {"error": "scheduler is shutting down"})
                     return
-                request = ops.daemon.request_run(job, trigger="api")
-                ops.daemon.log.info("run requested", job=job, via="api", client=self.client_address[0])
+                try:
+                    day = requested_date(urlsplit(self.path).query, body)
+                except ValueError as exc:
+                    self._json(400, {"error": str(exc)})
+                    return
+                request = ops.daemon.request_run(job, trigger="api", day=day)
+                ops.daemon.log.info("run requested", job=job, via="api", client=self.client_address[0],
+                                    logical_date=day.isoformat() if day else None)
                 self._json(202, {"job": job, "slot": request.slot.isoformat(), "trigger": request.trigger,
-                                 "status": "queued"})
+                                 "logical_date": day.isoformat() if day else None, "status": "queued"})
             except Exception as exc:  # noqa: BLE001 - see do_GET
                 ops.daemon.log.error("http request failed", path=urlsplit(self.path).path, error=str(exc))
                 self._json(500, {"error": "internal error"})

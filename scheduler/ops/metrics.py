@@ -47,6 +47,8 @@ class OpsMetrics(Extension):
         self.missed = Counter("scheduler_missed_slots_total",
                               "Slots passed over by the catch-up policy (downtime, clock jumps)", ["job"], registry=r)
         self.retries = Counter("scheduler_retries_total", "Retry attempts by job", ["job"], registry=r)
+        self.paused = Gauge("scheduler_job_paused", "1 while the job is paused (scheduler pause, pause_after_failures)",
+                            ["job"], registry=r)
         self.overdue = Gauge("scheduler_job_overdue",
                              "1 when the job has not succeeded within expect_success_within", ["job"], registry=r)
         self.last_tick = Gauge("scheduler_loop_last_tick_timestamp_seconds",
@@ -73,6 +75,7 @@ class OpsMetrics(Extension):
                 for metric in (self.rows_written, self.rows_rejected, self.skipped, self.missed, self.retries):
                     metric.labels(name)
                 self.running.labels(name).set(0)
+                self.paused.labels(name).set(0)
 
     def _set_running(self, daemon: DaemonView) -> None:
         for name in self._known:
@@ -83,6 +86,9 @@ class OpsMetrics(Extension):
         self.last_tick.set(daemon.last_tick.timestamp())
         self._sync_jobs(daemon)
         self._set_running(daemon)
+        paused = daemon.paused
+        for name in self._known:
+            self.paused.labels(name).set(1 if name in paused else 0)
 
     def slot(self, daemon: DaemonView, job: str, outcome: str, count: int) -> None:
         (self.skipped if outcome == "skipped" else self.missed).labels(job).inc(count)

@@ -31,14 +31,15 @@ def job_summaries(config: Config, store: StateStore, now: datetime | None = None
 
     Keys: ``job``, ``kind``, ``enabled``, ``schedule``, ``timezone``, ``after``, ``next`` (up to
     ``upcoming`` fire times, job timezone), ``last_run`` (the newest non-skipped record or None),
-    ``last_success``, ``failure_streak``, ``expect_success_within`` and ``overdue`` (None when
+    ``last_success``, ``failure_streak``, ``expect_success_within``, ``overdue`` (None when
     the job has no freshness rule or has never succeeded: without the daemon's start time this
-    process cannot tell).
+    process cannot tell), ``paused`` and ``paused_reason`` (from the store: every replica agrees).
     """
     from scheduler.planner import next_fire_times
 
     now = now or clock.now()
     last_runs = store.last_runs()
+    controls = {job: c for job, c in store.job_controls().items() if c.paused}
     out: list[dict[str, Any]] = []
     for name, spec in config.jobs.items():
         schedule = config.schedules[name]
@@ -56,6 +57,8 @@ def job_summaries(config: Config, store: StateStore, now: datetime | None = None
             "failure_streak": store.failure_streak(name),
             "expect_success_within": format_duration(within) if within is not None else None,
             "overdue": overdue,
+            "paused": name in controls,
+            "paused_reason": controls[name].reason if name in controls else None,
         })
     return out
 
@@ -83,7 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         next_fire = row["next"][0] if row["next"] else (f"after {', '.join(row['after'])}" if row["after"] else "-")
         streak = row["failure_streak"]
         table.append([
-            row["job"] + ("" if row["enabled"] else " (disabled)"),
+            row["job"] + ("" if row["enabled"] else " (disabled)") + (" (paused)" if row["paused"] else ""),
             str(last.get("status", "never run")) + (" (overdue)" if row["overdue"] else ""),
             _when(last.get("started_at")),
             f"{duration:.1f}s" if duration is not None else "-",

@@ -58,6 +58,37 @@ MIGRATIONS: tuple[Migration, ...] = (
         CREATE INDEX runs_running_lease ON runs (lease_until) WHERE status = 'running';
         CREATE INDEX runs_running_owner ON runs (owner) WHERE status = 'running';
     """),
+    Migration(3, "run output, job controls (pause) and run requests (trigger)", """
+        CREATE TABLE run_output (
+            run_id BIGINT NOT NULL,
+            seq INTEGER NOT NULL,
+            stream TEXT NOT NULL,
+            line TEXT NOT NULL,
+            ts TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY (run_id, seq)
+        );
+        CREATE TABLE job_control (
+            job TEXT PRIMARY KEY,
+            paused BOOLEAN NOT NULL,
+            reason TEXT,
+            changed_at TIMESTAMPTZ NOT NULL,
+            changed_by TEXT NOT NULL,
+            run_id BIGINT
+        );
+        CREATE TABLE run_requests (
+            id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            job TEXT NOT NULL,
+            logical_date DATE,
+            trigger TEXT NOT NULL,
+            requested_at TIMESTAMPTZ NOT NULL,
+            claimed_by TEXT,
+            claimed_at TIMESTAMPTZ,
+            slot TIMESTAMPTZ
+        );
+        CREATE INDEX run_requests_open ON run_requests (id) WHERE claimed_by IS NULL;
+        CREATE TABLE control_version (id INTEGER PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+        INSERT INTO control_version (id, version) VALUES (1, 0);
+    """),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -43,6 +43,7 @@ from scheduler.state import RunRecord, held
 from scheduler.status import FINAL_STATUSES, RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
+from scheduler.stores.postgres_console import PostgresConsole
 from scheduler.stores.protocol import StateStore
 from scheduler.stores.urls import mask_url, url_secrets
 
@@ -72,7 +73,7 @@ def _record(row: dict[str, Any]) -> RunRecord:
     )
 
 
-class PostgresStore:
+class PostgresStore(PostgresConsole):
     """PostgreSQL-backed records.  Create with :meth:`open`; close with :meth:`close`."""
 
     def __init__(self, url: str, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> None:

@@ -24,7 +24,7 @@ simply moves on.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -32,6 +32,7 @@ from scheduler.status import RunStatus
 
 if TYPE_CHECKING:
     from scheduler.state import RunRecord
+    from scheduler.stores.records import JobControl, OutputLine, TriggerRequest
 
 
 @runtime_checkable
@@ -147,4 +148,56 @@ class StateStore(Protocol):
     def expire_leases(self, now: datetime | None = None) -> list[RunRecord]:
         """Mark running runs whose lease ended before ``now`` ``abandoned`` (error names the owner);
         each is returned by exactly one of any number of concurrent callers."""
+        ...
+
+    # --- run output (scheduler/output.py writes it, ``scheduler logs`` reads it) ----------------
+    def write_output(self, run_id: int, lines: Sequence[OutputLine], cut: tuple[int, int] | None = None) -> None:
+        """In one transaction: delete the run's lines with ``cut[0] < seq <= cut[1]`` (lines cut
+        from the middle of a long output), then insert or replace ``lines`` by ``(run_id, seq)``."""
+        ...
+
+    def read_output(self, run_id: int, after: int = 0, limit: int = 10_000) -> list[OutputLine]:
+        """The run's stored lines with ``seq > after``, in order, at most ``limit``."""
+        ...
+
+    def clear_output(self, run_id: int) -> None:
+        """Forget a run's output (its slot is being run again: the record keeps its id)."""
+        ...
+
+    def prune_output(self, keep_runs: int | None, keep_days: float | None, now: datetime | None = None) -> int:
+        """Delete the output of finished runs beyond the newest ``keep_runs`` per job or ended more
+        than ``keep_days`` ago (None: no such limit), and claimed run requests older than a day;
+        run rows stay.  Returns how many runs lost their output."""
+        ...
+
+    # --- job controls and run requests (scheduler/control.py) ----------------------------------
+    def control_version(self) -> int:
+        """A number that changes whenever a job is paused or resumed or a run is requested: the
+        daemon polls it (cheap) and reads the controls only when it moved."""
+        ...
+
+    def set_paused(self, job: str, paused: bool, reason: str | None, by: str, run_id: int | None = None) -> bool:
+        """Pause or resume ``job``; True when that changed its state (then the version moves)."""
+        ...
+
+    def job_controls(self) -> dict[str, JobControl]:
+        """Every job's control row (jobs never paused have none)."""
+        ...
+
+    def request_trigger(self, job: str, logical_date: date | None, trigger: str) -> int:
+        """Queue a request to run ``job`` (its latest slot, or the slot of ``logical_date``); its id."""
+        ...
+
+    def claim_triggers(self, owner: str,
+                       slot_for: Callable[[str, date | None], datetime | None]) -> list[TriggerRequest]:
+        """Claim unclaimed requests for ``owner``, oldest first: each is returned by exactly one of
+        any number of concurrent claimers.  ``slot_for(job, logical_date)`` gives the slot to run,
+        or None for a request this claimer cannot serve (a job it does not know): left queued."""
+        ...
+
+    def get_trigger(self, request_id: int) -> TriggerRequest | None:
+        ...
+
+    def cancel_trigger(self, request_id: int) -> bool:
+        """Withdraw a request nobody has claimed yet; False when it was claimed (or is gone)."""
         ...

@@ -60,6 +60,8 @@ jobs:
     retry_delay: 3s
     retry_max_delay: 1m
     concurrency: replace
+    run_on_start: true
+    pause_after_failures: 3
     env: {A: "1", B: two}
     params: {size: 20, tags: [x, y], nested: {k: v}}
     on_failure: [{url: "http://127.0.0.1:9/f", format: slack, timeout: 2s, retries: 1},
@@ -71,7 +73,8 @@ jobs:
     command: [echo, hi]
     cwd: /tmp
 """, """
-state: {backend: sqlite, path: /tmp/elsewhere/state.db, lease_ttl: 45s}
+state: {backend: sqlite, path: /tmp/elsewhere/state.db, lease_ttl: 45s, max_output: 64k, keep_runs: 7,
+        keep_days: 2.5}
 jobs:
   interval: {kind: command, every: 10m, shell: "echo $A"}
   py: {kind: python, function: "jobs.example:run", cwd: /srv}

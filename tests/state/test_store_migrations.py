@@ -109,5 +109,5 @@ def test_a_version_1_sqlite_file_gains_the_lease_columns(tmp_path: Path) -> None
     finally:
         store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     SQLiteStore.open(path).close()  # opening an up-to-date file changes nothing

@@ -20,7 +20,9 @@ def test_the_protocol_names_every_store_call_the_package_makes() -> None:
             "get_run", "find_run", "history", "last_runs", "succeeded", "last_success", "failure_streak",
             "watermark", "last_fired", "set_last_fired", "set_last_fired_many"}
     claims = {"advance_last_fired", "renew_leases", "expire_leases", "sibling"}
-    assert set(MEMBERS) == used | claims
+    console = {"write_output", "read_output", "clear_output", "prune_output", "control_version", "set_paused",
+               "job_controls", "request_trigger", "claim_triggers", "get_trigger", "cancel_trigger"}
+    assert set(MEMBERS) == used | claims | console
     assert set(StateStore.__annotations__) == {"owner", "host", "lease_ttl"}
 
 
