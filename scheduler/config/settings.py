@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from scheduler.config.sizes import Size
 from scheduler.config.types import Duration, Model
-from scheduler.kinds.container.sizes import Size
 
 
 class DaemonSettings(Model):

@@ -26,6 +26,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from scheduler.config.sizes import format_size
 from scheduler.config.types import format_duration
 from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
 from scheduler.kinds.base import RunContext
@@ -34,7 +35,6 @@ from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut,
 from scheduler.kinds.container.logs import LineStreamer
 from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts, build_create_request
-from scheduler.kinds.container.sizes import format_size
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,

@@ -25,13 +25,13 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from scheduler.config.jobs import JobBase, argv_strings
+from scheduler.config.sizes import SIZE_PATTERN, Size, format_size, parse_size  # noqa: F401 - re-exported
 from scheduler.config.types import Duration, Model
 from scheduler.kinds.container.allowlist import (  # noqa: F401 - image_allowed re-exported
     allowlist_problems,
     data_volume_problems,
     image_allowed,
 )
-from scheduler.kinds.container.sizes import SIZE_PATTERN, Size, format_size, parse_size  # noqa: F401 - re-exported
 from scheduler.kinds.container.swarm_spec import Placement, Reservations, backend_problems
 
 LABEL_PREFIX = "org.cron-scheduler."

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, field_validator
 
+from scheduler.config.sizes import Size
 from scheduler.config.types import Model
-from scheduler.kinds.container.sizes import Size
 
 if TYPE_CHECKING:
     from scheduler.kinds.container.spec import ContainerJob, DockerSettings
