@@ -197,8 +197,8 @@ def json_schema() -> dict[str, Any]:
     defs: dict[str, Any] = {}
     for model in JOB_MODELS.values():
         defs[model.__name__] = _model_schema(model, defs)
-    for model in SECTIONS.values():
-        defs[model.__name__] = _model_schema(model, defs)
+    for section in SECTIONS.values():
+        defs[section.__name__] = _model_schema(section, defs)
     defs = {name: _allow_interpolation(sub) for name, sub in defs.items()}
     defs["Defaults"] = _defaults_schema(defs)
     defs["Interpolated"] = copy.deepcopy(INTERPOLATED)
@@ -211,8 +211,8 @@ def json_schema() -> dict[str, Any]:
             "additionalProperties": {"oneOf": [{"$ref": REF.format(model=m.__name__)} for m in JOB_MODELS.values()]},
         },
     }
-    for name, model in SECTIONS.items():
-        properties[name] = _nullable({"$ref": REF.format(model=model.__name__)})
+    for name, section in SECTIONS.items():
+        properties[name] = _nullable({"$ref": REF.format(model=section.__name__)})
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "cron-container-scheduler config",
