@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS last_fired (job TEXT PRIMARY KEY, slot TEXT NOT NULL)
 
 
 def _iso(t: datetime | None) -> str | None:
-    return None if t is None else t.astimezone(timezone.utc).isoformat()
+    return None if t is None else t.astimezone(UTC).isoformat()
 
 
 def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) -> bool:
@@ -74,7 +74,9 @@ def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) ->
     be checked: it counts as alive (``other_hosts``) or not."""
     if host != socket.gethostname():
         return other_hosts
-    return bool(pid) and pid_alive(pid)
+    if not pid:
+        return False
+    return pid_alive(pid)
 
 
 def unwritable(path: Path) -> Path | None:
@@ -186,7 +188,7 @@ class SQLiteStore:
         self.lease_ttl = lease_ttl
 
     @classmethod
-    def open(cls, path: Path) -> "SQLiteStore":
+    def open(cls, path: Path) -> SQLiteStore:
         """Open (creating directory, file and tables as needed).  Raises :class:`StoreNotWritable`
         when this process may not write the file or its directory (WAL needs both)."""
         try:
@@ -231,7 +233,8 @@ class SQLiteStore:
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
         with self._lock:
-            return self._conn.execute("SELECT 1").fetchone()[0] == 1
+            answer: int = self._conn.execute("SELECT 1").fetchone()[0]
+            return answer == 1
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,

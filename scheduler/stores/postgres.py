@@ -80,7 +80,7 @@ class PostgresStore:
         self.url = mask_url(url)  # for messages: never the password
 
     @classmethod
-    def open(cls, url: str, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> "PostgresStore":
+    def open(cls, url: str, lease_ttl: timedelta = DEFAULT_LEASE_TTL) -> PostgresStore:
         """Connect and bring the schema up to date.  Raises :class:`StateError`."""
         store = cls(url, lease_ttl)
         with store._lock:
