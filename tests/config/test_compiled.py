@@ -29,7 +29,7 @@ def _same(expected, actual, path="") -> None:
             _same(expected[key], actual[key], f"{path}.{key}")
     elif isinstance(expected, tuple):
         assert isinstance(actual, tuple) and len(actual) == len(expected), path
-        for i, (e, a) in enumerate(zip(expected, actual)):
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
             _same(e, a, f"{path}.{i}")
     else:
         assert type(actual) is type(expected) and actual == expected, f"{path}: {actual!r} != {expected!r}"
@@ -50,7 +50,8 @@ def test_compiled_reads_like_the_models(path: Path, monkeypatch: pytest.MonkeyPa
     for section in ("daemon", "state", "http", "docker"):
         _same(getattr(models, section), getattr(views, section), section)
     assert (views.secrets, views.sources, views.digest) == (models.secrets, models.sources, models.digest)
-    assert {n: s.describe() for n, s in views.schedules.items()} == {n: s.describe() for n, s in models.schedules.items()}
+    assert ({n: s.describe() for n, s in views.schedules.items()}
+            == {n: s.describe() for n, s in models.schedules.items()})
 
 
 def test_views_are_read_only_and_typed(write_config) -> None:
@@ -74,4 +75,5 @@ def test_compiled_config_errors_are_the_loaders(write_config) -> None:
     with pytest.raises(ConfigError) as direct:
         load_config(path)
     assert str(compiled.value) == str(direct.value)
-    assert str(compiled.value).endswith("jobs.yaml:4: job 'x': schedul: unknown key 'schedul' (did you mean 'schedule'?)")
+    assert str(compiled.value).endswith(
+        "jobs.yaml:4: job 'x': schedul: unknown key 'schedul' (did you mean 'schedule'?)")

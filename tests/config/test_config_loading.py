@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from scheduler.cli import main
 from scheduler.config import load_config
@@ -169,7 +170,8 @@ def test_defaults_are_merged_and_the_job_wins(tmp_path: Path) -> None:
         """)
     config = load_config(path, env={})
     plain, own = command_job(config, "plain"), command_job(config, "own")
-    assert (plain.timezone, plain.retries, plain.env) == ("Europe/Berlin", 2, {"A": "from-defaults", "B": "from-defaults"})
+    assert (plain.timezone, plain.retries, plain.env) == (
+        "Europe/Berlin", 2, {"A": "from-defaults", "B": "from-defaults"})
     assert (own.timezone, own.retries) == ("UTC", 5)
     assert own.env == {"A": "from-defaults", "B": "from-job", "C": "from-job"}
     assert own.params == {"region": "eu", "size": 20}
@@ -232,7 +234,7 @@ def test_validate_prints_a_summary_for_a_good_config(capsys: pytest.CaptureFixtu
 def test_loaded_config_is_frozen() -> None:
     config = load_config(GOOD / "all-kinds.yaml", env={})
     job = command_job(config, "backup")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         job.retries = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         config.jobs["new"] = job  # type: ignore[index]

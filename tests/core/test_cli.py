@@ -6,7 +6,6 @@ import json
 import subprocess
 
 import pytest
-
 from programs import venv_program
 
 from scheduler.cli import main

@@ -9,9 +9,9 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from scheduler.state import StateStore
-
 from coretools import LoggedProcess, wait_for
+
+from scheduler.state import StateStore
 
 
 def test_daemon_without_engine_warns_once_and_runs_other_jobs(scheduler_cmd, scheduler_env, write_config,

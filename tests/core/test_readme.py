@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
-
 from programs import BIN_DIR
 from readme_blocks import KINDS, argv, sh_blocks
 

@@ -12,7 +12,6 @@ import subprocess
 
 import pytest
 from image_helpers import REPO, Containers
-
 from readme_blocks import argv, sh_blocks
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
