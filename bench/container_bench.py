@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,7 +35,7 @@ class _Quiet:
 
 
 def _ctx(run_id: int, settings: DockerSettings) -> RunContext:
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     ctx = RunContext(
         job="bench_true", run_id=run_id, attempt=1, slot=start, logical_date=date.today(),
         data_interval_start=start, data_interval_end=start, data_dir=Path("data"), log=_Quiet(),

@@ -62,7 +62,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scheduler.schedule import Schedule
+from scheduler.schedule import Schedule  # noqa: E402 - after the path set-up above
 
 MB = 1024 * 1024
 FAR_SCHEDULES = ["0 0 1 1 *", "30 4 29 2 *", "15 3 1 7 *"]  # New Year, leap day, July: never within a run
@@ -405,7 +405,8 @@ def bench_minimal_scheduler(schedules: dict[str, Schedule], args: argparse.Names
     t0 = math.ceil(time.time()) + 1.0
     start = datetime.fromtimestamp(t0, UTC)
     fires = fire_times(schedules, start, start + timedelta(seconds=args.lateness_window))
-    out = subprocess.run([sys.executable, "-c", MINIMAL_SCHEDULER], input=json.dumps([f.timestamp() for f in fires.values()]),
+    out = subprocess.run([sys.executable, "-c", MINIMAL_SCHEDULER],
+                         input=json.dumps([f.timestamp() for f in fires.values()]),
                          capture_output=True, text=True, check=True, timeout=args.lateness_window + 120)
     late = [s * 1000 for s in json.loads(out.stdout)]
     return {"window": start.isoformat(), **summary_ms(late)}

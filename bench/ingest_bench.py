@@ -58,7 +58,8 @@ FLOOR = textwrap.dedent("""
     url, pages, per_page = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     session, rows = requests.Session(), 0
     for page in range(1, pages + 1):
-        resp = session.get(url + "/v1/sales", params={"date": sys.argv[4], "page": page, "per_page": per_page}, timeout=60)
+        resp = session.get(url + "/v1/sales", params={"date": sys.argv[4], "page": page, "per_page": per_page},
+                           timeout=60)
         resp.raise_for_status()
         rows += len(json.loads(resp.content)["data"])
     print(rows)
@@ -93,7 +94,8 @@ NAIVE = textwrap.dedent("""
     df = pd.json_normalize(records, sep="_")
     df["sold_at"] = pd.to_datetime(df["sold_at"], format="ISO8601", utc=True, errors="coerce")
     df["quantity"] = pd.to_numeric(df["quantity"], errors="coerce")
-    df["unit_price"] = pd.to_numeric(df["unit_price"].astype(str).str.replace(r"[^0-9.\\-]", "", regex=True), errors="coerce")
+    df["unit_price"] = pd.to_numeric(df["unit_price"].astype(str).str.replace(r"[^0-9.\\-]", "", regex=True),
+                                     errors="coerce")
     df["store_id"] = df["store_id"].astype("Int64")
     df["sku"] = df["sku"].str.lower()
     df["customer_email"] = df["customer_email"].str.lower()

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,7 +39,7 @@ class _Quiet:
 
 
 def _ctx(run_id: int, settings: DockerSettings) -> RunContext:
-    start = datetime.now(timezone.utc)
+    start = datetime.now(UTC)
     return RunContext(
         job="bench_true", run_id=run_id, attempt=1, slot=start, logical_date=date.today(),
         data_interval_start=start, data_interval_end=start, data_dir=Path("data"), log=_Quiet(), docker=settings,
@@ -96,7 +96,8 @@ def main() -> int:
             theirs.append(service_create())
     client.close()
     m_ours, m_cli = statistics.median(ours), statistics.median(theirs)
-    print(f"runs: {args.runs}  image: {args.image}  engine: {resolve_host(settings)}  network: {settings.isolated_network}")
+    print(f"runs: {args.runs}  image: {args.image}  engine: {resolve_host(settings)}  "
+          f"network: {settings.isolated_network}")
     print(f"| {'measured':<60} | {'median':>9} | {'min':>9} | {'max':>9} |")
     print(f"|{'-' * 62}|{'-' * 11}|{'-' * 11}|{'-' * 11}|")
     for label, times in (("swarm backend (execute: create, logs, wait, retire, remove)", ours),

@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,9 @@ class Solver:
         self.device = "cpu"
         if device in ("auto", "cuda"):
             try:
-                import torch  # an optional dependency: only images with a GPU stack carry it
+                # an optional dependency: only images with a GPU stack carry it (so it may be absent
+                # where types are checked)
+                import torch  # type: ignore[import-not-found, unused-ignore]
 
                 if torch.cuda.is_available():
                     self.torch, self.device = torch, "cuda"
@@ -117,7 +119,8 @@ class Solver:
             yt = t.as_tensor(y, dtype=t.float64, device="cuda")
             pt = t.as_tensor(penalty, dtype=t.float64, device="cuda")
             w = t.linalg.solve(xt.T @ xt + pt, xt.T @ yt)
-            return w.cpu().numpy()
+            solution: np.ndarray = w.cpu().numpy()
+            return solution
         return np.linalg.solve(x.T @ x + penalty, x.T @ y)
 
 
@@ -131,7 +134,9 @@ def errors(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float | None]
     }
 
 
-def train(days: list[date], per_store: dict[int, np.ndarray], holdout_days: int, solver: Solver) -> tuple[dict, dict]:
+def train(
+    days: list[date], per_store: dict[int, np.ndarray], holdout_days: int, solver: Solver
+) -> tuple[dict[str, Any], dict[str, Any]]:
     origin = days[0]
     x = design(days, origin)
     holdout = holdout_days if len(days) - holdout_days >= MIN_TRAIN_DAYS else 0
@@ -194,7 +199,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("SCHEDULER_DATA_DIR", "data")))
     parser.add_argument("--dataset", default="sales")
     parser.add_argument("--date", type=date.fromisoformat, default=None,
-                        help="last day to train on (default: SCHEDULER_LOGICAL_DATE, else the newest partition)")  # fmt: skip
+                        help="last day to train on "
+                             "(default: SCHEDULER_LOGICAL_DATE, else the newest partition)")  # fmt: skip
     parser.add_argument("--window-days", type=int, default=90)
     parser.add_argument("--holdout-days", type=int, default=7)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -216,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     days, per_store, counts = daily_units(parts)
     if not per_store:
-        print(f"error: {counts['rows']} rows in {len(days)} partitions, none with a store_id", file=sys.stderr, flush=True)
+        print(f"error: {counts['rows']} rows in {len(days)} partitions, none with a store_id", file=sys.stderr,
+              flush=True)
         return 1
     solver = Solver(args.device)
     print(f"training on {len(days)} days ({days[0]}..{days[-1]}), {len(per_store)} stores, "
@@ -224,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     models, metrics = train(days, per_store, args.holdout_days, solver)
     as_of = args.date or days[-1]
     out_dir = args.data_dir / "models" / as_of.isoformat()
-    trained_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    trained_at = datetime.now(UTC).isoformat(timespec="seconds")
     common = {"as_of": as_of.isoformat(), "trained_at": trained_at, "backend": solver.backend,
               "days": [days[0].isoformat(), days[-1].isoformat()], "partitions": len(days)}  # fmt: skip
     metrics.update(common, rows=counts["rows"], rows_without_store=counts["rows_without_store"],
                    seconds=round(time.monotonic() - started, 3))  # fmt: skip
-    publish_json(out_dir / "model.json", {**common, "model": "ridge: level + weekly trend + day of week", "stores": models})
+    publish_json(out_dir / "model.json",
+                 {**common, "model": "ridge: level + weekly trend + day of week", "stores": models})
     publish_json(out_dir / "metrics.json", metrics)
     overall = metrics["overall"]
     if "model" in overall:

@@ -78,7 +78,9 @@ def _owner_alive(pid: int | None, host: str | None, other_hosts: bool = True) ->
     be checked: it counts as alive (``other_hosts``) or not."""
     if host != socket.gethostname():
         return other_hosts
-    return pid is not None and pid != 0 and pid_alive(pid)
+    if not pid:
+        return False
+    return pid_alive(pid)
 
 
 def unwritable(path: Path) -> Path | None:
@@ -242,7 +244,8 @@ class SQLiteStore(SQLiteConsole):
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
         with self._lock:
-            return bool(self._conn.execute("SELECT 1").fetchone()[0] == 1)
+            answer: int = self._conn.execute("SELECT 1").fetchone()[0]
+            return answer == 1
 
     # --- runs -------------------------------------------------------------------------------
     def start_run(self, job: str, slot: datetime, logical_date: date, trigger: str, attempt: int = 1, *,

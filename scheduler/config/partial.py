@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
+from types import MethodType
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, create_model, field_validator
@@ -26,11 +27,17 @@ def _fields_only(model: type[BaseModel]) -> type[BaseModel]:
         annotation = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         fields[name] = (annotation, Field(default=None, alias=info.alias))
     validators = {
-        dec.cls_var_name: field_validator(*dec.info.fields, mode=dec.info.mode)(dec.func.__func__)
+        dec.cls_var_name: field_validator(*dec.info.fields, mode=dec.info.mode)(_function(dec.func))
         for dec in model.__pydantic_decorators__.field_validators.values()
     }
-    return create_model(f"{model.__name__}Fields", __config__=model.model_config,  # type: ignore[call-overload]
+    return create_model(f"{model.__name__}Fields", __config__=model.model_config,
                         __validators__=validators, **fields)
+
+
+def _function(validator: Callable[..., Any]) -> Callable[..., Any]:
+    """The plain function under a field validator: pydantic keeps each one bound to its model (a classmethod)."""
+    assert isinstance(validator, MethodType), validator
+    return validator.__func__
 
 
 def valid_fields(model: type[BaseModel], data: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:

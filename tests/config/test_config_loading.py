@@ -171,7 +171,8 @@ def test_defaults_are_merged_and_the_job_wins(tmp_path: Path) -> None:
         """)
     config = load_config(path, env={})
     plain, own = command_job(config, "plain"), command_job(config, "own")
-    assert (plain.timezone, plain.retries, plain.env) == ("Europe/Berlin", 2, {"A": "from-defaults", "B": "from-defaults"})
+    assert (plain.timezone, plain.retries, plain.env) == (
+        "Europe/Berlin", 2, {"A": "from-defaults", "B": "from-defaults"})
     assert (own.timezone, own.retries) == ("UTC", 5)
     assert own.env == {"A": "from-defaults", "B": "from-job", "C": "from-job"}
     assert own.params == {"region": "eu", "size": 20}

@@ -7,7 +7,7 @@ names, and pins the one line the user reads.  The table must cover every type th
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
@@ -35,7 +35,7 @@ class Dog(BaseModel):
     type: Literal["dog"]
 
 
-Pet = Annotated[Union[Cat, Dog], Field(discriminator="type")]
+Pet = Annotated[Cat | Dog, Field(discriminator="type")]
 
 # (pydantic error type, field type, value written, the line users read)
 ROWS: list[tuple[str, Any, Any, str]] = [
@@ -100,7 +100,7 @@ def test_table_covers_every_mapped_error_type() -> None:
 
 
 def test_branches_of_a_union_become_one_line() -> None:
-    types, messages = _messages(Union[Literal["all"], int, tuple[str, ...], None], {"x": 1}, "union")
+    types, messages = _messages(Literal["all"] | int | tuple[str, ...] | None, {"x": 1}, "union")
     assert len(types) > 1
     assert messages == ["expected 'all', an integer or a list, got a mapping"]
 

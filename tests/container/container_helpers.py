@@ -10,7 +10,7 @@ import tarfile
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ class RecordingLog:
 def make_ctx(
     data_dir: Path, *, job: str = "test_job", run_id: int = 1, log: Any = None, docker: DockerSettings | None = None
 ) -> RunContext:
-    start = datetime(2026, 11, 5, tzinfo=timezone.utc)
+    start = datetime(2026, 11, 5, tzinfo=UTC)
     kwargs: dict[str, Any] = dict(
         job=job, run_id=run_id, attempt=1, slot=start, logical_date=date(2026, 11, 5),
         data_interval_start=start, data_interval_end=start, data_dir=data_dir, log=log,

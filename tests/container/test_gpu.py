@@ -47,7 +47,8 @@ def gpu_host(docker_client: Any) -> bool:
 
 
 @pytest.mark.parametrize(("gpus", "cli_flag"), [("all", "all"), (2, "2"), (["0", "1"], '"device=0,1"')])
-def test_device_requests_equal_the_clis(docker_client, settings: DockerSettings, tmp_path: Path, gpus, cli_flag) -> None:
+def test_device_requests_equal_the_clis(docker_client, settings: DockerSettings, tmp_path: Path, gpus,
+                                        cli_flag) -> None:
     spec = container_job(command=["true"], gpus=gpus)
     request = build_create_request(spec, settings, RunFacts("gpu_job", 1, 1, tmp_path, {}), environ={})
     ours_id = docker_client.api.create_container(**request)["Id"]

@@ -129,7 +129,8 @@ def make_certs(directory: Path) -> None:
 def tls_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     certs = tmp_path_factory.mktemp("certs")
     make_certs(certs)
-    tls = DockerTLS(ca_cert=str(certs / "ca.pem"), client_cert=str(certs / "cert.pem"), client_key=str(certs / "key.pem"))
+    tls = DockerTLS(ca_cert=str(certs / "ca.pem"), client_cert=str(certs / "cert.pem"),
+                    client_key=str(certs / "key.pem"))
     extra = ["--tlsverify", "--tlscacert", str(certs / "ca.pem"), "--tlscert", str(certs / "server-cert.pem"),
              "--tlskey", str(certs / "server-key.pem")]  # fmt: skip
     with second_dockerd(extra, lambda host: DockerSettings(host=host, tls=tls)) as host:
@@ -178,7 +179,8 @@ def test_tls_engine_through_docker_env(tls_engine: tuple[str, Path], settings: D
 
 def test_tls_engine_through_settings(tls_engine: tuple[str, Path], settings: DockerSettings, tmp_path: Path) -> None:
     host, certs = tls_engine
-    tls = {"ca_cert": str(certs / "ca.pem"), "client_cert": str(certs / "cert.pem"), "client_key": str(certs / "key.pem")}
+    tls = {"ca_cert": str(certs / "ca.pem"), "client_cert": str(certs / "cert.pem"),
+           "client_key": str(certs / "key.pem")}
     log = RecordingLog()
     configured = settings.model_copy(update={"host": host, "tls": DockerTLS(**tls)})
     execute(container_job(command=["echo", "over tls"]), make_ctx(tmp_path, log=log, docker=configured))

@@ -120,7 +120,8 @@ def test_data_volume_and_user(settings, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     data.chmod(0o777)
-    spec = container_job(command=["sh", "-c", "id -u; echo written > /data/out.txt"], data_mount="/data", user="65534:65534")
+    spec = container_job(command=["sh", "-c", "id -u; echo written > /data/out.txt"], data_mount="/data",
+                         user="65534:65534")
     log = RecordingLog()
     execute(spec, make_ctx(data, log=log, docker=settings))
     assert log.lines() == ["65534"]

@@ -49,7 +49,8 @@ def the_service(client: Any, settings: DockerSettings) -> dict[str, Any]:
     return wait_until(lambda: services_of(client, settings.instance), what="the run's service")[0]
 
 
-def test_exit_zero_succeeds_relays_output_and_removes_the_service(docker_client, swarm_settings, tmp_path: Path) -> None:
+def test_exit_zero_succeeds_relays_output_and_removes_the_service(docker_client, swarm_settings,
+                                                                  tmp_path: Path) -> None:
     log = RecordingLog()
     result = execute(container_job(command=["sh", "-c", "echo hello; echo warn >&2"]),
                      make_ctx(tmp_path, log=log, docker=swarm_settings))  # fmt: skip
@@ -60,7 +61,8 @@ def test_exit_zero_succeeds_relays_output_and_removes_the_service(docker_client,
     wait_until(lambda: not task_containers(docker_client, result["service_id"]), what="the task's container to go")
 
 
-def test_a_failing_task_runs_exactly_once_and_fails_with_its_exit_code(docker_client, swarm_settings, tmp_path: Path) -> None:
+def test_a_failing_task_runs_exactly_once_and_fails_with_its_exit_code(docker_client, swarm_settings,
+                                                                       tmp_path: Path) -> None:
     spec = container_job(command=["sh", "-c", "echo ran >> /probe/runs; echo failing >&2; exit 3"],
                          volumes=[f"{tmp_path}:/probe"])  # fmt: skip
     log = RecordingLog()
@@ -119,7 +121,8 @@ def test_gpus_are_reserved_as_the_clis_generic_resource(docker_client, swarm_set
         ours = the_service(docker_client, swarm_settings)["Spec"]["TaskTemplate"]["Resources"]["Reservations"]
         cli_id = cli(swarm_settings, "service", "create", "--detach", "--quiet", "--mode", "replicated-job",
                      "--restart-condition", "none", "--no-resolve-image", "--generic-resource", "NVIDIA-GPU=1",
-                     "--label", f"{LABEL_MANAGED_BY}=scheduler", "--label", f"{LABEL_INSTANCE}={swarm_settings.instance}",
+                     "--label", f"{LABEL_MANAGED_BY}=scheduler",
+                     "--label", f"{LABEL_INSTANCE}={swarm_settings.instance}",
                      TEST_IMAGE, "true")  # fmt: skip
         try:
             theirs = docker_client.api.inspect_service(cli_id)["Spec"]["TaskTemplate"]["Resources"]["Reservations"]
@@ -196,7 +199,8 @@ def test_forbidden_keys_are_refused_before_any_api_call(tmp_path: Path) -> None:
 
     settings = DockerSettings(backend="swarm")
     with pytest.raises(ConfigError, match="gpus: with docker.backend: swarm GPUs are reserved by count"):
-        execute(container_job(command=["true"], gpus="all"), make_ctx(tmp_path, docker=settings), client_factory=factory)
+        execute(container_job(command=["true"], gpus="all"), make_ctx(tmp_path, docker=settings),
+                client_factory=factory)
     with pytest.raises(ConfigError, match="host path '/etc' is not under docker.allowed_host_paths"):
         execute(container_job(volumes=["/etc:/host-etc"]), make_ctx(tmp_path, docker=settings), client_factory=factory)
 
@@ -206,7 +210,8 @@ def test_cleanup_removes_only_this_instances_services(docker_client, swarm_setti
     other = swarm_settings.model_copy(update={"instance": swarm_settings.instance + "-other"})
     assert cleanup_services(other) == []  # another scheduler's services are not ours
     assert [s["ID"] for s in services_of(docker_client, swarm_settings.instance)] == [sid]
-    wait_until(lambda: any(t["Status"]["State"] == "running" for t in docker_client.api.tasks(filters={"service": sid})),
+    wait_until(lambda: any(t["Status"]["State"] == "running"
+                           for t in docker_client.api.tasks(filters={"service": sid})),
                what="the orphan's task to run")  # fmt: skip
     assert cleanup_services(swarm_settings, grace=1) == [("train", 41)]
     assert services_of(docker_client, swarm_settings.instance) == []
@@ -215,12 +220,13 @@ def test_cleanup_removes_only_this_instances_services(docker_client, swarm_setti
 
 
 def test_the_engine_address_comes_from_the_settings_as_for_containers(swarm_settings, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     # The same client construction as the engine backend: docker.host wins over DOCKER_HOST.
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     log = RecordingLog()
     local = swarm_settings.model_copy(update={"host": "unix:///var/run/docker.sock"})
-    assert execute(container_job(command=["echo", "via docker.host"]), make_ctx(tmp_path, log=log, docker=local))["exit_code"] == 0
+    result = execute(container_job(command=["echo", "via docker.host"]), make_ctx(tmp_path, log=log, docker=local))
+    assert result["exit_code"] == 0
     assert log.lines() == ["via docker.host"]
     from scheduler.kinds.container.engine import EngineUnavailable
 

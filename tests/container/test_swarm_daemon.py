@@ -29,7 +29,8 @@ class Daemon:
         self.data = data
         with self.log_path.open("wb") as out:
             self.proc = subprocess.Popen([*cmd, "run", "--config", str(config), "--data-dir", str(data),
-                                          "--log-format", "json"], stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
+                                          "--log-format", "json"],
+                                         stdout=out, stderr=subprocess.STDOUT, env=env)  # fmt: skip
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -119,7 +120,8 @@ def test_shutdown_stops_running_swarm_runs_within_the_grace(
 
     def running_service() -> str | None:
         for service in services_of(docker_client, swarm_settings.instance):
-            if any(t["Status"]["State"] == "running" for t in docker_client.api.tasks(filters={"service": service["ID"]})):
+            tasks = docker_client.api.tasks(filters={"service": service["ID"]})
+            if any(t["Status"]["State"] == "running" for t in tasks):
                 return service["ID"]
         return None
 

@@ -81,7 +81,8 @@ def test_a_full_swarm_job_becomes_one_replicated_job_service(tmp_path: Path) -> 
 def test_a_job_can_name_its_data_volume(tmp_path: Path) -> None:
     spec = job(data_mount="/data:ro", data_volume="models")
     assert check_against_settings(spec, SWARM) == []
-    mounts = build_service_request(spec, SWARM, facts(tmp_path), network="n", environ={})["task_template"]["ContainerSpec"]["Mounts"]
+    request = build_service_request(spec, SWARM, facts(tmp_path), network="n", environ={})
+    mounts = request["task_template"]["ContainerSpec"]["Mounts"]
     assert mounts == [{"Type": "volume", "Source": "models", "Target": "/data", "ReadOnly": True}]
     assert dict(check_against_settings(job(data_mount="/data", data_volume="other"), SWARM)) == {
         "data_volume": "volume 'other' is neither docker.data_volume nor in docker.allowed_volumes"

@@ -6,7 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 
@@ -45,7 +45,7 @@ def write_sales(data_dir: Path, start: date, days: int, seed: int = 7) -> None:
                 rows.append((f"{day}-{store}-{n}", store, 1))
         rows.append((f"{day}-ret", 1, -1))
         rows.append((f"{day}-none", None, 3))
-        ts = datetime(day.year, day.month, day.day, 12, tzinfo=timezone.utc)
+        ts = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
         table = pa.table({
             "order_id": [r[0] for r in rows], "sold_at": [ts] * len(rows), "store_id": [r[1] for r in rows],
             "sku": ["sku-1"] * len(rows), "quantity": [r[2] for r in rows], "unit_price": [2.5] * len(rows),

@@ -72,8 +72,8 @@ def zombies_of(parent: int) -> list[int]:
 class LoggedProcess:
     """A ``scheduler`` subcommand as a child, JSON log lines collected in a file as they arrive."""
 
-    def __init__(self, argv: list[str], log_path: "os.PathLike[str]", env: dict[str, str],
-                 cwd: "os.PathLike[str] | None" = None) -> None:
+    def __init__(self, argv: list[str], log_path: os.PathLike[str], env: dict[str, str],
+                 cwd: os.PathLike[str] | None = None) -> None:
         import subprocess
 
         self.log_path = log_path

@@ -30,7 +30,8 @@ def _argv_heads(tree: ast.AST) -> list[tuple[int, str]]:
         # subprocess.run(...), os.execvp(...), or a bare Popen(...) imported from subprocess;
         # not methods such as Containers.run, whose arguments go to the image's entrypoint.
         if isinstance(func, ast.Attribute):
-            spawns = func.attr in SPAWNERS and isinstance(func.value, ast.Name) and func.value.id in ("subprocess", "os")
+            spawns = (func.attr in SPAWNERS and isinstance(func.value, ast.Name)
+                      and func.value.id in ("subprocess", "os"))
         else:
             spawns = isinstance(func, ast.Name) and func.id in SPAWNERS - {"run"}
         if not spawns:

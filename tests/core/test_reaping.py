@@ -7,7 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from coretools import wait_for, zombies_of
@@ -40,7 +40,7 @@ def _unshare_works() -> bool:
 
 @pytest.mark.skipif(not _unshare_works(), reason="needs root and unshare --pid (Linux)")
 def test_pid1_reaps_orphans_and_keeps_exit_codes(write_config, scheduler_cmd, scheduler_env, tmp_path):
-    start = datetime.now(timezone.utc) + timedelta(seconds=4)
+    start = datetime.now(UTC) + timedelta(seconds=4)
     lines = ["jobs:"]
     for i in range(JOBS):
         at = start + timedelta(milliseconds=20 * i)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ from scheduler import resultfiles
 from scheduler.process import host_tag
 from scheduler.state import StateStore
 
-SLOT = datetime(2026, 11, 5, 3, tzinfo=timezone.utc)
+SLOT = datetime(2026, 11, 5, 3, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -99,8 +99,9 @@ def kill_a_run(cmd: list[str], env: dict[str, str], config: Path, data: Path, cw
     directory = resultfiles.result_dir(data)
     try:
         left = wait_for(lambda: list(directory.glob(f"run-*-{run.proc.pid}-*.json")), what="result file")
-        worker = wait_for(lambda: [pid for pid in children_of(run.proc.pid) if pid in processes_with("scheduler.worker")],
-                          what="the worker child")[0]
+        worker = wait_for(
+            lambda: [pid for pid in children_of(run.proc.pid) if pid in processes_with("scheduler.worker")],
+            what="the worker child")[0]
         run.proc.kill()  # as `docker kill` does: no handler runs, nothing is cleaned up
         os.kill(worker, signal.SIGKILL)
     finally:

@@ -37,8 +37,8 @@ def engine() -> None:
     """A reachable engine with the busybox test image (made by .ci/docker-up.sh when missing)."""
     if shutil.which("docker") is None:
         no_engine("the docker CLI is not installed")
-    proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False,
-                          timeout=30)
+    proc = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                          check=False, timeout=30)
     if proc.returncode != 0:
         no_engine((proc.stderr.strip().splitlines() or ["docker info failed"])[-1])
     if inspect("image", BUSYBOX) is None:

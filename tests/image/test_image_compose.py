@@ -36,7 +36,8 @@ class Stack:
 
     def __call__(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.cli, "-p", self.name, "-f", "docker-compose.yml", "-f", "test-override.yml",
-                               *args], cwd=self.root, capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+                               *args],
+                              cwd=self.root, capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
     def down(self) -> None:
         self("down", "-v", "--remove-orphans", "-t", "5")

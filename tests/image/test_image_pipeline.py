@@ -135,7 +135,8 @@ def test_daily_sales_then_train_model_after_it_in_the_daemon(containers: Contain
     records = json.loads(proc.stdout)
     sales = {r["logical_date"]: r for r in records if r["job"] == "daily_sales"}
     assert sorted(sales) == [d.isoformat() for d in [*history_days, last_day]]
-    assert all(r["status"] == "success" for r in sales.values()), [r for r in sales.values() if r["status"] != "success"]
+    assert all(r["status"] == "success" for r in sales.values()), [
+        r for r in sales.values() if r["status"] != "success"]
     assert [r["trigger"] for r in sales.values()].count("manual") == HISTORY_DAYS
     assert sales[last_day.isoformat()]["trigger"] in ("catchup", "schedule")
     [train] = [r for r in records if r["job"] == "train_model"]

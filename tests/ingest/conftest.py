@@ -6,7 +6,7 @@ import copy
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ def sales_spec() -> Callable[..., IngestJob]:
 
 def make_ctx(data_dir: Path, day: date = DAY, watermark: str | None = None, params: dict[str, Any] | None = None,
              log: Any = None) -> RunContext:
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return RunContext(job="daily_sales", run_id=1, attempt=1, slot=start + timedelta(days=1, hours=2),
                       logical_date=day, data_interval_start=start, data_interval_end=start + timedelta(days=1),
                       data_dir=data_dir, params=params or {}, watermark=watermark, log=log)

@@ -20,7 +20,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -67,7 +67,8 @@ EDGE_RECORDS: list[dict[str, Any]] = [
     _edge(10, unit_price="1,200.50"), _edge(11, unit_price="(12.50)"), _edge(12, unit_price="€3"),
     _edge(13, unit_price="12.5 USD"), _edge(14, unit_price="free"), _edge(15, unit_price=""),
     _edge(16, unit_price=None), _edge(17, unit_price=12.5), _edge(18, unit_price=3), _edge(19, unit_price="  4.20 "),
-    _edge(20, unit_price="-$1.00"), _edge(21, unit_price="1e3"), _edge(22, unit_price="$"), _edge(23, unit_price="1.2.3"),
+    _edge(20, unit_price="-$1.00"), _edge(21, unit_price="1e3"), _edge(22, unit_price="$"),
+    _edge(23, unit_price="1.2.3"),
     _edge(24, sold_at="2026-11-05T10:00:00+01:00"), _edge(25, sold_at="2026-11-05 11:00"),
     _edge(26, sold_at="2026-11-05T10:00:00.123456Z"), _edge(27, sold_at="2026-11-05"), _edge(28, sold_at="nope"),
     _edge(29, sold_at=None), _edge(30, sold_at=""), _edge(31, sold_at="2026-11-05T10:00:00"),
@@ -195,7 +196,7 @@ def serving(records: list[dict[str, Any]]) -> Iterator[str]:
 
 
 def context(data_dir: Path) -> RunContext:
-    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=timezone.utc)
+    start = datetime(DAY.year, DAY.month, DAY.day, tzinfo=UTC)
     return RunContext(job="golden", run_id=1, attempt=1, slot=start + timedelta(days=1), logical_date=DAY,
                       data_interval_start=start, data_interval_end=start + timedelta(days=1), data_dir=data_dir)
 

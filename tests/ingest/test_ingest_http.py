@@ -9,6 +9,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,8 @@ def test_401_fails_fast_without_retry(httpserver: HTTPServer, tmp_path: Path, ma
     assert time.monotonic() - started < 2
 
 
-def test_truncated_json_fails_and_publishes_nothing(raw_server: Callable[..., Any], tmp_path: Path, make_ctx: Ctx) -> None:
+def test_truncated_json_fails_and_publishes_nothing(raw_server: Callable[..., Any], tmp_path: Path,
+                                                    make_ctx: Ctx) -> None:
     good = raw_server(lambda conn, _: conn.sendall(http_response(body([1, 2, 3]))))
     execute(spec(good.url), make_ctx(tmp_path))
     partition = tmp_path / "items" / "date=2026-11-05"
@@ -136,7 +138,8 @@ def test_connection_cut_mid_body_is_retried(raw_server: Callable[..., Any], tmp_
     assert len(calls) == 2
 
 
-def test_trickling_server_is_ended_by_the_deadline(raw_server: Callable[..., Any], tmp_path: Path, make_ctx: Ctx) -> None:
+def test_trickling_server_is_ended_by_the_deadline(raw_server: Callable[..., Any], tmp_path: Path,
+                                                   make_ctx: Ctx) -> None:
     def trickle(conn: socket.socket, _: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
         for _ in range(60):  # one byte a second: each read is well inside the read timeout
@@ -162,7 +165,7 @@ def test_rate_limit_spaces_requests(httpserver: HTTPServer, tmp_path: Path, make
     httpserver.expect_request("/items").respond_with_handler(handler)
     job = spec(httpserver.url_for(""), rate_limit=5, pagination={"type": "page_number", "page_size": 1})
     execute(job, make_ctx(tmp_path))
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in pairwise(times)]
     assert len(times) == 5 and min(gaps) >= 0.19
 
 
@@ -243,5 +246,6 @@ def test_secret_canary_in_a_connection_error(tmp_path: Path, make_ctx: Ctx, capl
     with structlog.testing.capture_logs() as events, pytest.raises(IngestFailed) as caught:
         execute(job, make_ctx(tmp_path))
     assert "127.0.0.1" in str(caught.value)
-    for text in ("".join(traceback.format_exception(caught.value)), client_logs(caplog), json.dumps(events, default=str)):
+    for text in ("".join(traceback.format_exception(caught.value)), client_logs(caplog),
+                 json.dumps(events, default=str)):
         assert CANARY not in text

@@ -33,7 +33,8 @@ def _publish_forever(job: IngestJob, ctx: RunContext) -> None:
 
 
 def _published(data_dir: Path) -> list[Path]:
-    return sorted(p for p in data_dir.rglob("*.parquet") if not any(part.startswith(".") for part in p.relative_to(data_dir).parts))
+    return sorted(p for p in data_dir.rglob("*.parquet")
+                  if not any(part.startswith(".") for part in p.relative_to(data_dir).parts))
 
 
 @pytest.mark.slow

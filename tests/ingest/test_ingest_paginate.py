@@ -38,7 +38,8 @@ def json_response(body: Any, headers: dict[str, str] | None = None) -> Response:
 
 
 @pytest.mark.parametrize("with_total", [True, False], ids=["total_pages", "empty_page"])
-def test_page_number(httpserver: HTTPServer, tmp_path: Path, with_total: bool, make_ctx: Callable[..., RunContext]) -> None:
+def test_page_number(httpserver: HTTPServer, tmp_path: Path, with_total: bool,
+                     make_ctx: Callable[..., RunContext]) -> None:
     def handler(request: Request) -> Response:
         page, size = int(request.args["page"]), int(request.args["per_page"])
         chunk = ROWS[(page - 1) * size: page * size]
@@ -120,7 +121,8 @@ def test_cursor_loop_fails_the_run(httpserver: HTTPServer, tmp_path: Path, make_
     assert not (tmp_path / "items").exists() or not any((tmp_path / "items").glob("date=*"))
 
 
-def test_next_url_loop_fails_the_run(httpserver: HTTPServer, tmp_path: Path, make_ctx: Callable[..., RunContext]) -> None:
+def test_next_url_loop_fails_the_run(httpserver: HTTPServer, tmp_path: Path,
+                                     make_ctx: Callable[..., RunContext]) -> None:
     httpserver.expect_request("/items").respond_with_json({"items": [{"id": 1}], "next": "/items?same=1"})
     with pytest.raises(IngestFailed, match="pagination loop"):
         execute(spec(httpserver.url_for(""), {"type": "next_url", "next_url_path": "next"}), make_ctx(tmp_path))
@@ -135,7 +137,8 @@ def test_max_pages_guard(httpserver: HTTPServer, tmp_path: Path, make_ctx: Calla
     assert len(httpserver.log) == 4
 
 
-def test_records_path_missing_is_a_clear_error(httpserver: HTTPServer, tmp_path: Path, make_ctx: Callable[..., RunContext]) -> None:
+def test_records_path_missing_is_a_clear_error(httpserver: HTTPServer, tmp_path: Path,
+                                               make_ctx: Callable[..., RunContext]) -> None:
     httpserver.expect_request("/items").respond_with_json({"rows": []})
     with pytest.raises(IngestFailed, match="records path 'items' not found"):
         execute(spec(httpserver.url_for(""), {"type": "none"}), make_ctx(tmp_path))

@@ -35,16 +35,19 @@ def test_sales_run_cleans_and_rejects(sales_api: tuple[SalesServer, str], sales_
     out = read(tmp_path / "sales" / PART)
     rejects = read(tmp_path / "sales_rejects" / PART)
     assert result["rows_fetched"] == 3_000
-    assert result["rows_fetched"] == result["rows_written"] + result["rows_rejected"] + result["rows_duplicate"] + result["rows_filtered"]
+    assert result["rows_fetched"] == (result["rows_written"] + result["rows_rejected"] + result["rows_duplicate"]
+                                      + result["rows_filtered"])
     assert len(out) == result["rows_written"] and len(rejects) == result["rows_rejected"] > 0
     assert result["rows_duplicate"] > 0 and out["order_id"].is_unique
-    assert (out["sku"] == out["sku"].str.lower()).all() and (out["customer_email"] == out["customer_email"].str.lower()).all()
+    assert (out["sku"] == out["sku"].str.lower()).all()
+    assert (out["customer_email"] == out["customer_email"].str.lower()).all()
     assert str(out["sold_at"].dt.tz) == "UTC"
     assert (out["revenue"] - out["quantity"] * out["unit_price"]).abs().max() < 1e-9
     assert (out["quantity"] < 0).any()  # returns are kept, not rejected
     assert rejects["reason"].str.contains("sold_at: cannot parse as timestamp").all()
     assert all(json.loads(r)["order_id"].startswith("ORD-") for r in rejects["record"])
-    assert pq.ParquetFile(tmp_path / "sales" / PART / "part-00000.parquet").metadata.row_group(0).column(0).compression == "ZSTD"
+    metadata = pq.ParquetFile(tmp_path / "sales" / PART / "part-00000.parquet").metadata
+    assert metadata.row_group(0).column(0).compression == "ZSTD"
     assert result["pages"] == 6 and result["bytes"] > 0 and result["duration"] > 0
 
 
@@ -66,7 +69,8 @@ def test_failed_check_publishes_nothing(sales_api: tuple[SalesServer, str], sale
     execute(sales_spec(url), make_ctx(tmp_path))
     before = {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")}
     strict = sales_spec(url, checks={"min_rows": 10**6, "ranges": {"quantity": {"min": 0}}})
-    with pytest.raises(IngestFailed, match=r"checks failed.*min_rows: \d+ rows, at least 1000000.*quantity minimum -\d"):
+    with pytest.raises(IngestFailed,
+                       match=r"checks failed.*min_rows: \d+ rows, at least 1000000.*quantity minimum -\d"):
         execute(strict, make_ctx(tmp_path))
     assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")} == before
     assert not [p for p in tmp_path.rglob(".*") if p.name != ".scheduler"]
@@ -77,7 +81,8 @@ def test_failed_check_publishes_nothing(sales_api: tuple[SalesServer, str], sale
     ({"loyalty_tier": "int"}, r"output columns differ from the schema: missing \['loyalty_tier'\]"),
 ])
 def test_schema_mismatch_is_a_clear_failure(sales_api: tuple[SalesServer, str], sales_spec: Callable[..., IngestJob],
-                                            tmp_path: Path, make_ctx: Ctx, schema: dict[str, str], message: str) -> None:
+                                            tmp_path: Path, make_ctx: Ctx, schema: dict[str, str],
+                                            message: str) -> None:
     _, url = sales_api
     with pytest.raises(IngestFailed, match=message):
         execute(sales_spec(url, sink={"schema": schema}), make_ctx(tmp_path))
@@ -125,7 +130,8 @@ def test_watermark_does_not_advance_when_the_write_fails(httpserver: HTTPServer,
     monkeypatch.setattr(sink.DatasetWriter, "publish", disk_full)
     outcome: dict[str, Any] = {}
     with pytest.raises(IngestFailed, match="No space left"):
-        outcome = execute(incremental_spec(httpserver.url_for("")), make_ctx(tmp_path, watermark="2026-10-01T00:00:00+00:00"))
+        outcome = execute(incremental_spec(httpserver.url_for("")),
+                          make_ctx(tmp_path, watermark="2026-10-01T00:00:00+00:00"))
     assert "watermark" not in outcome  # no result, so the runner has nothing to store
     assert not list(tmp_path.rglob("*.parquet"))
     assert not [p for p in (tmp_path / "items").rglob("*") if p.name.startswith(".")]
@@ -199,7 +205,8 @@ def test_stale_temp_files_are_cleaned(httpserver: HTTPServer, tmp_path: Path, ma
     assert not stale_file.exists() and not stale_dir.exists()
 
 
-def test_empty_day_replaces_the_partition_with_an_empty_file(httpserver: HTTPServer, tmp_path: Path, make_ctx: Ctx) -> None:
+def test_empty_day_replaces_the_partition_with_an_empty_file(httpserver: HTTPServer, tmp_path: Path,
+                                                              make_ctx: Ctx) -> None:
     items_server(httpserver, [{"id": 1, "v": "a"}])
     execute(simple_spec(httpserver.url_for(""), {}), make_ctx(tmp_path))
     items_server(httpserver, [])

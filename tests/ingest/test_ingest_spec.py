@@ -35,13 +35,17 @@ def job(**override: Any) -> dict[str, Any]:
     ({"sink": {"dataset": "s", "schema": {"id": "varchar"}}}, ("sink", "schema"), "unknown type 'varchar'"),
     ({"sink": {"dataset": "s", "schema": {"id": "int"}, "mode": "merge"}}, ("sink",), "needs 'merge_key'"),
     ({"transform": [{"explode": "x"}]}, ("transform", 0), "each step is a mapping with one key"),
-    ({"transform": [{"derive": {"x": "__import__('os').system('id')"}}]}, ("transform", 0, "derive", "derive"), "not allowed"),
+    ({"transform": [{"derive": {"x": "__import__('os').system('id')"}}]}, ("transform", 0, "derive", "derive"),
+     "not allowed"),
     ({"transform": [{"filter": "a.b > 1"}]}, ("transform", 0, "filter", "filter", "expr"), "not allowed"),
     ({"source": {"base_url": "${SALES_API_URL}"}}, ("source", "base_url"), "http(s) URL"),
     ({"source": {"base_url": "http://x", "params": {"d": "{tomorrow}"}}}, (), "unknown placeholder {tomorrow}"),
-    ({"source": {"base_url": "http://x", "pagination": {"type": "cursor"}}}, ("source", "pagination", "cursor", "cursor_path"), "Field required"),
-    ({"source": {"base_url": "http://x", "retries": {"statuses": [404]}}}, ("source", "retries", "statuses"), "not 404"),
-    ({"source": {"base_url": "http://x", "auth": {"type": "bearer", "token": "t", "tokn": 1}}}, ("source", "auth", "bearer", "tokn"), "Extra"),
+    ({"source": {"base_url": "http://x", "pagination": {"type": "cursor"}}},
+     ("source", "pagination", "cursor", "cursor_path"), "Field required"),
+    ({"source": {"base_url": "http://x", "retries": {"statuses": [404]}}}, ("source", "retries", "statuses"),
+     "not 404"),
+    ({"source": {"base_url": "http://x", "auth": {"type": "bearer", "token": "t", "tokn": 1}}},
+     ("source", "auth", "bearer", "tokn"), "Extra"),
 ])
 def test_bad_specs_are_located(override: dict[str, Any], location: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ValidationError) as caught:
@@ -97,14 +101,16 @@ def test_steps_reject_with_reasons_and_keep_everything_accounted() -> None:
     frame = pd.DataFrame({
         "id": ["1", "2", "3", "4", "5", "6"],
         "price": ["$12.50", "1,200.00", "free", "5", "7", "€3"],
-        "when": ["2026-11-05T10:00:00Z", "2026-11-05 11:00", "2026-11-05T10:00:00Z", "nope", "2026-11-05T12:00:00+01:00", None],
+        "when": ["2026-11-05T10:00:00Z", "2026-11-05 11:00", "2026-11-05T10:00:00Z", "nope",
+                 "2026-11-05T12:00:00+01:00", None],
         "flag": ["yes", "N", "1", "yes", "maybe", None],
-        "customer": [{"email": "A@B.COM", "tier": {"level": 1}}, None, {"email": "c@d"}, {"email": "E@F"}, {"email": "x@y"},
-                     {"email": "Z@Z"}],
+        "customer": [{"email": "A@B.COM", "tier": {"level": 1}}, None, {"email": "c@d"}, {"email": "E@F"},
+                     {"email": "x@y"}, {"email": "Z@Z"}],
     })
-    t = steps({"flatten": True}, {"parse_number": ["price"]}, {"cast": {"when": {"type": "timestamp", "timezone": "Europe/Berlin"}}},
-              {"cast": {"flag": "bool", "id": "int"}}, {"lower": ["customer_email"]}, {"rename": {"customer_email": "email"}},
-              {"filter": {"expr": "price > 1", "on_fail": "drop"}})
+    t = steps({"flatten": True}, {"parse_number": ["price"]},
+              {"cast": {"when": {"type": "timestamp", "timezone": "Europe/Berlin"}}},
+              {"cast": {"flag": "bool", "id": "int"}}, {"lower": ["customer_email"]},
+              {"rename": {"customer_email": "email"}}, {"filter": {"expr": "price > 1", "on_fail": "drop"}})
     result = t.apply(frame)
     out = result.frame
     assert out["id"].tolist() == [1, 2, 6]  # nulls are not failures: not_null checks are for that
@@ -146,9 +152,10 @@ def test_sample_api_token_and_injected_failures() -> None:
     server, url = start_server(records_per_day=10, token="t0k", fail_every=2, fail_status=429, retry_after=3)
     try:
         assert requests.get(f"{url}/v1/sales", params={"date": "2026-11-05"}, timeout=5).status_code == 401
-        ok = requests.get(f"{url}/v1/sales", params={"date": "2026-11-05"}, headers={"Authorization": "Bearer t0k"}, timeout=5)
+        authorized = {"Authorization": "Bearer t0k"}
+        ok = requests.get(f"{url}/v1/sales", params={"date": "2026-11-05"}, headers=authorized, timeout=5)
         assert ok.status_code == 429 and ok.headers["Retry-After"] == "3"
-        ok = requests.get(f"{url}/v1/sales", params={"date": "2026-11-05"}, headers={"Authorization": "Bearer t0k"}, timeout=5)
+        ok = requests.get(f"{url}/v1/sales", params={"date": "2026-11-05"}, headers=authorized, timeout=5)
         assert ok.json()["total_pages"] == 1 and len(ok.json()["data"]) == 10
     finally:
         server.shutdown()

@@ -84,7 +84,8 @@ def test_refused_connection_is_retried_within_the_connect_budget(refused_port: i
     assert re.fullmatch(rf"cannot connect to 127\.0\.0\.1:{refused_port}: connection refused "
                         r"\(5 attempts in \d+\.\ds\)", message), message
     warnings = [e for e in events if e["log_level"] == "warning" and e["event"].startswith("retrying")]
-    assert [e["request_attempt"] for e in warnings] == [2, 3, 4, 5] and {e["reason"] for e in warnings} == {"connection refused"}
+    assert [e["request_attempt"] for e in warnings] == [2, 3, 4, 5]
+    assert {e["reason"] for e in warnings} == {"connection refused"}
 
 
 def test_a_smaller_budget_means_fewer_attempts(refused_port: int, tmp_path: Path, make_ctx: Ctx) -> None:
@@ -103,7 +104,8 @@ def test_zero_budget_fails_on_the_first_refusal(refused_port: int, tmp_path: Pat
 
 
 def test_a_name_that_does_not_resolve_is_retried_once(tmp_path: Path, make_ctx: Ctx) -> None:
-    job = spec("https://sales-api.example.invalid", retries={"backoff": "0.1s", "jitter": "0s", "connect_budget": "10s"})
+    job = spec("https://sales-api.example.invalid",
+               retries={"backoff": "0.1s", "jitter": "0s", "connect_budget": "10s"})
     message, events = run_failing(job, make_ctx(tmp_path))
     assert [(m[1], m[2], m[3], m[4]) for m in retry_lines(events)] == [
         ("sales-api.example.invalid/v1/sales", "name does not resolve", "2", "2")]
@@ -148,7 +150,8 @@ def test_read_timeout_is_retried_then_named(raw_server: Callable[..., Any], tmp_
         release.set()
     lines = retry_lines(events)
     assert [(m[2], m[3], m[4]) for m in lines] == [("no response within 0.3s (read timeout)", "2", "2")]
-    assert message == f"GET {server.url[len('http://'):]}/v1/sales failed: no response within 0.3s (read timeout) after retries"
+    assert message == (f"GET {server.url[len('http://'):]}/v1/sales failed: no response within 0.3s (read timeout) "
+                       "after retries")
     assert server.requests == 2
 
 
@@ -176,7 +179,8 @@ def test_connect_budget_plan(budget: float, backoff: float, backoff_max: float, 
 
 
 def test_run_job_records_one_line_and_logs_no_traceback(refused_port: int, tmp_path: Path, write_config: Any,
-                                                        scheduler_cmd: list[str], scheduler_env: dict[str, str]) -> None:
+                                                        scheduler_cmd: list[str],
+                                                        scheduler_env: dict[str, str]) -> None:
     config = write_config(f"""
         jobs:
           daily_sales:
@@ -202,13 +206,14 @@ def test_run_job_records_one_line_and_logs_no_traceback(refused_port: int, tmp_p
     assert not [e for e in events if "traceback" in e], "an expected transport failure logged a traceback"
     assert "Traceback" not in proc.stdout + proc.stderr
     retries = [e for e in events if str(e["event"]).startswith("retrying GET")]
-    assert [(e["request_attempt"], e["request_attempts"]) for e in retries] == [(2, 3), (3, 3)]  # 0.1 + 0.2 fit in 0.5s, + 0.4 not
+    # 0.1 + 0.2 fit in 0.5s, + 0.4 not
+    assert [(e["request_attempt"], e["request_attempts"]) for e in retries] == [(2, 3), (3, 3)]
     history = subprocess.run([*scheduler_cmd, "history", "--json", "--config", str(config), "--data-dir", str(data)],
                              capture_output=True, text=True, env=env, timeout=60)
     [record] = json.loads(history.stdout)
     assert record["status"] == "failed"
-    assert re.fullmatch(rf"cannot connect to 127\.0\.0\.1:{refused_port}: connection refused \(3 attempts in \d+\.\ds\)",
-                        record["error"]), record["error"]
+    assert re.fullmatch(rf"cannot connect to 127\.0\.0\.1:{refused_port}: connection refused "
+                        r"\(3 attempts in \d+\.\ds\)", record["error"]), record["error"]
 
 
 def test_connect_budget_is_in_the_config_schema(scheduler_cmd: list[str], scheduler_env: dict[str, str]) -> None:

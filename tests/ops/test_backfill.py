@@ -80,7 +80,8 @@ jobs:
   daily:
     kind: command
     schedule: "0 2 * * *"
-    shell: 'echo "$SCHEDULER_LOGICAL_DATE" >> {log}; if [ "$SCHEDULER_LOGICAL_DATE" = 2024-03-02 ] && [ -e {slow} ]; then sleep 60; fi'
+    shell: 'echo "$SCHEDULER_LOGICAL_DATE" >> {log};
+      if [ "$SCHEDULER_LOGICAL_DATE" = 2024-03-02 ] && [ -e {slow} ]; then sleep 60; fi'
 """)
     slow.touch()
     proc = subprocess.Popen(

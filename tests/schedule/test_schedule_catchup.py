@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from scheduler.planner import ON_TIME, Planner
 from scheduler.schedule import Schedule
 from scheduler.state import StateStore
 
-UTC = timezone.utc
+UTC = UTC
 MINUTE = timedelta(minutes=1)
 
 

@@ -3,14 +3,14 @@ day matching, epoch-anchored intervals, jitter and the logical-date round trip."
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 
 import pytest
 
 from scheduler.schedule import EPOCH, Schedule
 
-UTC = timezone.utc
+UTC = UTC
 MONDAY = datetime(2026, 6, 1, tzinfo=UTC)  # 2026-06-01 is a Monday
 TICK = timedelta(microseconds=1)
 

@@ -13,7 +13,7 @@ import bisect
 import subprocess
 import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ import pytest
 
 from scheduler.schedule import Schedule
 
-UTC = timezone.utc
+UTC = UTC
 TICK = timedelta(microseconds=1)
 BERLIN = ZoneInfo("Europe/Berlin")
 GAP = datetime(2026, 3, 29, 1, tzinfo=UTC)  # 02:00 CET -> 03:00 CEST: wall 02:00-03:00 is skipped

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
+from itertools import pairwise
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,7 +26,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from scheduler.schedule import Schedule
 
-UTC = timezone.utc
+UTC = UTC
 TICK = timedelta(microseconds=1)
 YEARS = range(2020, 2031)
 ZONES = {
@@ -196,7 +197,7 @@ def test_sub_daily_slots_match_the_wall_clock_rule(zone: str, year: int) -> None
             got = schedule_slots(schedule, start, end)
             expected = oracle_slots(expr, zone, start, end, known)
             assert got == expected, f"{expr} around {tr}"
-            assert all(a < b for a, b in zip(got, got[1:])), "slots must strictly increase in UTC"
+            assert all(a < b for a, b in pairwise(got)), "slots must strictly increase in UTC"
             walls = [s.astimezone(ZoneInfo(zone)).replace(tzinfo=None) for s in got]
             assert len(set(walls)) == len(walls), "a wall-clock slot fired twice"
             if tr.before != tr.after:
@@ -261,7 +262,7 @@ def test_daily_slot_in_gap_or_overlap_fires_once_per_local_day(tr: Transition, e
     else:
         assert on_the_day == wall.replace(tzinfo=tz, fold=0).astimezone(UTC) < tr.at, "first occurrence"
     # Data intervals tile the days: each slot covers the time since the previous one.
-    for previous, slot in zip(slots, slots[1:]):
+    for previous, slot in pairwise(slots):
         assert schedule.interval_of(slot) == (previous, slot)
         assert schedule.prev_at_or_before(slot) == slot
         assert schedule.prev_at_or_before(slot - TICK) == previous
@@ -293,14 +294,18 @@ def test_hourly_slot_for_date_round_trips_across_transitions(zone: str, year: in
     # Berlin fall back 2026-10-25 03:00 -> 02:00: 02:30 happens twice, runs at the first (CEST).
     ("Europe/Berlin", "30 2 * * *", datetime(2026, 10, 24, 12, tzinfo=UTC), datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
     # ... and not again at the second 02:30 (CET): the next run is the following day.
-    ("Europe/Berlin", "30 2 * * *", datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 26, 1, 30, tzinfo=UTC)),
+    ("Europe/Berlin", "30 2 * * *", datetime(2026, 10, 25, 0, 30, tzinfo=UTC),
+     datetime(2026, 10, 26, 1, 30, tzinfo=UTC)),
     # New York fall back 2026-11-01 02:00 -> 01:00: 01:30 runs once, in EDT.
-    ("America/New_York", "30 1 * * *", datetime(2026, 10, 31, 12, tzinfo=UTC), datetime(2026, 11, 1, 5, 30, tzinfo=UTC)),
-    ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, 5, 30, tzinfo=UTC), datetime(2026, 11, 2, 6, 30, tzinfo=UTC)),
+    ("America/New_York", "30 1 * * *", datetime(2026, 10, 31, 12, tzinfo=UTC),
+     datetime(2026, 11, 1, 5, 30, tzinfo=UTC)),
+    ("America/New_York", "30 1 * * *", datetime(2026, 11, 1, 5, 30, tzinfo=UTC),
+     datetime(2026, 11, 2, 6, 30, tzinfo=UTC)),
     # New York spring forward 2026-03-08: 02:30 runs at 03:00 EDT.
     ("America/New_York", "30 2 * * *", datetime(2026, 3, 7, 12, tzinfo=UTC), datetime(2026, 3, 8, 7, 0, tzinfo=UTC)),
     # Lord Howe spring forward 2026-10-04 02:00 -> 02:30 (+10:30 -> +11).
-    ("Australia/Lord_Howe", "15 2 * * *", datetime(2026, 10, 3, 0, tzinfo=UTC), datetime(2026, 10, 3, 15, 30, tzinfo=UTC)),
+    ("Australia/Lord_Howe", "15 2 * * *", datetime(2026, 10, 3, 0, tzinfo=UTC),
+     datetime(2026, 10, 3, 15, 30, tzinfo=UTC)),
     # Hourly in the Berlin overlap: 02:00 CEST, then 03:00 CET two hours later in UTC.
     ("Europe/Berlin", "0 * * * *", datetime(2026, 10, 25, 0, 0, tzinfo=UTC), datetime(2026, 10, 25, 2, 0, tzinfo=UTC)),
 ])

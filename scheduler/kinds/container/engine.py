@@ -51,7 +51,9 @@ def _tls_config(settings: DockerSettings, host: str, environ: Mapping[str, str])
     return None
 
 
-def make_client(settings: DockerSettings | None = None, environ: Mapping[str, str] | None = None) -> docker.DockerClient:
+def make_client(
+    settings: DockerSettings | None = None, environ: Mapping[str, str] | None = None
+) -> docker.DockerClient:
     """A client for the configured engine.  Raises :class:`EngineUnavailable` with the address."""
     settings = settings or DockerSettings()
     environ = os.environ if environ is None else environ

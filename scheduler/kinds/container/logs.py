@@ -30,7 +30,9 @@ class LineStreamer:
     buffered when the stream ends, for :meth:`catch_up` to complete.
     """
 
-    def __init__(self, frames: Iterable[tuple[bytes | None, bytes | None]], log: Any, *, flush_at_end: bool = True) -> None:
+    def __init__(
+        self, frames: Iterable[tuple[bytes | None, bytes | None]], log: Any, *, flush_at_end: bool = True
+    ) -> None:
         self._frames = frames
         self._log = log
         self._flush_at_end = flush_at_end

@@ -84,8 +84,10 @@ def container_name(job: str, run_id: int, attempt: int) -> str:
     return f"sched-{safe[:60]}-{run_id}-{attempt}-{secrets.token_hex(3)}"
 
 
-def labels_for(settings: DockerSettings, job: str, run_id: int, extra: Mapping[str, str] = ()) -> dict[str, str]:
-    labels = dict(extra)
+def labels_for(
+    settings: DockerSettings, job: str, run_id: int, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    labels = dict(extra or {})
     labels.update(
         {LABEL_MANAGED_BY: MANAGED_BY, LABEL_JOB: job, LABEL_RUN_ID: str(run_id), LABEL_INSTANCE: settings.instance}
     )

@@ -20,7 +20,7 @@ import posixpath
 import re
 import shlex
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
@@ -97,7 +97,7 @@ def _argv(value: Any) -> Any:
     return value
 
 
-Argv = Annotated[tuple[str, ...], BeforeValidator(_argv, json_schema_input_type=Union[str, list[str]])]
+Argv = Annotated[tuple[str, ...], BeforeValidator(_argv, json_schema_input_type=str | list[str])]
 
 
 class Limits(Model):
@@ -160,7 +160,7 @@ def _check_network(value: str) -> str:
 
 
 # A volume is written as "SOURCE:TARGET[:ro]" or as a mapping; the schema says both.
-VolumeEntry = Annotated[Volume, BeforeValidator(lambda v: v, json_schema_input_type=Union[str, Volume])]
+VolumeEntry = Annotated[Volume, BeforeValidator(lambda v: v, json_schema_input_type=str | Volume)]
 
 
 class ContainerJob(JobBase):
@@ -327,7 +327,7 @@ class ContainerJob(JobBase):
         return value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ContainerJob":
+    def _consistent(self) -> ContainerJob:
         targets = [v.target for v in self.volumes] + ([self.data_target] if self.data_mount else [])
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         if dupes:
@@ -363,7 +363,7 @@ class DockerTLS(Model):
     verify: bool = Field(default=True, description="Verify the engine's certificate.")
 
     @model_validator(mode="after")
-    def _pair(self) -> "DockerTLS":
+    def _pair(self) -> DockerTLS:
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("set both 'client_cert' and 'client_key', or neither")
         return self
@@ -398,7 +398,8 @@ class DockerSettings(Model):
         default=Limits(), description="Default resource limits: {memory, cpus, pids_limit, shm_size}.")
     stop_grace: Duration = Field(default=timedelta(seconds=10), description="Grace for orphan cleanup and shutdown.")
     gpu_resource: str = Field(
-        default="NVIDIA-GPU", description="Swarm: the generic resource nodes advertise GPUs as (node-generic-resources).")
+        default="NVIDIA-GPU",
+        description="Swarm: the generic resource nodes advertise GPUs as (node-generic-resources).")
     isolated_network: str = Field(
         default="scheduler-isolated",
         description="Swarm: the internal overlay network (no gateway) tasks of jobs on network none join.")

@@ -140,17 +140,19 @@ def _network_target(client: docker.DockerClient, spec: ContainerJob, settings: D
         info = client.api.inspect_network(name)
     except docker.errors.NotFound:
         try:
-            return client.api.create_network(
+            created: str = client.api.create_network(
                 name, driver="overlay", internal=True, check_duplicate=True,
                 labels={LABEL_MANAGED_BY: MANAGED_BY},
             )["Id"]  # fmt: skip
+            return created
         except docker.errors.APIError as exc:
             if exc.status_code != 409:  # 409: created meanwhile by another run
                 raise JobFailed(f"cannot create the isolated network {name}: {exc.explanation or exc}") from None
             info = client.api.inspect_network(name)
     if not info.get("Internal") or info.get("Scope") != "swarm":
         raise JobFailed(f"network {name} (docker.isolated_network) exists but is not an internal swarm network")
-    return info["Id"]
+    network_id: str = info["Id"]
+    return network_id
 
 
 def _task(client: docker.DockerClient, service_id: str) -> dict[str, Any] | None:
@@ -164,10 +166,10 @@ def _reason(task: dict[str, Any] | None) -> str:
     return status.get("Err") or status.get("Message") or "no task yet"
 
 
-def _fmt(td: timedelta) -> str:
+def _fmt(td: timedelta | None) -> str:
     from scheduler.config.types import format_duration
 
-    return format_duration(td)
+    return format_duration(td) if td is not None else "-"  # as in run.py
 
 
 def _stop_task(client: docker.DockerClient, sid: str, grace: float | None) -> None:
@@ -207,11 +209,13 @@ def _stop_task(client: docker.DockerClient, sid: str, grace: float | None) -> No
 
 
 def _tasks(client: docker.DockerClient, sid: str) -> list[dict[str, Any]]:
-    return client.api.tasks(filters={"service": sid})
+    tasks: list[dict[str, Any]] = client.api.tasks(filters={"service": sid})
+    return tasks
 
 
 def _state(task: dict[str, Any] | None) -> str:
-    return ((task or {}).get("Status") or {}).get("State", "new")
+    state: str = ((task or {}).get("Status") or {}).get("State", "new")
+    return state
 
 
 def retire_service(client: docker.DockerClient, sid: str, *, grace: float | None = None) -> None:
@@ -396,7 +400,8 @@ def _wait(client: docker.DockerClient, sid: str, spec: ContainerJob, log: Any) -
 
 def _ours(client: docker.DockerClient, settings: DockerSettings) -> list[dict[str, Any]]:
     labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={settings.instance}"]
-    return client.api.services(filters={"label": labels})
+    services: list[dict[str, Any]] = client.api.services(filters={"label": labels})
+    return services
 
 
 def cleanup_services(

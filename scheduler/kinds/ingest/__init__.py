@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from scheduler.kinds.ingest.spec import IngestJob
 
 
-def execute(spec: "IngestJob", ctx: "RunContext") -> dict[str, Any]:
+def execute(spec: IngestJob, ctx: RunContext) -> dict[str, Any]:
     """Run one ingest attempt; see :func:`scheduler.kinds.ingest.pipeline.run` for the result keys."""
     from scheduler.kinds.ingest.pipeline import run
 

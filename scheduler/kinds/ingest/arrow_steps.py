@@ -148,7 +148,8 @@ class ArrowSteps:
         data = col.data
         if isinstance(data, list):
             kinds = np.fromiter(map(type, data), dtype=object, count=len(data))
-            is_int, is_str, is_none = kinds == int, kinds == str, kinds == NoneType
+            # elementwise over an array of types (numpy ==), not a type check of one value
+            is_int, is_str, is_none = kinds == int, kinds == str, kinds == NoneType  # noqa: E721
             if not (is_int | is_str | is_none).all():
                 return None
             values = np.empty(len(data), dtype=object)
@@ -182,7 +183,7 @@ class ArrowSteps:
             return batch
         if col.dtype != STR or target.format is not None or (target.timezone or "UTC") != "UTC":
             return None
-        text: pa.Array = col.data  # type: ignore[assignment]
+        text: pa.Array = col.data
         plain = _mask(pc.match_substring_regex(text, _ISO_UTC))
         parsed = pc.strptime(text, format=_ISO_FORMAT, unit="s", error_is_null=True)
         # the strptime kernel rolls an invalid day or second over (Feb 30 -> Mar 2, :60 -> :00), pandas
@@ -210,9 +211,10 @@ class ArrowSteps:
             return batch
         if col.dtype != STR:
             return None
-        text: pa.Array = col.data  # type: ignore[assignment]
+        text: pa.Array = col.data
         cleaned = pc.replace_substring_regex(text, NUMBER_JUNK, "")
-        plain = _mask(pc.match_substring_regex(cleaned, _PLAIN_NUMBER)) & ~_mask(pc.match_substring_regex(text, r"[()]"))
+        plain = (_mask(pc.match_substring_regex(cleaned, _PLAIN_NUMBER))
+                 & ~_mask(pc.match_substring_regex(text, r"[()]")))
         numbers = pc.cast(pc.if_else(pa.array(plain), cleaned, pa.scalar(None, pa.string())), pa.float64())
         values = numbers.to_numpy(zero_copy_only=False).astype(np.float64)
         present = ~_mask(text.is_null())
@@ -251,7 +253,7 @@ class ArrowSteps:
         names = [mapping.get(n, n) for n in batch.columns]
         if len(set(names)) != len(names):
             return None  # pandas would hold two columns of one name
-        batch.columns = dict(zip(names, batch.columns.values()))
+        batch.columns = dict(zip(names, batch.columns.values(), strict=True))
         return batch
 
     def _select(self, batch: Batch, select: tuple[str, ...], name: str) -> Batch | None:

@@ -65,14 +65,14 @@ class Batch:
     def __post_init__(self) -> None:
         self.rows = len(self.index)
 
-    def take(self, positions: np.ndarray) -> "Batch":
+    def take(self, positions: np.ndarray) -> Batch:
         """The rows at ``positions`` (sorted, within range)."""
         indices = pa.array(positions, type=pa.int64())
         columns = {n: Column(c.data.take(indices) if isinstance(c.data, pa.Array) else [c.data[i] for i in positions],
                              c.dtype) for n, c in self.columns.items()}
         return Batch(columns, self.index[positions])
 
-    def keep(self, mask: np.ndarray) -> "Batch":
+    def keep(self, mask: np.ndarray) -> Batch:
         """The rows where ``mask`` (a numpy bool array) is true; the batch itself when all are."""
         if mask.all():
             return self
@@ -82,7 +82,8 @@ class Batch:
         labels = self.index if positions is None else self.index[positions]
         if len(labels) and labels[0] == 0 and labels[-1] == len(labels) - 1:
             return pd.RangeIndex(len(labels))  # nothing was dropped: the index a fresh frame has
-        return pd.Index(labels, dtype="int64")
+        index: pd.Index = pd.Index(labels, dtype="int64")
+        return index
 
     def series(self, name: str, positions: np.ndarray | None = None) -> pd.Series:
         """Column ``name`` (optionally only the rows at ``positions``) as the pandas engine holds it."""
@@ -97,7 +98,8 @@ class Batch:
 
 
 def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: str | None = None) -> pd.Series:
-    """``col`` (or its rows at ``positions``) as a Series of ``col.dtype``; Arrow buffers are reused where pandas can."""
+    """``col`` (or its rows at ``positions``) as a Series of ``col.dtype``; Arrow buffers are reused where
+    pandas can."""
     data, dtype = col.data, col.dtype
     if isinstance(data, list):
         values = data if positions is None else [data[i] for i in positions]
@@ -107,6 +109,7 @@ def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: 
     if dtype == OBJECT:
         return pd.Series(data.to_pylist() if not pa.types.is_null(data.type) else [None] * len(data), dtype=OBJECT,
                          index=index, name=name)
+    out: pd.Series
     if dtype in _MASKED:
         out = data.to_pandas(types_mapper={_MASKED[dtype]: dtype}.get)
     else:
@@ -134,7 +137,7 @@ def _record_dtype(array: pa.Array) -> Any:
 def _add(columns: dict[str, Column], name: str, array: pa.Array, sep: str | None) -> None:
     """Mirror of the pandas engine's frame building: flatten structs, keep nested values as objects."""
     if sep is not None and pa.types.is_struct(array.type) and array.type.num_fields:
-        for fld, child in zip(array.type, array.flatten()):
+        for fld, child in zip(array.type, array.flatten(), strict=True):  # one child per struct field
             _add(columns, f"{name}{sep}{fld.name}", child, sep)
     elif pa.types.is_null(array.type) or pa.types.is_struct(array.type) or pa.types.is_list(array.type):
         columns[name] = Column(array, OBJECT)

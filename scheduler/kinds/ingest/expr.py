@@ -120,7 +120,7 @@ def _eval(node: ast.expr, frame: Any) -> Any:
         return result
     if isinstance(node, ast.Compare):
         left, result = _eval(node.left, frame), None
-        for op, comparator in zip(node.ops, node.comparators):
+        for op, comparator in zip(node.ops, node.comparators, strict=True):
             right = _eval(comparator, frame)
             part = _CMPOPS[type(op)](left, right)
             result = part if result is None else (result & part)

@@ -57,4 +57,5 @@ def parse_timestamps(col: pd.Series, target: CastSpec) -> pd.Series:
                 if getattr(local.dt, "tz", None) is None:
                     local = local.dt.tz_localize(tz, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
                 parsed = parsed.where(~naive, local)
-    return parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    utc: pd.Series = parsed.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
+    return utc

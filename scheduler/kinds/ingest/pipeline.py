@@ -32,7 +32,8 @@ from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
-from scheduler.kinds.ingest.paginate import Paginator, extract_records
+from scheduler.kinds.ingest.paginate import Paginator, Request, extract_records
+from scheduler.kinds.ingest.results import TransformError, reject_frame
 from scheduler.kinds.ingest.sink import (
     REJECTS_SCHEMA,
     STALE_AFTER,
@@ -44,11 +45,7 @@ from scheduler.kinds.ingest.sink import (
     to_table,
 )
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.kinds.ingest.transform import (
-    Transformer,
-    TransformError,
-    reject_frame,
-)
+from scheduler.kinds.ingest.transform import Transformer
 from scheduler.redaction import Redactor
 from scheduler.stopping import Deferral, sigterm_deferred
 
@@ -108,12 +105,13 @@ class _Run:
         return Paginator(src.pagination, url, query, int(override) if override else None), {
             k: self._template(v) for k, v in src.headers.items()}
 
-    def _produce(self, fetcher: Fetcher, pages: "queue.Queue[tuple[str, Any]]") -> None:
-        """Fetch thread: pages go to the queue as ``("page", records)``, then ``("end", None)`` or ``("error", exc)``."""
+    def _produce(self, fetcher: Fetcher, pages: queue.Queue[tuple[str, Any]]) -> None:
+        """Fetch thread: pages go to the queue as ``("page", records)``, then ``("end", None)`` or
+        ``("error", exc)``."""
         max_pages = int(self.params.get("max_pages", self.spec.source.max_pages))
         try:
             paginator, headers = self._paginator()
-            request = paginator.first()
+            request: Request | None = paginator.first()
             while request is not None and not self._stop.is_set():
                 if self.counts["pages"] >= max_pages:
                     raise FetchError(f"more than max_pages={max_pages} pages: stopping (raise max_pages if expected)")
@@ -127,7 +125,7 @@ class _Run:
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._put(pages, ("error", exc))
 
-    def _put(self, pages: "queue.Queue[tuple[str, Any]]", item: tuple[str, Any]) -> None:
+    def _put(self, pages: queue.Queue[tuple[str, Any]], item: tuple[str, Any]) -> None:
         while not self._stop.is_set():
             try:
                 pages.put(item, timeout=0.2)
@@ -152,8 +150,8 @@ class _Run:
         # another host's temp files are abandoned once idle longer than a live writer can be
         stale_after = max(STALE_AFTER, spec.source.deadline.total_seconds())
         self.out = DatasetWriter(root, sink.dataset, schema, sink.mode, merge_key=sink.merge_key,
-                                 row_group_size=sink.row_group_size, compression_level=sink.compression_level, run_tag=tag,
-                                 stale_after=stale_after)
+                                 row_group_size=sink.row_group_size, compression_level=sink.compression_level,
+                                 run_tag=tag, stale_after=stale_after)
         self.rejects = DatasetWriter(root, sink.rejects_dataset, REJECTS_SCHEMA,
                                      "append" if sink.mode == "append" else "replace_partition",
                                      row_group_size=sink.row_group_size, run_tag=tag, stale_after=stale_after)
@@ -163,15 +161,18 @@ class _Run:
         self.winners = WinnerIndex(dedupe.keep, dedupe.by is not None) if dedupe and self.first_keys is None else None
         # keep-first dedupe on one key column writes each key once (the key set checks every row
         # written), so a ``unique`` check on that column needs no second key set of its own
-        key = dedupe.columns[0] if self.first_keys is not None and len(dedupe.columns) == 1 else None
-        distinct = (key,) if key in schema.names and schema.field(key).type in (pa.string(), pa.int64()) else ()
+        key = dedupe.columns[0] if dedupe and self.first_keys is not None and len(dedupe.columns) == 1 else None
+        distinct: tuple[str, ...] = (
+            (key,) if key is not None and key in schema.names and schema.field(key).type in (pa.string(), pa.int64())
+            else ())
         self.stats = RunStats(spec.checks, spec.incremental.cursor_field if spec.incremental else None, distinct)
         self.day = ctx.logical_date.isoformat()
         published = False
         held: Deferral | None = None
         pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_PAGES)
         fetcher = Fetcher(spec.source, self.redact, self.log)
-        thread = threading.Thread(target=self._produce, args=(fetcher, pages), name=f"ingest-fetch-{ctx.job}", daemon=True)
+        thread = threading.Thread(target=self._produce, args=(fetcher, pages), name=f"ingest-fetch-{ctx.job}",
+                                  daemon=True)
         self.log.info("ingest.start", dataset=sink.dataset, partition=self.day, mode=sink.mode,
                       stale_temp_removed=self.out.stale_removed + self.rejects.stale_removed)
         thread.start()
@@ -201,7 +202,7 @@ class _Run:
             self.log.warning("ingest.stop_deferred", reason="SIGTERM while publishing: the run completes")
         return result
 
-    def _consume(self, pages: "queue.Queue[tuple[str, Any]]") -> None:
+    def _consume(self, pages: queue.Queue[tuple[str, Any]]) -> None:
         batch: list[Any] = []
         batch_no = 0
         limit = self.spec.sink.batch_rows
@@ -243,7 +244,8 @@ class _Run:
         if arrow and sink.partition_by:
             frame, arrow = frame.frame(), False  # partitioning by a column's values: pandas, as before
         if sink.partition_by:
-            names = partition_names(frame[sink.partition_by], sink.partition_timezone) if len(frame) else pd.Series([], dtype=str)
+            names = (partition_names(frame[sink.partition_by], sink.partition_timezone) if len(frame)
+                     else pd.Series([], dtype=str))
             missing = names.isna()
             if missing.any():
                 rejects.append(reject_frame(frame, missing, "partition", f"{sink.partition_by} is null"))
@@ -258,7 +260,8 @@ class _Run:
             self.counts["rows_written"] += table.num_rows
         for rejected in rejects:
             self.counts["rows_rejected"] += len(rejected)
-            self.rejects.write(self.day, pa.Table.from_pandas(rejected, schema=REJECTS_SCHEMA, preserve_index=False), batch_no)
+            rejected_table = pa.Table.from_pandas(rejected, schema=REJECTS_SCHEMA, preserve_index=False)
+            self.rejects.write(self.day, rejected_table, batch_no)
         self.log.info("ingest.batch", batch=batch_no, rows=len(frame.index), rejected=sum(len(r) for r in rejects),
                       pages=self.counts["pages"])
 
@@ -266,7 +269,8 @@ class _Run:
         sink = self.spec.sink
         if not sink.partition_by and sink.mode != "append":
             self.out.ensure(self.day)  # zero rows still replace the partition (with an empty file)
-        if not self.counts["rows_rejected"] and sink.mode != "append" and (self.rejects.dir / f"date={self.day}").is_dir():
+        if (not self.counts["rows_rejected"] and sink.mode != "append"
+                and (self.rejects.dir / f"date={self.day}").is_dir()):
             self.rejects.ensure(self.day)  # clear the rejects of an earlier run of this date
         dedupe = self.transformer.dedupe
         superseded = self.out.finish(self.winners, dedupe.columns if dedupe else (), observe=self.stats.observe,

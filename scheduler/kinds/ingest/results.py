@@ -44,7 +44,7 @@ def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.D
     """The rows of ``frame`` under ``mask`` as rejects: reason, step, record (the row as JSON)."""
     bad = frame.loc[mask]
     names = list(bad.columns)
-    records = [json.dumps({n: _plain(v) for n, v in zip(names, row)}, default=str, ensure_ascii=False)
+    records = [json.dumps({n: _plain(v) for n, v in zip(names, row, strict=True)}, default=str, ensure_ascii=False)
                for row in bad.itertuples(index=False, name=None)]  # rejects are few: plain Python is cheapest
     if isinstance(reason, pd.Series):
         reasons = [str(r) for r in reason.loc[mask]]

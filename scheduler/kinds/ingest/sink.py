@@ -21,7 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scheduler.errors import JobFailed
-from scheduler.kinds.ingest.columns import Batch
+from scheduler.kinds.ingest.columns import OBJECT, Batch
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.process import host_tag, pid_alive
 
@@ -69,12 +69,13 @@ def _fits(dtype: Any, target: pa.DataType) -> bool:
     """Whether a column of pandas ``dtype`` may be written as ``target`` (else: add a cast step)."""
     return (
         (pa.types.is_integer(target) and pd.api.types.is_integer_dtype(dtype))
-        or (pa.types.is_floating(target) and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype))
-        or (pa.types.is_string(target) and (pd.api.types.is_string_dtype(dtype) or dtype == object))
+        or (pa.types.is_floating(target) and pd.api.types.is_numeric_dtype(dtype)
+            and not pd.api.types.is_bool_dtype(dtype))
+        or (pa.types.is_string(target) and (pd.api.types.is_string_dtype(dtype) or dtype == OBJECT))
         or (pa.types.is_boolean(target) and pd.api.types.is_bool_dtype(dtype))
         or (pa.types.is_timestamp(target) and isinstance(dtype, pd.DatetimeTZDtype))
         or (pa.types.is_date(target) and pd.api.types.is_datetime64_dtype(dtype))
-        or (pa.types.is_decimal(target) and (isinstance(dtype, pd.ArrowDtype) or dtype == object))
+        or (pa.types.is_decimal(target) and (isinstance(dtype, pd.ArrowDtype) or dtype == OBJECT))
     )
 
 
@@ -86,7 +87,7 @@ def _column(col: pd.Series, target: pa.DataType, name: str) -> pa.Array:
         raise SchemaError(f"column {name!r} has type {dtype}, the schema says {target}: add a cast step")
     try:
         if isinstance(dtype, pd.ArrowDtype):
-            array = pa.array(col.array)  # type: ignore[arg-type]
+            array = pa.array(col.array)
         else:
             array = pa.array(col, from_pandas=True)
         return array.cast(target, safe=not pa.types.is_timestamp(target))
@@ -337,7 +338,8 @@ class DatasetWriter:
                             table = table.select(self.schema.names).cast(self.schema)
                         except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                             raise SchemaError(f"existing file {old} does not match the schema: {exc}") from None
-                        keep = ~part.keys.contains(digests(table.select(list(self.merge_key)).to_pandas(), self.merge_key))
+                        old_keys = digests(table.select(list(self.merge_key)).to_pandas(), self.merge_key)
+                        keep = ~part.keys.contains(old_keys)
                         writer.write_table(table.filter(pa.array(keep)), row_group_size=self.row_group_size)
             os.replace(second, part.temp_path)
         return dropped
@@ -352,7 +354,7 @@ class DatasetWriter:
             fsync_path(part.temp_path)
             self.bytes += part.temp_path.stat().st_size
             if self.mode == "append":
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
                 final = part.final_dir / f"part-{stamp}-{self.run_tag}{secrets.token_hex(4)}.parquet"
             else:
                 final = part.final_dir / FINAL

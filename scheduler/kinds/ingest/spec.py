@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from scheduler.config.jobs import JobBase
 from scheduler.config.types import Model, TimezoneName
 from scheduler.kinds.ingest.spec_common import TEMPLATE_VARS, _placeholders, _type_name
-from scheduler.kinds.ingest.spec_source import (  # noqa: F401 - models of the spec, re-exported
+from scheduler.kinds.ingest.spec_source import (
     ApiKeyAuth,
     Auth,
     BasicAuth,
@@ -35,7 +35,7 @@ from scheduler.kinds.ingest.spec_source import (  # noqa: F401 - models of the s
     Retries,
     Source,
 )
-from scheduler.kinds.ingest.spec_transform import (  # noqa: F401 - models of the spec, re-exported
+from scheduler.kinds.ingest.spec_transform import (
     CastSpec,
     CastStep,
     DedupeSpec,
@@ -53,6 +53,15 @@ from scheduler.kinds.ingest.spec_transform import (  # noqa: F401 - models of th
     StripStep,
     UpperStep,
 )
+
+# the models of the spec, those of spec_source and spec_transform re-exported
+__all__ = [
+    "ApiKeyAuth", "Auth", "BasicAuth", "BearerAuth", "CastSpec", "CastStep", "Checks", "CursorPagination",
+    "DedupeSpec", "DedupeStep", "DeriveStep", "FilterSpec", "FilterStep", "FlattenStep", "HookStep", "Incremental",
+    "IngestJob", "LinkHeaderPagination", "LowerStep", "NextUrlPagination", "NoPagination", "OffsetPagination",
+    "PageNumberPagination", "Pagination", "ParseNumberStep", "Range", "RenameStep", "Retries", "SelectStep", "Sink",
+    "Source", "Step", "StripStep", "UpperStep",
+]
 
 # --- checks, sink, incremental ------------------------------------------------------------------
 
@@ -119,7 +128,7 @@ class Sink(Model):
         return [value] if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Sink":
+    def _consistent(self) -> Sink:
         if self.mode == "merge" and not self.merge_key:
             raise ValueError("mode 'merge' needs 'merge_key'")
         if self.rejects is not None and self.rejects == self.dataset:
@@ -162,7 +171,7 @@ class IngestJob(JobBase):
         return value
 
     @model_validator(mode="after")
-    def _templates(self) -> "IngestJob":
+    def _templates(self) -> IngestJob:
         known = TEMPLATE_VARS | set(self.params)
         texts = [self.source.path, *self.source.params.values(), *self.source.headers.values()]
         for text in texts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
@@ -46,7 +46,7 @@ class BasicAuth(Model):
     password: str = Field(default="", description="Basic auth password (a secret).")
 
 
-Auth = Annotated[Union[BearerAuth, ApiKeyAuth, BasicAuth], Field(discriminator="type")]
+Auth = Annotated[BearerAuth | ApiKeyAuth | BasicAuth, Field(discriminator="type")]
 
 
 class PageNumberPagination(Model):
@@ -126,7 +126,8 @@ class NoPagination(Model):
 
 
 Pagination = Annotated[
-    Union[PageNumberPagination, OffsetPagination, CursorPagination, LinkHeaderPagination, NextUrlPagination, NoPagination],
+    PageNumberPagination | OffsetPagination | CursorPagination | LinkHeaderPagination | NextUrlPagination
+    | NoPagination,
     Field(discriminator="type"),
 ]
 
@@ -184,7 +185,7 @@ class Source(Model):
     verify_tls: bool = Field(default=True, description="TLS certificate verification.")
 
     @field_validator("params", "headers", mode="before",
-                     json_schema_input_type=dict[str, Union[str, int, float, bool]])
+                     json_schema_input_type=dict[str, str | int | float | bool])
     @classmethod
     def _stringify(cls, value: Any) -> Any:
         if isinstance(value, dict):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator
 
@@ -51,7 +51,7 @@ class CastStep(Model):
     cast: dict[str, CastSpec] = Field(
         description="Explicit types: {col: TYPE} or {col: {type, format, timezone, true_values, false_values}}.")
 
-    @field_validator("cast", mode="before", json_schema_input_type=dict[str, Union[str, CastSpec]])
+    @field_validator("cast", mode="before", json_schema_input_type=dict[str, str | CastSpec])
     @classmethod
     def _short_form(cls, value: Any) -> Any:
         if isinstance(value, dict):
@@ -135,7 +135,7 @@ class FilterSpec(Model):
 class FilterStep(Model):
     filter: FilterSpec = Field(description="An expression, or {expr, on_fail}.")
 
-    @field_validator("filter", mode="before", json_schema_input_type=Union[str, FilterSpec])
+    @field_validator("filter", mode="before", json_schema_input_type=str | FilterSpec)
     @classmethod
     def _short_form(cls, value: Any) -> Any:
         return {"expr": value} if isinstance(value, str) else value
@@ -164,8 +164,14 @@ def _step_tag(value: Any) -> str | None:
     return None
 
 
+# Spelled out (in the order of _STEPS) so type checkers see the union; each tag is the step's one key.
 Step = Annotated[
-    Union[tuple(Annotated[model, Tag(name)] for name, model in _STEPS.items())],  # type: ignore[misc]
+    Annotated[FlattenStep, Tag("flatten")] | Annotated[RenameStep, Tag("rename")]
+    | Annotated[SelectStep, Tag("select")] | Annotated[CastStep, Tag("cast")]
+    | Annotated[ParseNumberStep, Tag("parse_number")] | Annotated[LowerStep, Tag("lower")]
+    | Annotated[UpperStep, Tag("upper")] | Annotated[StripStep, Tag("strip")]
+    | Annotated[DedupeStep, Tag("dedupe")] | Annotated[DeriveStep, Tag("derive")]
+    | Annotated[FilterStep, Tag("filter")] | Annotated[HookStep, Tag("hook")],
     Discriminator(
         _step_tag,
         custom_error_type="transform_step",

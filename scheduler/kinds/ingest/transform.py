@@ -28,7 +28,7 @@ from scheduler.kinds.ingest.arrow_steps import ArrowSteps
 from scheduler.kinds.ingest.columns import Batch, RecordsError, from_records
 from scheduler.kinds.ingest.expr import parse_expression
 from scheduler.kinds.ingest.parsing import as_text, is_stringy, parse_numbers, parse_timestamps
-from scheduler.kinds.ingest.results import REJECT_COLUMNS, BatchResult, TransformError, reject_frame  # noqa: F401
+from scheduler.kinds.ingest.results import BatchResult, TransformError, reject_frame
 from scheduler.kinds.registry import resolve
 
 _DECIMAL = re.compile(r"^decimal(?:\((\d+),(\d+)\))?$")
@@ -67,7 +67,7 @@ def _names(records: list[dict[str, Any]]) -> list[str]:
 
 def _add_arrow(columns: dict[str, Any], name: str, array: pa.Array, sep: str | None) -> None:
     if sep is not None and pa.types.is_struct(array.type) and array.type.num_fields:
-        for field, child in zip(array.type, array.flatten()):
+        for field, child in zip(array.type, array.flatten(), strict=True):  # one child per struct field
             _add_arrow(columns, f"{name}{sep}{field.name}", child, sep)
     elif pa.types.is_null(array.type):
         columns[name] = pd.Series([None] * len(array), dtype=object)
@@ -89,6 +89,15 @@ def load_hook(ref: str) -> Callable[..., Any]:
 
 _PLAIN_INT = re.compile(r"-?[0-9]{1,15}")
 _EXACT = 2**53
+
+
+def _as_string(v: Any) -> Any:
+    """One value for ``cast: string``: text stays, objects and lists become JSON, null stays null."""
+    if v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return None if pd.isna(v) else str(v)
 
 
 def _small_ints(values: Any) -> list[int | None] | None:
@@ -215,7 +224,8 @@ class Transformer:
                 return df
             for column in nested:
                 col = df[column]
-                bad = col.map(lambda v: v is not None and not isinstance(v, dict) and not (isinstance(v, float) and np.isnan(v)))
+                bad = col.map(lambda v: v is not None and not isinstance(v, dict)
+                              and not (isinstance(v, float) and np.isnan(v)))
                 if bad.any():
                     out.rejects.append(reject_frame(df, bad, name, f"flatten {column}: expected an object"))
                     df, col = df[~bad], col[~bad]
@@ -226,7 +236,8 @@ class Transformer:
                 df = pd.concat([left, inner, right], axis=1)
         raise TransformError("flatten: objects nested more than 32 levels deep")
 
-    def _fail(self, df: pd.DataFrame, bad: pd.Series, column: str, what: str, name: str, out: BatchResult) -> pd.DataFrame:
+    def _fail(self, df: pd.DataFrame, bad: pd.Series, column: str, what: str, name: str,
+              out: BatchResult) -> pd.DataFrame:
         if not bad.any():
             return df
         reasons = [f"{column}: cannot {what}: {str(v)!r}" for v in df.loc[bad, column]]
@@ -250,15 +261,15 @@ class Transformer:
             df[column] = num.astype("Int64") if kind == "int" else num.astype("float64")
         elif kind == "string":
             if not (col.dtype == "str"):
-                df[column] = col.map(lambda v: v if v is None or isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else (None if pd.isna(v) else str(v))).astype("str")
+                df[column] = col.map(_as_string).astype("str")
         elif kind == "bool":
             if not pd.api.types.is_bool_dtype(col.dtype):
                 lowered = as_text(col).str.strip().str.lower()
                 mapping = {**{v: True for v in target.true_values}, **{v: False for v in target.false_values}}
-                parsed = lowered.map(mapping)
-                bad = col.notna() & parsed.isna()
+                flags = lowered.map(mapping)
+                bad = col.notna() & flags.isna()
                 df = self._fail(df, bad, column, "cast to bool", name, out)
-                df[column] = parsed[~bad].astype("boolean")
+                df[column] = flags[~bad].astype("boolean")
         elif kind in ("timestamp", "date"):
             parsed = parse_timestamps(col, target)
             bad = col.notna() & parsed.isna()
@@ -325,8 +336,10 @@ class Transformer:
             raise TransformError(f"hook {ref} must return a DataFrame, got {type(returned).__name__}")
         n_rejected = 0
         if rejects is not None and len(rejects):
-            reasons = rejects["reason"] if "reason" in rejects.columns else pd.Series("rejected by hook", index=rejects.index)
-            out.rejects.append(reject_frame(rejects.drop(columns=["reason"], errors="ignore"), slice(None), name, reasons))
+            reasons = (rejects["reason"] if "reason" in rejects.columns
+                       else pd.Series("rejected by hook", index=rejects.index))
+            out.rejects.append(reject_frame(rejects.drop(columns=["reason"], errors="ignore"), slice(None), name,
+                                            reasons))
             n_rejected = len(rejects)
         lost = before - len(returned) - n_rejected
         if lost > 0:
