@@ -498,9 +498,13 @@ class Daemon:
             records.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
                                    request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", RunStatus.INTERRUPTED)
         self.backlog.clear()
-        self.control.stop(lambda request: self.store.record_skipped(
-            request.job, request.slot, request.data_interval(self.config.schedules[request.job])[2], request.trigger,
-            f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)", "interrupted"))
+
+        def record_waiting(request: RunRequest) -> None:
+            logical_date = request.data_interval(self.config.schedules[request.job])[2]
+            records.record_skipped(request.job, request.slot, logical_date, request.trigger,
+                                   f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)", RunStatus.INTERRUPTED)
+
+        self.control.stop(record_waiting)
         for handle in handles:
             handle.cancel(SHUTDOWN_REASON, grace=grace)
         deadline = clock.monotonic() + grace + 1.0

@@ -347,7 +347,8 @@ class PostgresStore(PostgresConsole):
             # SKIP LOCKED: a row another caller is expiring right now is theirs to return
             rows = db.execute(f"SELECT id, owner, lease_until FROM runs WHERE status = {_RUNNING} AND lease_until < %s "
                               "ORDER BY id FOR UPDATE SKIP LOCKED", (now,)).fetchall()
-            changed = [_one(db.execute(f"UPDATE runs SET status = {_ABANDONED}, ended_at = %s, error = %s WHERE id = %s "
-                                  "RETURNING *", (now, expired_reason(r["owner"], r["lease_until"]), r["id"])))
+            changed = [_one(db.execute(f"UPDATE runs SET status = {_ABANDONED}, ended_at = %s, error = %s "
+                                       "WHERE id = %s RETURNING *",
+                                       (now, expired_reason(r["owner"], r["lease_until"]), r["id"])))
                        for r in rows]
         return [_record(r) for r in changed]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -121,7 +122,7 @@ def test_forbid_records_skipped_runs(daemon, write_config):
     assert skipped and "concurrency: forbid" in skipped[0].error
     # never two at once: executed runs do not overlap
     executed = sorted((r for r in runs if r.status != "skipped"), key=lambda r: r.started_at)
-    for earlier, later in zip(executed, executed[1:]):
+    for earlier, later in itertools.pairwise(executed):
         assert earlier.ended_at <= later.started_at
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from coretools import processes_with, unique_seconds, wait_for
@@ -16,7 +16,7 @@ from scheduler.process import ChildTable
 from scheduler.runner import RunHandle, Runner, RunRequest, decide
 from scheduler.state import StateStore
 
-SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=timezone.utc)
+SLOT = datetime(2026, 11, 6, 2, 15, tzinfo=UTC)
 
 
 class LogBuffer(io.StringIO):

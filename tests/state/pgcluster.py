@@ -62,7 +62,7 @@ class Cluster:
     def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self._as_owner(argv), capture_output=True, text=True, timeout=120, cwd=self.root)
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.socket_dir.mkdir()
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")

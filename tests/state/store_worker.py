@@ -12,11 +12,11 @@ import json
 import os
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-SLOT = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+SLOT = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from freezegun import freeze_time
@@ -17,7 +17,7 @@ from store_worker import run_workers
 
 from scheduler import clock
 
-UTC = timezone.utc
+UTC = UTC
 LOGICAL = date(2026, 2, 28)
 
 

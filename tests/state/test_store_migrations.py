@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from store_worker import run_workers
 from scheduler.state import SQLiteStore
 from scheduler.stores.migrations import LATEST, MIGRATIONS, migrate, schema_version
 
-UTC = timezone.utc
+UTC = UTC
 SLOT = datetime(2026, 3, 1, 2, tzinfo=UTC)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -13,7 +13,7 @@ from scheduler.errors import StateError
 from scheduler.stores.postgres import PostgresStore
 
 pytestmark = pytest.mark.postgres
-SLOT = datetime(2026, 3, 1, 2, tzinfo=timezone.utc)
+SLOT = datetime(2026, 3, 1, 2, tzinfo=UTC)
 
 
 def _kill_connections(cluster: Any, url: str) -> int:

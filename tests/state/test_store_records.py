@@ -6,12 +6,12 @@ reset that row, watermarks only with a success, history order, last fired slots 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
-UTC = timezone.utc
+UTC = UTC
 BASE = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
 
 
