@@ -501,8 +501,9 @@ class Daemon:
 
         def record_waiting(request: RunRequest) -> None:
             logical_date = request.data_interval(self.config.schedules[request.job])[2]
-            records.record_skipped(request.job, request.slot, logical_date, request.trigger,
-                                   f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)", RunStatus.INTERRUPTED)
+            reason = f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)"
+            records.record_skipped(request.job, request.slot, logical_date, request.trigger, reason,
+                                   RunStatus.INTERRUPTED)
 
         self.control.stop(record_waiting)
         for handle in handles:
