@@ -9,8 +9,8 @@ still matches.  What must hold:
 * **No secret in plain text on disk.**  A compiled config contains secrets (``*_file`` contents,
   interpolated tokens).  The entry stores it encrypted: the key is derived with scrypt from the
   input digest, i.e. from the very inputs (secrets included) that produced it, and a random
-  salt; a SHAKE-256 keystream encrypts and HMAC-SHA256 authenticates (encrypt-then-MAC).  So
-  reading an entry needs the inputs it was made from, and a changed input fails the MAC, which
+  salt; AES-256-GCM (the ``cryptography`` package) encrypts and authenticates.  So reading an
+  entry needs the inputs it was made from, and a changed input fails the authentication, which
   *is* the invalidation.  The entry holds no value of any input, only names and paths.
 * **A private place.**  ``SCHEDULER_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or ``~/.cache``
   ``/cron-container-scheduler``, else ``<tmp>/cron-container-scheduler-<uid>``; the directory must
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import os
 import stat
@@ -137,31 +136,28 @@ class CompileCache:
 
 
 # --- sealing -------------------------------------------------------------------------------------
-def _keys(digest: str, salt: bytes) -> tuple[bytes, bytes]:
-    key = hashlib.scrypt(bytes.fromhex(digest), salt=salt, dklen=64, maxmem=64 * 1024 * 1024, **SCRYPT)
-    return key[:32], key[32:]
+_AAD = b"cron-container-scheduler config cache v2"  # binds an entry to this use of the key
 
 
-def _stream(key: bytes, nonce: bytes, size: int) -> bytes:
-    return hashlib.shake_256(b"scheduler config cache\0" + key + nonce).digest(size)
+def _key(digest: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(bytes.fromhex(digest), salt=salt, dklen=32, maxmem=64 * 1024 * 1024, **SCRYPT)
 
 
 def _encrypt(digest: str, plain: bytes) -> dict[str, Any]:
-    salt, nonce = os.urandom(16), os.urandom(16)
-    enc, mac = _keys(digest, salt)
-    cipher = _xor(plain, _stream(enc, nonce, len(plain)))
-    tag = hmac.new(mac, salt + nonce + cipher, hashlib.sha256).hexdigest()
-    return {"salt": salt.hex(), "nonce": nonce.hex(), "tag": tag, "data": base64.b64encode(cipher).decode()}
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    salt, nonce = os.urandom(16), os.urandom(12)
+    cipher = AESGCM(_key(digest, salt)).encrypt(nonce, plain, _AAD)
+    return {"salt": salt.hex(), "nonce": nonce.hex(), "data": base64.b64encode(cipher).decode()}
 
 
 def _decrypt(digest: str, entry: dict[str, Any]) -> bytes:
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
     salt, nonce = bytes.fromhex(entry["salt"]), bytes.fromhex(entry["nonce"])
     cipher = base64.b64decode(entry["data"], validate=True)
-    enc, mac = _keys(digest, salt)
-    if not hmac.compare_digest(hmac.new(mac, salt + nonce + cipher, hashlib.sha256).hexdigest(), entry["tag"]):
-        raise ValueError("the inputs changed (or the entry is not ours)")
-    return _xor(cipher, _stream(enc, nonce, len(cipher)))
-
-
-def _xor(data: bytes, stream: bytes) -> bytes:
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
+    try:
+        return AESGCM(_key(digest, salt)).decrypt(nonce, cipher, _AAD)
+    except InvalidTag:
+        raise ValueError("the inputs changed (or the entry is not ours)") from None
