@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from scheduler.config import load_config
+from scheduler.config.loader import load_models
 from scheduler.errors import ConfigError
 from scheduler.kinds.container.payload import RunFacts
 from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
@@ -167,5 +168,6 @@ def test_loader_reports_backend_mismatches_with_file_line_job_and_field(write_co
         "with a free GPU; there is no fallback); remove it"
     ]
     path.write_text(path.read_text().replace("gpu_policy: preferred", "start_timeout: 30s"))
-    config = load_config(path)
-    assert config.docker.backend == "swarm" and config.jobs["fine"].placement.constraints == ("node.labels.gpu==true",)
+    models = load_models(path)
+    assert models.docker.backend == "swarm"
+    assert models.jobs["fine"].placement.constraints == ("node.labels.gpu==true",)
