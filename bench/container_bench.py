@@ -17,31 +17,11 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, date, datetime
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dispatch_timing import alternate, timed_job
 
-from scheduler.kinds.base import RunContext  # noqa: E402
-from scheduler.kinds.container import execute  # noqa: E402
-from scheduler.kinds.container.engine import resolve_host  # noqa: E402
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings  # noqa: E402
-
-
-class _Quiet:
-    def info(self, *a: object, **k: object) -> None: ...
-
-    warning = error = info
-
-
-def _ctx(run_id: int, settings: DockerSettings) -> RunContext:
-    start = datetime.now(UTC)
-    ctx = RunContext(
-        job="bench_true", run_id=run_id, attempt=1, slot=start, logical_date=date.today(),
-        data_interval_start=start, data_interval_end=start, data_dir=Path("data"), log=_Quiet(),
-    )  # fmt: skip
-    object.__setattr__(ctx, "docker", settings)  # works whether or not RunContext declares the field
-    return ctx
+from scheduler.kinds.container.engine import resolve_host
+from scheduler.kinds.container.spec import ContainerJob, DockerSettings
 
 
 def main() -> int:
@@ -59,10 +39,7 @@ def main() -> int:
     spec = ContainerJob.model_validate({"kind": "container", "image": args.image, "command": ["true"], "pull": "never"})
     cli_argv = [cli, "-H", resolve_host(settings), "run", "--rm", "--network", args.network, args.image, "true"]
 
-    def job(i: int) -> float:
-        t = time.perf_counter()
-        execute(spec, _ctx(i, settings))
-        return time.perf_counter() - t
+    job = timed_job(spec, settings)
 
     def docker_run() -> float:
         t = time.perf_counter()
@@ -72,14 +49,7 @@ def main() -> int:
     for i in range(2):  # warm the engine, the page cache and our imports
         job(-1 - i)
         docker_run()
-    ours, theirs = [], []
-    for i in range(args.runs):
-        if i % 2:
-            theirs.append(docker_run())
-            ours.append(job(i))
-        else:
-            ours.append(job(i))
-            theirs.append(docker_run())
+    ours, theirs = alternate(job, docker_run, args.runs)
     m_ours, m_cli = statistics.median(ours), statistics.median(theirs)
     ratio = m_ours / m_cli
     print(f"runs: {args.runs}  image: {args.image}  network: {args.network}  engine: {resolve_host(settings)}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 import threading
 from datetime import date
@@ -29,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scheduler.sample.api import SalesData  # noqa: E402 - after the path set-up above
+from scheduler.sample.api import SalesData, serve_until_stopped  # noqa: E402 - after the path set-up above
 
 
 def render_pages(records: int, per_page: int, day: date) -> list[bytes]:
@@ -94,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     server = MemoryServer(render_pages(args.records, args.per_page, day), args.records, args.per_page, day)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())  # only a flag; the main thread shuts down
-    stop.wait()
-    server.shutdown()
+    serve_until_stopped(server)
     return 0
 
 

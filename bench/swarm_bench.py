@@ -21,29 +21,11 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, date, datetime
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dispatch_timing import alternate, timed_job
 
-from scheduler.kinds.base import RunContext  # noqa: E402
-from scheduler.kinds.container import execute  # noqa: E402
-from scheduler.kinds.container.engine import make_client, resolve_host  # noqa: E402
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings  # noqa: E402
-
-
-class _Quiet:
-    def info(self, *a: object, **k: object) -> None: ...
-
-    warning = error = info
-
-
-def _ctx(run_id: int, settings: DockerSettings) -> RunContext:
-    start = datetime.now(UTC)
-    return RunContext(
-        job="bench_true", run_id=run_id, attempt=1, slot=start, logical_date=date.today(),
-        data_interval_start=start, data_interval_end=start, data_dir=Path("data"), log=_Quiet(), docker=settings,
-    )  # fmt: skip
+from scheduler.kinds.container.engine import make_client, resolve_host
+from scheduler.kinds.container.spec import ContainerJob, DockerSettings
 
 
 def main() -> int:
@@ -63,10 +45,7 @@ def main() -> int:
     spec = ContainerJob.model_validate({"kind": "container", "image": args.image, "command": ["true"]})
     docker = [cli, "-H", resolve_host(settings)]
 
-    def job(i: int) -> float:
-        t = time.perf_counter()
-        execute(spec, _ctx(i, settings))
-        return time.perf_counter() - t
+    job = timed_job(spec, settings)
 
     def service_create() -> float:
         name = f"bench-cli-{uuid.uuid4().hex[:8]}"
@@ -86,14 +65,7 @@ def main() -> int:
 
     job(-1)  # warm up: creates the isolated network, loads our imports, warms the engine
     service_create()
-    ours, theirs = [], []
-    for i in range(args.runs):
-        if i % 2:
-            theirs.append(service_create())
-            ours.append(job(i))
-        else:
-            ours.append(job(i))
-            theirs.append(service_create())
+    ours, theirs = alternate(job, service_create, args.runs)
     client.close()
     m_ours, m_cli = statistics.median(ours), statistics.median(theirs)
     print(f"runs: {args.runs}  image: {args.image}  engine: {resolve_host(settings)}  "

@@ -29,8 +29,9 @@ from typing import Any
 from scheduler import clock
 from scheduler.errors import StoreNotWritable
 from scheduler.process import pid_alive
-from scheduler.status import FINAL_STATUSES, RunStatus
+from scheduler.status import RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
+from scheduler.stores.records import finish_columns
 from scheduler.stores.sqlite_console import CONSOLE_SCHEMA, SQLiteConsole
 
 SCHEMA_VERSION = 3
@@ -300,16 +301,13 @@ class SQLiteStore(SQLiteConsole):
         Returns False, recording nothing (watermark included), when another owner took the run's
         slot over after this store's lease ran out.
         """
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"not a final status: {status}")
-        metrics = metrics or {}
-        rows = metrics.get("rows_written", metrics.get("rows"))
+        status_value, metrics_json, rows = finish_columns(status, metrics)
         with self._tx() as db:
             updated = db.execute(
                 """UPDATE runs SET status = ?, exit_code = ?, signal = ?, ended_at = ?, duration = ?, error = ?,
                    metrics = ?, rows = ? WHERE id = ? AND (owner IS NULL OR owner = ?)""",
-                (RunStatus(status).value, exit_code, signal, _iso(ended_at or clock.now()), duration, error,
-                 json.dumps(metrics, default=str) if metrics else None, rows, run_id, self.owner),
+                (status_value, exit_code, signal, _iso(ended_at or clock.now()), duration, error, metrics_json,
+                 rows, run_id, self.owner),
             ).rowcount
             if updated and watermark is not None:
                 db.execute(

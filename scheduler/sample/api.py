@@ -197,6 +197,15 @@ def start_server(port: int = 0, records_per_day: int = 5_000, per_page: int = 1_
     return server, f"http://{host!s}:{bound}"
 
 
+def serve_until_stopped(server: ThreadingHTTPServer) -> None:
+    """Block until SIGINT or SIGTERM, then shut ``server`` down (it serves in another thread)."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())  # only a flag; the main thread shuts down
+    stop.wait()
+    server.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scheduler.sample.api", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
@@ -210,11 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     server, url = start_server(args.port, args.records_per_day, args.per_page, args.token,
                                args.fail_every, args.fail_status, args.retry_after)
     print(url, flush=True)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())  # only a flag; the main thread shuts down
-    stop.wait()
-    server.shutdown()
+    serve_until_stopped(server)
     return 0
 
 

@@ -24,7 +24,6 @@ Every error text leaving the store has the URL's password masked.  Timestamps ar
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -40,11 +39,12 @@ from scheduler import clock
 from scheduler.errors import StateError
 from scheduler.redaction import Redactor
 from scheduler.state import RunRecord, held
-from scheduler.status import FINAL_STATUSES, RunStatus
+from scheduler.status import RunStatus
 from scheduler.stores.leases import DEFAULT_LEASE_TTL, expired_reason, new_owner
 from scheduler.stores.migrations import LATEST, migrate, schema_version
 from scheduler.stores.postgres_console import PostgresConsole
 from scheduler.stores.protocol import StateStore
+from scheduler.stores.records import finish_columns
 from scheduler.stores.urls import mask_url, url_secrets
 
 JOB_LOCK = 0x5C4E  # advisory lock namespace of per-job claims: (JOB_LOCK, hashtext(job))
@@ -221,17 +221,13 @@ class PostgresStore(PostgresConsole):
     def finish_run(self, run_id: int, status: RunStatus, *, exit_code: int | None = None, signal: int | None = None,
                    duration: float | None = None, error: str | None = None, metrics: dict[str, Any] | None = None,
                    watermark: tuple[str, str] | None = None, ended_at: datetime | None = None) -> bool:
-        if status not in FINAL_STATUSES:
-            raise ValueError(f"not a final status: {status}")
-        metrics = metrics or {}
-        rows = metrics.get("rows_written", metrics.get("rows"))
+        status_value, metrics_json, rows = finish_columns(status, metrics)
         now = ended_at or clock.now()
         with self._tx() as db:
             updated = db.execute(
                 """UPDATE runs SET status = %s, exit_code = %s, signal = %s, ended_at = %s, duration = %s,
                    error = %s, metrics = %s::jsonb, rows = %s WHERE id = %s AND (owner IS NULL OR owner = %s)""",
-                (RunStatus(status).value, exit_code, signal, now, duration, error,
-                 json.dumps(metrics, default=str) if metrics else None, rows, run_id, self.owner),
+                (status_value, exit_code, signal, now, duration, error, metrics_json, rows, run_id, self.owner),
             ).rowcount
             if updated and watermark is not None:
                 db.execute("INSERT INTO watermarks (job, value, updated_at) VALUES (%s, %s, %s) "

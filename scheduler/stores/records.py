@@ -1,14 +1,18 @@
 """The operator console's records as every state store reads them back: run output lines, job
 controls (pause) and run requests (``scheduler trigger``).
 
-Plain frozen data with aware UTC timestamps; the backends build them from their rows.
+Plain frozen data with aware UTC timestamps; the backends build them from their rows.  Also the
+columns of a finished run as every backend writes them (:func:`finish_columns`).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+
+from scheduler.status import FINAL_STATUSES, RunStatus
 
 SCHEDULER_STREAM = "scheduler"
 """The stream of lines the scheduler itself adds to a run's output (attempt and cut markers)."""
@@ -16,6 +20,17 @@ SCHEDULER_STREAM = "scheduler"
 
 def _iso(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).isoformat()
+
+
+def finish_columns(status: RunStatus, metrics: dict[str, Any] | None) -> tuple[str, str | None, Any]:
+    """``(status, metrics, rows)`` of a finished run's row: the status value (a final one, else
+    :class:`ValueError`), the metrics as JSON (``None`` when there are none) and the row count
+    the job reported (``rows_written``, else ``rows``, else ``None``)."""
+    if status not in FINAL_STATUSES:
+        raise ValueError(f"not a final status: {status}")
+    metrics = metrics or {}
+    rows = metrics.get("rows_written", metrics.get("rows"))
+    return RunStatus(status).value, json.dumps(metrics, default=str) if metrics else None, rows
 
 
 @dataclass(frozen=True)

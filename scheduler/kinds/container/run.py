@@ -16,9 +16,7 @@ per attempt instead of one container).
 
 from __future__ import annotations
 
-import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -27,28 +25,23 @@ import docker.errors
 import requests.exceptions
 
 from scheduler.config.sizes import format_size
-from scheduler.config.types import format_duration
-from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
+from scheduler.errors import JobFailed
 from scheduler.kinds.base import RunContext
+from scheduler.kinds.container.attempt import (
+    LOG_DRAIN_SECONDS,
+    begin,
+    fmt_duration,
+    guarded,
+    instance_labels,
+    job_and_run_id,
+    retire_each,
+    settings_of,
+)
 from scheduler.kinds.container.engine import ClientFactory, make_client
 from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut, GpuUnavailable, ImageUnavailable
 from scheduler.kinds.container.logs import LineStreamer
-from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts, build_create_request
-from scheduler.kinds.container.spec import (
-    LABEL_INSTANCE,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    MANAGED_BY,
-    ContainerJob,
-    DockerSettings,
-    check_against_settings,
-)
-from scheduler.stopping import Stopped, sigterm_raises
-
-# How long to wait for the output stream to drain after the container has exited.
-_LOG_DRAIN_SECONDS = 10.0
+from scheduler.kinds.container.spec import ContainerJob, DockerSettings
 
 
 def _is_gpu_error(exc: docker.errors.APIError) -> bool:
@@ -117,32 +110,19 @@ def execute(spec: ContainerJob, ctx: RunContext, *, client_factory: ClientFactor
     :class:`JobFailed` subclass for a non-zero exit, an OOM kill, a timeout or a missing GPU, and
     :class:`Interrupted` when SIGTERM stopped the attempt.
     """
-    settings: DockerSettings = ctx.docker if getattr(ctx, "docker", None) is not None else DockerSettings()
+    settings = settings_of(ctx)
     if settings.backend == "swarm":
         from scheduler.kinds.container import swarm_run  # imports this module
 
         return swarm_run.execute(spec, ctx, client_factory=client_factory)
-    problems = check_against_settings(spec, settings)
-    if problems:  # the loader checked already; this guards direct callers, before any API call
-        raise ConfigError([ConfigIssue(message, job=ctx.job, field=field) for field, message in problems])
-    log = _logger(ctx)
-    facts = RunFacts(ctx.job, ctx.run_id, ctx.attempt, ctx.data_dir, ctx.template_vars())
-    state: dict[str, Any] = {"cid": None}
-    # The runner stops a worker by signalling its process group; the container is not in that
-    # group, so this handler is what stops it.  A repeated SIGTERM must not abort that (``once``).
-    with sigterm_raises(once=True):
-        try:
-            return _attempt(spec, settings, facts, log, client_factory, state)
-        except (Stopped, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-            if state["cid"]:
-                log.warning("stopping container", container=state["cid"][:12], signal=int(signum))
-                _remove(client_factory, settings, state["cid"], _stop_grace(spec), log)
-                state["cid"] = None
-            raise Interrupted(int(signum)) from None
-        finally:
-            if state["cid"]:
-                _remove(client_factory, settings, state["cid"], 0, log)
+    log, facts = begin(spec, ctx, settings)
+
+    def stop(cid: str, signum: int) -> None:
+        log.warning("stopping container", container=cid[:12], signal=signum)
+        _remove(client_factory, settings, cid, _stop_grace(spec), log)
+
+    return guarded(lambda state: _attempt(spec, settings, facts, log, client_factory, state), "cid", stop,
+                   lambda cid: _remove(client_factory, settings, cid, 0, log))
 
 
 def _attempt(
@@ -185,7 +165,7 @@ def _attempt(
         if timed_out:
             log.warning("timeout reached; stopping container", timeout=str(spec.timeout), container=cid[:12])
             client.api.stop(cid, timeout=_stop_grace(spec))
-        streamer.join(_LOG_DRAIN_SECONDS)
+        streamer.join(LOG_DRAIN_SECONDS)
         try:
             info = client.api.inspect_container(cid)["State"]
         except docker.errors.NotFound:  # removed under us (a shutdown's stop_all, say)
@@ -204,7 +184,7 @@ def _attempt(
     limit = spec.effective_limits(settings.defaults).memory
     if timed_out:
         raise ContainerTimedOut(
-            f"container timed out after {_fmt(spec.timeout)}; stopped and removed",
+            f"container timed out after {fmt_duration(spec.timeout)}; stopped and removed",
             container_exit_code=exit_code, oom_killed=oom,
         )
     if oom and exit_code != 0:
@@ -219,10 +199,6 @@ def _attempt(
         log.warning("a process in the container was killed for lack of memory; the container exited 0")
     log.info("container exited", exit_code=exit_code)
     return result
-
-
-def _fmt(td: timedelta | None) -> str:
-    return format_duration(td) if td is not None else "-"
 
 
 def _wait(client: docker.DockerClient, cid: str, timeout: timedelta | None) -> tuple[int | None, bool]:
@@ -246,8 +222,8 @@ def _wait(client: docker.DockerClient, cid: str, timeout: timedelta | None) -> t
 
 
 def _ours(client: docker.DockerClient, settings: DockerSettings, running_only: bool) -> list[dict[str, Any]]:
-    labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={settings.instance}"]
-    found: list[dict[str, Any]] = client.api.containers(all=not running_only, filters={"label": labels})
+    found: list[dict[str, Any]] = client.api.containers(all=not running_only,
+                                                        filters={"label": instance_labels(settings)})
     return found
 
 
@@ -268,16 +244,9 @@ def _stop_and_remove(
                 _remove_quietly(client, c["Id"])
             except docker.errors.NotFound:
                 pass
-            try:
-                run_id = int(labels.get(LABEL_RUN_ID, "-1"))
-            except ValueError:
-                run_id = -1
-            return labels.get(LABEL_JOB, "?"), run_id
+            return job_and_run_id(labels)
 
-        if not found:
-            return []
-        with ThreadPoolExecutor(max_workers=min(8, len(found))) as pool:
-            return list(pool.map(one, found))
+        return retire_each(found, one)
     finally:
         client.close()
 

@@ -23,11 +23,9 @@ removes them when the daemon starts again.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -36,32 +34,30 @@ import docker.errors
 import requests.exceptions
 from docker.types.daemon import CancellableStream
 
-from scheduler.errors import ConfigError, ConfigIssue, Interrupted, JobFailed
+from scheduler.errors import JobFailed
 from scheduler.kinds.base import RunContext
+from scheduler.kinds.container.attempt import (
+    LOG_DRAIN_SECONDS,
+    begin,
+    fmt_duration,
+    guarded,
+    instance_labels,
+    job_and_run_id,
+    retire_each,
+    settings_of,
+)
 from scheduler.kinds.container.engine import ClientFactory, make_client, resolve_host
 from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut
 from scheduler.kinds.container.logs import LineStreamer
-from scheduler.kinds.container.logs import run_logger as _logger
 from scheduler.kinds.container.payload import RunFacts
-from scheduler.kinds.container.spec import (
-    LABEL_INSTANCE,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    MANAGED_BY,
-    ContainerJob,
-    DockerSettings,
-    check_against_settings,
-)
+from scheduler.kinds.container.spec import LABEL_MANAGED_BY, MANAGED_BY, ContainerJob, DockerSettings
 from scheduler.kinds.container.swarm_payload import build_service_request
-from scheduler.stopping import Stopped, sigterm_raises
 
 DEFAULT_START_TIMEOUT = timedelta(minutes=5)
 # No node has this label: the retiring iteration is never placed.
 RETIRED_CONSTRAINT = "node.labels.org.cron-scheduler.retired==true"
 # Task states after which nothing more happens (``remove``: the service is being removed).
 TERMINAL = frozenset({"complete", "failed", "rejected", "shutdown", "orphaned", "remove"})
-_LOG_DRAIN_SECONDS = 10.0
 
 
 class SwarmStartTimedOut(JobFailed):
@@ -166,12 +162,6 @@ def _reason(task: dict[str, Any] | None) -> str:
     return status.get("Err") or status.get("Message") or "no task yet"
 
 
-def _fmt(td: timedelta | None) -> str:
-    from scheduler.config.types import format_duration
-
-    return format_duration(td) if td is not None else "-"  # as in run.py
-
-
 def _stop_task(client: docker.DockerClient, sid: str, grace: float | None) -> None:
     """Update the service to a job iteration no node can take: Swarm marks the old task for
     removal, stops its container (SIGTERM, SIGKILL after the stop grace) and removes it, on
@@ -273,27 +263,15 @@ def execute(spec: ContainerJob, ctx: RunContext, *, client_factory: ClientFactor
     :class:`JobFailed` subclass for a non-zero exit, a timeout, a task Swarm rejected or could not
     place in time, and :class:`Interrupted` when SIGTERM stopped the attempt.
     """
-    settings: DockerSettings = ctx.docker if getattr(ctx, "docker", None) is not None else DockerSettings()
-    problems = check_against_settings(spec, settings)
-    if problems:  # the loader checked already; this guards direct callers, before any API call
-        raise ConfigError([ConfigIssue(message, job=ctx.job, field=field) for field, message in problems])
-    log = _logger(ctx)
-    facts = RunFacts(ctx.job, ctx.run_id, ctx.attempt, ctx.data_dir, ctx.template_vars())
-    state: dict[str, Any] = {"sid": None}
-    # as for a container: SIGTERM reaches the worker, not the task; a repeat must not abort removal
-    with sigterm_raises(once=True):
-        try:
-            return _attempt(spec, settings, facts, log, client_factory, state)
-        except (Stopped, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
-            if state["sid"]:
-                log.warning("stopping the run: removing its service", service=state["sid"][:12], signal=int(signum))
-                _remove_service(client_factory, settings, state["sid"], log)
-                state["sid"] = None
-            raise Interrupted(int(signum)) from None
-        finally:
-            if state["sid"]:
-                _remove_service(client_factory, settings, state["sid"], log)
+    settings = settings_of(ctx)
+    log, facts = begin(spec, ctx, settings)
+
+    def stop(sid: str, signum: int) -> None:
+        log.warning("stopping the run: removing its service", service=sid[:12], signal=signum)
+        _remove_service(client_factory, settings, sid, log)
+
+    return guarded(lambda state: _attempt(spec, settings, facts, log, client_factory, state), "sid", stop,
+                   lambda sid: _remove_service(client_factory, settings, sid, log))
 
 
 def _attempt(
@@ -320,12 +298,12 @@ def _attempt(
         task, timed_out = _wait(client, sid, spec, log)
         status = (task or {}).get("Status") or {}
         if timed_out:
-            log.warning("timeout reached; stopping the task and removing the service", timeout=_fmt(spec.timeout),
-                        service=sid[:12])  # fmt: skip
+            log.warning("timeout reached; stopping the task and removing the service",
+                        timeout=fmt_duration(spec.timeout), service=sid[:12])  # fmt: skip
         # The output is complete once the task has ended; on a timeout, what it printed so far
         # (its container is removed with the service, and its logs with it).
         streamer.close()
-        streamer.join(_LOG_DRAIN_SECONDS)
+        streamer.join(LOG_DRAIN_SECONDS)
         _catch_up(client, sid, streamer, log)
         retire_service(client, sid)
         state["sid"] = None
@@ -340,7 +318,7 @@ def _attempt(
     result = {"exit_code": code, "service_id": sid, "task_id": (task or {}).get("ID"),
               "node_id": (task or {}).get("NodeID"), "image": spec.image}
     if timed_out:  # the task was still running: it has no exit code of its own
-        raise ContainerTimedOut(f"container timed out after {_fmt(spec.timeout)}; service removed")
+        raise ContainerTimedOut(f"container timed out after {fmt_duration(spec.timeout)}; service removed")
     task_state = status.get("State")
     if task_state == "complete":
         log.info("container exited", exit_code=0)
@@ -388,7 +366,7 @@ def _wait(client: docker.DockerClient, sid: str, spec: ContainerJob, log: Any) -
             return task, True
         if not started and now - began >= start_timeout.total_seconds():
             raise SwarmStartTimedOut(
-                f"not started within start_timeout {_fmt(start_timeout)}: {_reason(task)} (task {task_state})"
+                f"not started within start_timeout {fmt_duration(start_timeout)}: {_reason(task)} (task {task_state})"
             )
         # Fast at first (short jobs end in a second or two), then gentle on the manager.
         pause = 0.1 if now - began < 10 else 1.0
@@ -399,8 +377,7 @@ def _wait(client: docker.DockerClient, sid: str, spec: ContainerJob, log: Any) -
 
 
 def _ours(client: docker.DockerClient, settings: DockerSettings) -> list[dict[str, Any]]:
-    labels = [f"{LABEL_MANAGED_BY}={MANAGED_BY}", f"{LABEL_INSTANCE}={settings.instance}"]
-    services: list[dict[str, Any]] = client.api.services(filters={"label": labels})
+    services: list[dict[str, Any]] = client.api.services(filters={"label": instance_labels(settings)})
     return services
 
 
@@ -419,15 +396,8 @@ def cleanup_services(
         def one(service: dict[str, Any]) -> tuple[str, int]:
             labels = (service.get("Spec") or {}).get("Labels") or {}
             retire_service(client, service["ID"], grace=grace_s)
-            try:
-                run_id = int(labels.get(LABEL_RUN_ID, "-1"))
-            except ValueError:
-                run_id = -1
-            return labels.get(LABEL_JOB, "?"), run_id
+            return job_and_run_id(labels)
 
-        if not found:
-            return []
-        with ThreadPoolExecutor(max_workers=min(8, len(found))) as pool:
-            return list(pool.map(one, found))
+        return retire_each(found, one)
     finally:
         client.close()
