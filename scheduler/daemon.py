@@ -457,7 +457,7 @@ class Daemon:
     # --- reload and shutdown ---------------------------------------------------------------
     def reload(self) -> None:
         try:
-            config = load_compiled(self.config_path)
+            config = load_compiled(self.config_path, cache=None)  # the daemon stays light: see App.load
         except ConfigError as exc:
             for issue in exc.issues:
                 self.log.error("config reload failed; keeping the running config", problem=str(issue))

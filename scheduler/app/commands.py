@@ -166,7 +166,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from scheduler.ops import attach
 
-    with App.load(Options.from_args(args)) as app:
+    with App.load(Options.from_args(args), cached=False) as app:
         app.prepare_data_dir()
         daemon = app.daemon()
         attach(daemon)

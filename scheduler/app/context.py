@@ -128,10 +128,14 @@ class App:
                    options.log_level or config.daemon.log_level, options.log_format or config.daemon.log_format)
 
     @classmethod
-    def load(cls, options: Options) -> Self:
+    def load(cls, options: Options, *, cached: bool = True) -> Self:
         """For commands that run jobs (``run``, ``run-job``, ``backfill``, ``demo``): the compiled
-        config, validated in a child process, and logging configured with its secrets masked."""
-        app = cls._build(options, load_compiled(options.config_path))
+        config, validated in a child process, and logging configured with its secrets masked.
+
+        ``cached=False`` (the daemon): always validate in the child, never read the config cache;
+        the long-running process then never imports the cache's cipher (a start-up costs one
+        child process, not resident memory for as long as the daemon lives)."""
+        app = cls._build(options, load_compiled(options.config_path, "default" if cached else None))
         app.configure_logging()
         return app
 

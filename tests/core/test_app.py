@@ -62,19 +62,23 @@ def test_a_store_that_cannot_be_opened_is_a_state_error(tmp_path):
 def test_the_run_path_imports_no_heavy_library(write_config, tmp_path, scheduler_env):
     """``scheduler run`` as the command line wires it: cli, app context, daemon, ops attached, one step."""
     config = write_config(JOBS)
+    # a run-job first fills the config cache: the daemon must not read it (its cipher is heavy)
+    subprocess.run([sys.executable, "-m", "scheduler", "validate", "--config", str(config)], env=scheduler_env,
+                   check=True, capture_output=True, timeout=60)
     code = (
         "import sys\n"
         "from scheduler import cli\n"
         "from scheduler.app.context import App, Options\n"
         "from scheduler.ops import attach\n"
-        f"app = App.load(Options(config={str(config)!r}, data_dir={str(tmp_path / 'data')!r}))\n"
+        f"options = Options(config={str(config)!r}, data_dir={str(tmp_path / 'data')!r})\n"
+        "app = App.load(options, cached=False)\n"  # what `scheduler run` does (cmd_run)
         "app.prepare_data_dir()\n"
         "daemon = app.daemon()\n"
         "attach(daemon)\n"
         "daemon.step()\n"
         "app.close()\n"
-        "heavy = [m for m in ('pandas', 'pyarrow', 'numpy', 'docker', 'requests', 'pydantic', 'rich')\n"
-        "         if m in sys.modules]\n"
+        "heavy = [m for m in ('pandas', 'pyarrow', 'numpy', 'docker', 'requests', 'pydantic', 'rich',\n"
+        "                      'cryptography', 'psycopg') if m in sys.modules]\n"
         "print('heavy:' + ','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=scheduler_env,
