@@ -90,8 +90,8 @@ class RuntimeControl:
             elif not any(r.job == name for r in daemon.requested):
                 daemon.requested.append(RunRequest(job=name, slot=daemon.config.schedules[name].latest_slot(now),
                                                    trigger="start"))
-        self._thread = threading.Thread(target=self._watch, args=(seen, daemon.wake, daemon.config.state, daemon.log),
-                                        name="control-watch", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="control-watch", daemon=True,
+                                        args=(seen, daemon.wake, lambda: daemon.config.state, daemon.log))
         self._thread.start()
 
     def stop(self, record: Callable[[RunRequest], None]) -> None:
@@ -101,7 +101,8 @@ class RuntimeControl:
             record(request)
         self.waiting.clear()
 
-    def _watch(self, seen: int, wake: Callable[[], None], state: Any, log: Any) -> None:
+    def _watch(self, seen: int, wake: Callable[[], None], state: Callable[[], Any], log: Any) -> None:
+        """``state`` reads the daemon's current ``state:`` section (a reload may change retention)."""
         next_prune = clock.monotonic()
         failing = False
         while not self._stop.wait(self.poll_every):
@@ -119,7 +120,7 @@ class RuntimeControl:
                 wake()
             if clock.monotonic() >= next_prune:
                 next_prune = clock.monotonic() + PRUNE_EVERY
-                self._prune(state, log)
+                self._prune(state(), log)
 
     def _prune(self, state: Any, log: Any) -> None:
         keep_runs, keep_days = state.keep_runs, state.keep_days
@@ -179,9 +180,7 @@ class RuntimeControl:
         """False (recorded ``skipped``) for a run of a paused job that nobody asked for explicitly."""
         if request.job not in self.paused or request.trigger in EXPLICIT:
             return True
-        schedule = daemon.config.schedules[request.job]
-        daemon.store.record_skipped(request.job, request.slot, request.data_interval(schedule)[2], request.trigger,
-                                    PAUSED_REASON)
+        daemon.record_not_run(request, PAUSED_REASON)
         daemon.log.info("run skipped", job=request.job, slot=request.slot.isoformat(), reason=PAUSED_REASON)
         return False
 
@@ -194,8 +193,7 @@ class RuntimeControl:
                             slot=request.slot.isoformat(), active_run=active[0].run_id)
             return
         reason = f"a run of {job} is already waiting (concurrency: queue)"
-        schedule = daemon.config.schedules[job]
-        daemon.store.record_skipped(job, request.slot, request.data_interval(schedule)[2], request.trigger, reason)
+        daemon.record_not_run(request, reason)
         daemon.log.warning("run skipped", job=job, slot=request.slot.isoformat(), reason=reason)
 
     def finished(self, daemon: Daemon, handle: RunHandle) -> None:

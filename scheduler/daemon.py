@@ -128,6 +128,16 @@ class Daemon:
         """Where runners record: the outbox of a replica, else the store itself."""
         return self.outbox.as_store() if self.outbox is not None else self.store
 
+    def record_not_run(self, request: RunRequest, reason: str, status: RunStatus = RunStatus.SKIPPED) -> bool:
+        """Record a slot this daemon does not run (paused, a second waiting run, shutdown).
+
+        With replicas it goes through the outbox (an outage loses nothing) and only for a slot that
+        nobody recorded yet, so it never overwrites another replica's record of that slot.
+        """
+        logical_date = request.data_interval(self.config.schedules[request.job])[2]
+        return self._records().record_skipped(request.job, request.slot, logical_date, request.trigger, reason,
+                                              status, only_new=self.outbox is not None)
+
     def startup(self) -> None:
         become_subreaper()
         limit_malloc_arenas()
@@ -362,9 +372,12 @@ class Daemon:
             return None
         logical_date = request.data_interval(self.config.schedules[request.job])[2]
         forbid = spec.concurrency == "forbid"
+        # queue: a run active on another replica must not overlap either (the slot is not parked there)
+        overlap = forbid or spec.concurrency == "queue"
         try:
             run_id = self.store.start_run(request.job, request.slot, logical_date, request.trigger,
-                                          forbid_overlap=forbid, only_from=claim_mode(request.trigger, request.resumes))
+                                          forbid_overlap=overlap,
+                                          only_from=claim_mode(request.trigger, request.resumes))
             if run_id is None and forbid and self.store.find_run(request.job, request.slot) is None:
                 reason = "a run of the job is still running (concurrency: forbid)"
                 if self.store.record_skipped(request.job, request.slot, logical_date, request.trigger, reason,
@@ -399,7 +412,13 @@ class Daemon:
         job = handle.request.job
         if handle in self.active[job]:
             self.active[job].remove(handle)
-        self.control.finished(self, handle)
+        try:
+            self.control.finished(self, handle)
+        except StateError as exc:  # the store did not answer: the rest of the collection must still happen
+            if self.keeper is not None:
+                self.keeper.mark_down(str(exc))
+            self.log.warning("run control after a finished run failed; the state store did not answer", job=job,
+                             error=str(exc))
         self._notify("on_finished", lambda ext: ext.on_finished(self, handle))
         while self.backlog and self.running_count() < self.config.daemon.max_parallel_runs:
             self.dispatch(self.backlog.popleft())
@@ -490,22 +509,19 @@ class Daemon:
         handles = [h for hs in self.active.values() for h in hs if not h.finished.is_set()]
         grace = self.config.daemon.shutdown_grace.total_seconds()
         self.log.info("shutting down", running=len(handles), grace=grace)
-        records = self._records()
-        for request in self.backlog:  # recorded, so the next start can resume them
-            schedule = self.config.schedules[request.job]
+        def record_unstarted(request: RunRequest, why: str) -> None:
+            """Recorded, so the next start can resume it; never for a job a reload removed, nor (with
+            replicas) for a slot this replica never claimed: it is still open to the others."""
+            if request.job not in self.config.jobs:
+                return
             if self.outbox is not None and claim_mode(request.trigger, request.resumes) is not None:
-                continue  # never claimed here: the slot is still open to the other replicas
-            records.record_skipped(request.job, request.slot, request.data_interval(schedule)[2],
-                                   request.trigger, f"{SHUTDOWN_REASON} (the run was queued)", RunStatus.INTERRUPTED)
+                return
+            self.record_not_run(request, f"{SHUTDOWN_REASON} ({why})", RunStatus.INTERRUPTED)
+
+        for request in self.backlog:
+            record_unstarted(request, "the run was queued")
         self.backlog.clear()
-
-        def record_waiting(request: RunRequest) -> None:
-            logical_date = request.data_interval(self.config.schedules[request.job])[2]
-            reason = f"{SHUTDOWN_REASON} (the run was waiting: concurrency: queue)"
-            records.record_skipped(request.job, request.slot, logical_date, request.trigger, reason,
-                                   RunStatus.INTERRUPTED)
-
-        self.control.stop(record_waiting)
+        self.control.stop(lambda request: record_unstarted(request, "the run was waiting: concurrency: queue"))
         for handle in handles:
             handle.cancel(SHUTDOWN_REASON, grace=grace)
         deadline = clock.monotonic() + grace + 1.0
