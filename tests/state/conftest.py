@@ -20,21 +20,12 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[pgcluster.Cluster]:
-    reason = pgcluster.available()
-    if reason:
-        pytest.skip(reason)
     try:
         import psycopg  # noqa: F401
     except ImportError:
         pytest.skip("psycopg is not installed (pip install -e '.[dev]')")
-    cluster = pgcluster.Cluster()
-    try:
-        cluster.start()
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
+    with pgcluster.running() as cluster:
+        yield cluster
 
 
 @pytest.fixture

@@ -15,7 +15,11 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 
 def _bin_dir() -> Path:
@@ -128,3 +132,18 @@ class Cluster:
     def drop_database(self, name: str) -> None:
         with self.admin() as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@contextmanager
+def running() -> Iterator[Cluster]:
+    """A started private cluster, stopped at the end (also when starting it failed half-way).
+    Skips the test when PostgreSQL's binaries are missing (a failure under CI=true)."""
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -33,17 +33,8 @@ def line(out: Path, extra: str = "") -> str:
 @pytest.fixture(scope="module")
 def ha_cluster() -> Iterator[pgcluster.Cluster]:
     """A cluster of this module's own: its tests stop and restart the server."""
-    reason = pgcluster.available()
-    if reason:
-        pytest.skip(reason)
-    cluster = pgcluster.Cluster()
-    try:
-        cluster.start()
-    except BaseException:
-        cluster.stop()
-        raise
-    yield cluster
-    cluster.stop()
+    with pgcluster.running() as cluster:
+        yield cluster
 
 
 @pytest.fixture
