@@ -35,7 +35,7 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,24 @@ APP = "cron-container-scheduler"
 
 def cache_dir() -> Path | None:
     """The cache directory (created private), or None when there is no private place for it."""
-    explicit = os.environ.get("SCHEDULER_CACHE_DIR")
-    if explicit:
-        candidates = [Path(explicit)]
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or (os.path.expanduser("~/.cache") if "HOME" in os.environ else "")
-        candidates = [Path(base) / APP] if base else []
-        candidates.append(Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}")
-    for path in candidates:
+    for path in _candidates():
         if _private_dir(path):
             return path
     return None
+
+
+def _candidates() -> Iterator[Path]:
+    """Where the cache may live, in order; the temp directory is looked up only if needed."""
+    explicit = os.environ.get("SCHEDULER_CACHE_DIR")
+    if explicit:
+        yield Path(explicit)
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or (os.path.expanduser("~/.cache") if "HOME" in os.environ else "")
+    if base:
+        yield Path(base) / APP
+    import tempfile  # imported on use: run-job's start-up (tempfile loads shutil and random)
+
+    yield Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
 
 
 def _private_dir(path: Path) -> bool:
@@ -131,6 +138,7 @@ class CompileCache:
             return False
         kdf = "scrypt" if secrets or inputs.env else "sha256"
         entry = {"format": FORMAT, "inputs": inputs.as_json(), **_encrypt(digest, compiled.encode("utf-8"), kdf)}
+        import tempfile
         path = self.entry_path(config_path)
         fd, tmp = tempfile.mkstemp(prefix=".entry-", dir=self.directory)  # created 0600
         try:
