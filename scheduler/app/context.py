@@ -160,7 +160,7 @@ class App:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except PermissionError:
-            from scheduler.state import not_writable, unwritable
+            from scheduler.stores.sqlite_schema import not_writable, unwritable
 
             blocked = unwritable(self.data_dir / ".scheduler" / "state.db")
             if blocked is None:
