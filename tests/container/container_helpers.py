@@ -17,14 +17,8 @@ from typing import Any
 import pytest
 
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.spec import (
-    LABEL_INSTANCE,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    ContainerJob,
-    DockerSettings,
-)
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_JOB, LABEL_MANAGED_BY, LABEL_RUN_ID, ContainerJob
 
 TEST_IMAGE = "scheduler-test-busybox:latest"
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -25,13 +25,8 @@ from container_helpers import (
 
 from scheduler.kinds.container import execute
 from scheduler.kinds.container.run import ContainerFailed, ContainerTimedOut
-from scheduler.kinds.container.spec import (
-    LABEL_INSTANCE,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    DockerSettings,
-)
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_JOB, LABEL_MANAGED_BY, LABEL_RUN_ID
 from scheduler.kinds.container.swarm_run import SwarmStartTimedOut, cleanup_services
 
 pytestmark = pytest.mark.docker

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from container_helpers import TEST_IMAGE, orphan_service, services_of, task_containers, wait_until
 
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 from scheduler.state import StateStore
 
 pytestmark = pytest.mark.docker
