@@ -150,17 +150,6 @@ def services_of(client: Any, instance: str) -> list[dict[str, Any]]:
     return client.api.services(filters={"label": [f"{LABEL_INSTANCE}={instance}"]})
 
 
-def wait_until(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-
-
 def task_containers(client: Any, service_id: str) -> list[dict[str, Any]]:
     """The containers of a Swarm service's tasks on this engine's node."""
     return client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={service_id}"})
