@@ -88,7 +88,7 @@ def test_sigterm_interrupts_running_job_and_exits_zero_within_grace(daemon, writ
     elapsed = time.monotonic() - began
     assert code == 0
     assert elapsed < grace + 2, f"took {elapsed:.1f}s"
-    runs = d.runs("stubborn")
+    runs = [r for r in d.runs("stubborn") if r.status != "skipped"]  # a slow host may fire (and forbid) a slot more
     assert runs and all(r.status == "interrupted" for r in runs)
     assert processes_with(sleep) == []
 
