@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -69,30 +70,52 @@ def _stand_in(name: str) -> Iterator[None]:
             del sys.modules[name]
 
 
+class _Hidden:
+    """A ``sys.meta_path`` finder under which ``name`` (and its submodules) cannot be imported, by
+    one thread only: the thread that made it.  ``sys.modules`` is left alone, so other threads
+    import ``name`` as usual meanwhile."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.thread = threading.get_ident()
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname.partition(".")[0] == self.name and threading.get_ident() == self.thread:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+        return None
+
+
+_lock = threading.Lock()
+_ready = False  # structlog imported and configured by :func:`structlog`
+
+
 def structlog() -> Any:
     """The structlog module, imported on first use and configured as the last ``configure`` asked.
 
-    Two of structlog's imports are kept out of the process: rich (``structlog.dev`` imports it,
-    when installed, only to pretty-print tracebacks, ~4 MB of RSS; the scheduler logs tracebacks
-    as text; rich stays importable for the CLI's tables afterwards), and asyncio until one of
-    structlog's async methods uses it (``structlog.stdlib`` and ``structlog._native`` import it for
-    those only; with ssl, which it imports, it costs about as much as all of structlog).
+    Thread-safe: the first caller imports and configures it, any other waits for that.  Two of
+    structlog's imports are kept out of the process: rich (``structlog.dev`` imports it, when
+    installed, only to pretty-print tracebacks, ~4 MB of RSS; the scheduler logs tracebacks as
+    text; rich stays importable for the CLI's tables, and for other threads meanwhile), and
+    asyncio until one of structlog's async methods uses it (``structlog.stdlib`` and
+    ``structlog._native`` import it for those only; with ssl, which it imports, it costs about
+    as much as all of structlog).
     """
-    global _pending
-    module = sys.modules.get("structlog")
-    if module is None:
-        blocked = "rich" not in sys.modules
-        if blocked:
-            sys.modules["rich"] = None  # type: ignore[assignment]  # makes ``import rich`` fail inside structlog
-        try:
-            with _stand_in("asyncio"):
-                import structlog as module
-        finally:
-            if blocked:
-                del sys.modules["rich"]
-    if _pending is not None:
-        settings, _pending = _pending, None
-        _apply(module, settings)
+    global _pending, _ready
+    with _lock:
+        if "structlog" in sys.modules:
+            import structlog as module  # waits for an import another thread is making
+        else:
+            hidden = _Hidden("rich")
+            sys.meta_path.insert(0, hidden)
+            try:
+                with _stand_in("asyncio"):
+                    import structlog as module
+            finally:
+                sys.meta_path.remove(hidden)
+        if _pending is not None:
+            settings, _pending = _pending, None
+            _apply(module, settings)
+        _ready = True
     return module
 
 
@@ -125,15 +148,16 @@ def configure(level: str = "info", fmt: str = "auto", secrets: Iterable[str] = (
     """
     global _pending
     settings = _Settings(LEVELS[level.lower()], fmt, stream or sys.stdout, Redactor(secrets))
-    _pending = settings
-    if not defer or "structlog" in sys.modules:
+    with _lock:
+        _pending = settings
+    if not defer or _ready or "structlog" in sys.modules:
         structlog()
     return settings.redactor
 
 
 def get_logger(**bound: Any) -> Any:
     """A structlog logger named ``scheduler`` with ``bound`` context (deferred while structlog is)."""
-    if _pending is not None and "structlog" not in sys.modules:
+    if _pending is not None and not _ready:
         return _Deferred(bound)
     return structlog().get_logger("scheduler").bind(**bound)
 
@@ -154,7 +178,7 @@ class _Deferred:
         self._real: Any = None
 
     def bind(self, **more: Any) -> Any:
-        if self._real is None and _pending is not None and "structlog" not in sys.modules:
+        if self._real is None and _pending is not None and not _ready:
             return _Deferred({**self._bound, **more})
         return self._logger().bind(**more)
 
@@ -164,7 +188,7 @@ class _Deferred:
         return self._real
 
     def __getattr__(self, name: str) -> Any:
-        if self._real is None and _pending is not None and "structlog" not in sys.modules:
+        if self._real is None and _pending is not None and not _ready:
             level = _METHOD_LEVELS.get(name)
             if level is not None and level < _pending.level:
                 return _drop

@@ -73,3 +73,50 @@ def test_asyncio_loads_when_an_async_method_uses_it():
     """)
     assert report["quiet"] is True
     assert (report["line"]["event"], report["line"]["job"]) == ("from a coroutine", "a")
+
+
+def test_threads_logging_first_at_once_all_reach_the_configured_output():
+    """``backfill --parallel`` and a run's pump threads: the first events come from several threads
+    together; each must find structlog imported whole and configured, none may be lost."""
+    [report] = run_code("""
+        import threading
+        configure("info", "json", stream=out, defer=True)
+        start = threading.Barrier(8)
+        def log(i):
+            logger = get_logger(worker=i)
+            start.wait()
+            logger.info("first", i=i)
+        threads = [threading.Thread(target=log, args=(i,)) for i in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        import json
+        print(json.dumps([json.loads(l) for l in out.getvalue().splitlines()]))
+    """)
+    assert sorted(e["worker"] for e in report) == list(range(8))
+    assert all(e["event"] == "first" and e["level"] == "info" and "timestamp" in e for e in report)
+
+
+def test_rich_is_hidden_from_structlog_only_in_the_importing_thread():
+    [report] = run_code("""
+        import sys, threading
+        from scheduler.logs import _Hidden
+        hidden = _Hidden("rich")
+        sys.meta_path.insert(0, hidden)
+        seen = {}
+        def other():
+            import rich.text
+            seen["other"] = "rich.text" in sys.modules
+        t = threading.Thread(target=other); t.start(); t.join()
+        del sys.modules["rich.text"], sys.modules["rich"]
+        try:
+            import rich
+            seen["own"] = True
+        except ModuleNotFoundError:
+            seen["own"] = False
+        sys.meta_path.remove(hidden)
+        import rich
+        seen["after"] = True
+        import json
+        print(json.dumps(seen))
+    """)
+    assert report == {"other": True, "own": False, "after": True}
