@@ -21,7 +21,8 @@ import time
 from dispatch_timing import alternate, timed_job
 
 from scheduler.kinds.container.engine import resolve_host
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import ContainerJob
 
 
 def main() -> int:

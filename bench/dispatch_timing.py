@@ -17,7 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scheduler.kinds.base import RunContext  # noqa: E402
 from scheduler.kinds.container import execute  # noqa: E402
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings  # noqa: E402
+from scheduler.kinds.container.settings import DockerSettings  # noqa: E402
+from scheduler.kinds.container.spec import ContainerJob  # noqa: E402
 
 
 class _Quiet:

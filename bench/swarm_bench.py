@@ -25,7 +25,8 @@ import uuid
 from dispatch_timing import alternate, timed_job
 
 from scheduler.kinds.container.engine import make_client, resolve_host
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import ContainerJob
 
 
 def main() -> int:

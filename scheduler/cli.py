@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from scheduler import __version__
-from scheduler.app import commands, console_commands
+from scheduler.app import commands
 from scheduler.errors import ConfigError, SchedulerError
 
 
@@ -31,7 +31,9 @@ def _common(parser: argparse.ArgumentParser, top: bool) -> None:
     parser.add_argument("--log-format", default=default, choices=["auto", "json", "console"])
 
 
-def build_parser(prog: str = "scheduler") -> argparse.ArgumentParser:
+def build_parser(prog: str = "scheduler", only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser; with ``only`` (a core subcommand's name), that subcommand's
+    alone: the same arguments, usage and errors for it, built without the others."""
     parser = argparse.ArgumentParser(prog=prog, description="Cron-container scheduler for recurring data jobs.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     _common(parser, top=True)
@@ -42,28 +44,40 @@ def build_parser(prog: str = "scheduler") -> argparse.ArgumentParser:
         _common(p, top=False)
         return p
 
-    add("run", "run the scheduler in the foreground (PID 1 of its container)")
-    p = add("run-job", "run one job now in the foreground; exit code is the run's outcome")
-    _run_job_args(p)
-    p = add("list", "list jobs with their schedules and next three fire times")
+    for name, (help_text, arguments) in CORE.items():
+        if only is None or only == name:
+            arguments(add(name, help_text))
+    if only is None:
+        from scheduler.app import console_commands
+        from scheduler.ops import cli as ops_cli
+
+        ops_cli.add_subcommands(add)
+        console_commands.add_subcommands(add)
+    return parser
+
+
+def _no_arguments(p: argparse.ArgumentParser) -> None:
+    """A subcommand with only the common options."""
+
+
+def _list_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
-    add("validate", "check the config and exit (0 valid, 2 invalid)")
-    p = add("history", "show recorded runs, newest first")
+
+
+def _history_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", nargs="?")
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=20)
-    add("schema", "print the JSON Schema of the config file")
-    p = add("demo", "quick start: run daily_sales against the bundled sample sales API")
+
+
+def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--date", help="logical date YYYY-MM-DD (default: yesterday)")
     p.add_argument("--records", type=int, default=5_000, help="records the sample API serves for the date")
     p.add_argument("--job", default="daily_sales")
-    p = add("health", "exit 0 if the scheduler using this data dir is alive (for HEALTHCHECK)")
-    p.add_argument("--max-age", type=float, default=None, help="seconds since the last loop tick (default 65)")
-    from scheduler.ops import cli as ops_cli
 
-    ops_cli.add_subcommands(add)
-    console_commands.add_subcommands(add)
-    return parser
+
+def _health_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-age", type=float, default=None, help="seconds since the last loop tick (default 65)")
 
 
 def _run_job_args(p: argparse.ArgumentParser) -> None:
@@ -87,18 +101,49 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "validate": commands.cmd_validate, "history": commands.cmd_history, "schema": commands.cmd_schema,
     "health": commands.cmd_health, "demo": _demo,
 }
+# the core subcommands, in help order: (help, what adds their own arguments)
+CORE: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("run the scheduler in the foreground (PID 1 of its container)", _no_arguments),
+    "run-job": ("run one job now in the foreground; exit code is the run's outcome", _run_job_args),
+    "list": ("list jobs with their schedules and next three fire times", _list_args),
+    "validate": ("check the config and exit (0 valid, 2 invalid)", _no_arguments),
+    "history": ("show recorded runs, newest first", _history_args),
+    "schema": ("print the JSON Schema of the config file", _no_arguments),
+    "demo": ("quick start: run daily_sales against the bundled sample sales API", _demo_args),
+    "health": ("exit 0 if the scheduler using this data dir is alive (for HEALTHCHECK)", _health_args),
+}
+_VALUED = ("--config", "--data-dir", "--log-level", "--log-format")  # the top-level options that take a value
+
+
+def core_command(argv: Sequence[str]) -> str | None:
+    """The core subcommand ``argv`` names, when its parser alone parses ``argv`` as the full one
+    would: the first word that is not a common option (or its value) names it.  None when the
+    full parser is needed: no subcommand, another one, or ``-h``/``--version``/an abbreviated
+    or unknown option before it."""
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in CORE else None
+        elif word.partition("=")[0] not in _VALUED or "=" not in word:
+            return None
+    return None
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "scheduler") -> int:
-    parser = build_parser(prog)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(prog, only=core_command(argv))
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 2
-    from scheduler.ops import cli as ops_cli
+    handler = COMMANDS.get(args.command)
+    if handler is None:
+        from scheduler.app import console_commands
+        from scheduler.ops import cli as ops_cli
 
-    handler = (COMMANDS.get(args.command) or console_commands.COMMANDS.get(args.command)
-               or ops_cli.COMMANDS[args.command])
+        handler = console_commands.COMMANDS.get(args.command) or ops_cli.COMMANDS[args.command]
     try:
         return handler(args)
     except SchedulerError as exc:

@@ -11,7 +11,6 @@ Invariants:
 
 from __future__ import annotations
 
-import ctypes
 import os
 import re
 import signal
@@ -29,6 +28,8 @@ PR_SET_CHILD_SUBREAPER = 36
 
 def become_subreaper() -> bool:
     """Ask Linux to reparent orphaned descendants to us even when we are not PID 1."""
+    import ctypes  # imported on use: only the daemon asks, and run-job's start-up need not load it
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         result: int = libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -56,6 +57,8 @@ def host_tag() -> str:
 def limit_malloc_arenas(arenas: int = 2) -> bool:
     """Cap glibc's per-thread malloc arenas: each run uses short-lived threads, and every new
     arena otherwise keeps its memory, so a long-running daemon's RSS would creep up."""
+    import ctypes
+
     try:
         libc = ctypes.CDLL(None)
         return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +37,8 @@ def create(data_dir: Path, run_id: int) -> Path:
     """A new, empty result file for ``run_id`` owned by this process."""
     directory = result_dir(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
+    import tempfile  # imported on use: a command job's run-job never creates one
+
     fd, name = tempfile.mkstemp(prefix=f"run-{run_id}-{os.getpid()}-{host_tag()}-", suffix=".json", dir=directory)
     os.close(fd)
     return Path(name)

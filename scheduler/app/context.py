@@ -146,8 +146,12 @@ class App:
         return cls._build(options, load_config(options.config_path))
 
     def configure_logging(self) -> Redactor:
-        """(Re)configure the process's logging from the options and config; keeps the redactor."""
-        self.redactor = configure(self.log_level, self.log_format, self.config.secrets)
+        """(Re)configure the process's logging from the options and config; keeps the redactor.
+
+        structlog itself is imported on the first event at the configured level (a ``run-job``
+        at ``warning`` that logs nothing never imports it): this process's code logs through
+        :func:`~scheduler.logs.get_logger` only; kinds that use structlog directly run in workers."""
+        self.redactor = configure(self.log_level, self.log_format, self.config.secrets, defer=True)
         return self.redactor
 
     def prepare_data_dir(self) -> None:
@@ -156,7 +160,7 @@ class App:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         except PermissionError:
-            from scheduler.state import not_writable, unwritable
+            from scheduler.stores.sqlite_schema import not_writable, unwritable
 
             blocked = unwritable(self.data_dir / ".scheduler" / "state.db")
             if blocked is None:

@@ -7,11 +7,18 @@ environment variables interpolated, the ``*_file`` secrets' contents, the direct
 still matches.  What must hold:
 
 * **No secret in plain text on disk.**  A compiled config contains secrets (``*_file`` contents,
-  interpolated tokens).  The entry stores it encrypted: the key is derived with scrypt from the
-  input digest, i.e. from the very inputs (secrets included) that produced it, and a random
-  salt; AES-256-GCM (the ``cryptography`` package) encrypts and authenticates.  So reading an
-  entry needs the inputs it was made from, and a changed input fails the authentication, which
-  *is* the invalidation.  The entry holds no value of any input, only names and paths.
+  interpolated tokens).  The entry stores it encrypted: the key is derived from the input
+  digest, i.e. from the very inputs (secrets included) that produced it, and a random salt;
+  AES-256-GCM (the ``cryptography`` package) encrypts and authenticates.  So reading an entry
+  needs the inputs it was made from, and a changed input fails the authentication, which *is*
+  the invalidation.  The entry holds no value of any input, only names and paths.
+* **Costly to guess where there is something to guess.**  When the config holds a secret or
+  read an environment variable (its value may be a secret wherever it was interpolated), the
+  key is derived with scrypt, so each guess at a secret costs what a ``run-job`` pays once.
+  Otherwise every input is a file or directory listing anyone who could guess the digest can
+  read, the config holds no secret, and one SHA-256 derives the key (scrypt would cost each
+  call ~10-30 ms and protect nothing).  Accepting both kinds of entry gives an attacker nothing:
+  a valid entry of either kind needs the digest, i.e. every input's value.
 * **A private place.**  ``SCHEDULER_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or ``~/.cache``
   ``/cron-container-scheduler``, else ``<tmp>/cron-container-scheduler-<uid>``; the directory must
   be ours, not a symlink and mode 0700 (created so); entries are written 0600 through a temp
@@ -28,30 +35,37 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from scheduler.config.inputs import Inputs, code_key, material
 
 FORMAT = 1
-SCRYPT = {"n": 2**13, "r": 8, "p": 1}  # ~10-25 ms here: cheap per call, costly per guessed secret
+SCRYPT = {"n": 2**13, "r": 8, "p": 1}  # ~10-30 ms here: cheap per call, costly per guessed secret
 APP = "cron-container-scheduler"
 
 
 def cache_dir() -> Path | None:
     """The cache directory (created private), or None when there is no private place for it."""
-    explicit = os.environ.get("SCHEDULER_CACHE_DIR")
-    if explicit:
-        candidates = [Path(explicit)]
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or (os.path.expanduser("~/.cache") if "HOME" in os.environ else "")
-        candidates = [Path(base) / APP] if base else []
-        candidates.append(Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}")
-    for path in candidates:
+    for path in _candidates():
         if _private_dir(path):
             return path
     return None
+
+
+def _candidates() -> Iterator[Path]:
+    """Where the cache may live, in order; the temp directory is looked up only if needed."""
+    explicit = os.environ.get("SCHEDULER_CACHE_DIR")
+    if explicit:
+        yield Path(explicit)
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or (os.path.expanduser("~/.cache") if "HOME" in os.environ else "")
+    if base:
+        yield Path(base) / APP
+    import tempfile  # imported on use: run-job's start-up (tempfile loads shutil and random)
+
+    yield Path(tempfile.gettempdir()) / f"{APP}-{os.getuid()}"
 
 
 def _private_dir(path: Path) -> bool:
@@ -116,12 +130,15 @@ class CompileCache:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
-    def store(self, config_path: str, inputs: Inputs, digest: str, compiled: str) -> bool:
+    def store(self, config_path: str, inputs: Inputs, digest: str, compiled: str, *, secrets: bool = True) -> bool:
         """Save ``compiled`` under the inputs it came from, if they still have the values the child
-        saw (``digest``); a file changed meanwhile would otherwise pin a stale result."""
+        saw (``digest``); a file changed meanwhile would otherwise pin a stale result.  ``secrets``:
+        whether the compiled config holds any (see the module docstring for the key it decides)."""
         if material(inputs, os.environ, config_path) != digest:
             return False
-        entry = {"format": FORMAT, "inputs": inputs.as_json(), **_encrypt(digest, compiled.encode("utf-8"))}
+        kdf = "scrypt" if secrets or inputs.env else "sha256"
+        entry = {"format": FORMAT, "inputs": inputs.as_json(), **_encrypt(digest, compiled.encode("utf-8"), kdf)}
+        import tempfile
         path = self.entry_path(config_path)
         fd, tmp = tempfile.mkstemp(prefix=".entry-", dir=self.directory)  # created 0600
         try:
@@ -139,16 +156,21 @@ class CompileCache:
 _AAD = b"cron-container-scheduler config cache v2"  # binds an entry to this use of the key
 
 
-def _key(digest: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(bytes.fromhex(digest), salt=salt, dklen=32, maxmem=64 * 1024 * 1024, **SCRYPT)
+def _key(digest: str, salt: bytes, kdf: str) -> bytes:
+    """The entry's AES key: scrypt (costly per guess) or one SHA-256 (nothing to guess)."""
+    if kdf == "scrypt":
+        return hashlib.scrypt(bytes.fromhex(digest), salt=salt, dklen=32, maxmem=64 * 1024 * 1024, **SCRYPT)
+    if kdf == "sha256":
+        return hashlib.sha256(_AAD + salt + bytes.fromhex(digest)).digest()
+    raise ValueError(f"unknown key derivation {kdf!r}")
 
 
-def _encrypt(digest: str, plain: bytes) -> dict[str, Any]:
+def _encrypt(digest: str, plain: bytes, kdf: str) -> dict[str, Any]:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
     salt, nonce = os.urandom(16), os.urandom(12)
-    cipher = AESGCM(_key(digest, salt)).encrypt(nonce, plain, _AAD)
-    return {"salt": salt.hex(), "nonce": nonce.hex(), "data": base64.b64encode(cipher).decode()}
+    cipher = AESGCM(_key(digest, salt, kdf)).encrypt(nonce, plain, _AAD)
+    return {"kdf": kdf, "salt": salt.hex(), "nonce": nonce.hex(), "data": base64.b64encode(cipher).decode()}
 
 
 def _decrypt(digest: str, entry: dict[str, Any]) -> bytes:
@@ -158,6 +180,6 @@ def _decrypt(digest: str, entry: dict[str, Any]) -> bytes:
     salt, nonce = bytes.fromhex(entry["salt"]), bytes.fromhex(entry["nonce"])
     cipher = base64.b64decode(entry["data"], validate=True)
     try:
-        return AESGCM(_key(digest, salt)).decrypt(nonce, cipher, _AAD)
+        return AESGCM(_key(digest, salt, str(entry.get("kdf", "scrypt")))).decrypt(nonce, cipher, _AAD)
     except InvalidTag:
         raise ValueError("the inputs changed (or the entry is not ours)") from None

@@ -258,5 +258,5 @@ def _compile(path: Path | str, cache: Any) -> dict[str, Any]:
     if cache is not None and inputs is not None and digest:
         from scheduler.config.inputs import Inputs
 
-        cache.store(str(path), Inputs.from_json(inputs), digest, json.dumps(payload))
+        cache.store(str(path), Inputs.from_json(inputs), digest, json.dumps(payload), secrets=bool(payload["secrets"]))
     return payload

@@ -132,13 +132,14 @@ def code_key() -> str:
     """Identifies the validating code: interpreter, this package's files, installed packages."""
     h = hashlib.sha256()
     h.update(f"{sys.version}\0{os.path.realpath(sys.executable)}\0".encode())
-    for root, dirs, files in os.walk(_PACKAGE):
+    package = str(_PACKAGE)
+    for root, dirs, files in os.walk(package):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        relative = root[len(package) + 1:]  # the walk's paths start with the package's: no relpath per file
         for name in sorted(files):
             if name.endswith(".py"):
-                full = os.path.join(root, name)
-                st = os.stat(full)
-                h.update(f"{os.path.relpath(full, _PACKAGE)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+                st = os.stat(os.path.join(root, name))
+                h.update(f"{os.path.join(relative, name)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     for entry in sys.path:  # installing or removing a package changes its site directory's mtime
         if entry.endswith("-packages"):
             try:

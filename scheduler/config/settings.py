@@ -1,6 +1,6 @@
 """Global (non-job) config sections: ``daemon:``, ``state:`` and ``http:``.
 
-The ``docker:`` section's model lives with the container kind (``scheduler.kinds.container.spec``).
+The ``docker:`` section's model lives with the container kind (``scheduler.kinds.container.settings``).
 """
 
 from __future__ import annotations

@@ -272,6 +272,10 @@ def main(argv: list[str]) -> int:
             preloaded.append(name)
         except Exception as exc:  # noqa: BLE001 - the child imports it again and reports the error
             failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    from scheduler.logs import structlog
+
+    structlog()  # every run logs: imported here once (scheduler.logs imports it only on first use)
+    preloaded.append("structlog")
     gc.collect()
     gc.freeze()  # preloaded objects stay out of the children's collections: fewer copied pages
     server = Server(sock)

@@ -190,7 +190,7 @@ BUILTIN = Registry((
     Kind("container", spec="scheduler.kinds.container.spec:ContainerJob",
          executor="scheduler.kinds.container:execute",
          forbidden="scheduler.kinds.container.spec:FORBIDDEN_KEYS",
-         sections=(Section("docker", model="scheduler.kinds.container.spec:DockerSettings",
+         sections=(Section("docker", model="scheduler.kinds.container.settings:DockerSettings",
                            check="scheduler.kinds.container.checks:check_facts",
                            job_fields=_CONTAINER_JOB_FIELDS, section_fields=_DOCKER_FIELDS),),
          passes=("docker",),

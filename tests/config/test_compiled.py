@@ -26,7 +26,7 @@ from scheduler.config.notifiers import Notifier
 from scheduler.config.settings import DaemonSettings, HttpSettings, StateSettings
 from scheduler.errors import ConfigError
 from scheduler.kinds.command import command_argv
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = Path(__file__).parent / "good"

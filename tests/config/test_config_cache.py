@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import stat
 import textwrap
@@ -184,3 +185,46 @@ def test_a_directory_that_is_not_private_is_not_used(tmp_path, monkeypatch):
     """)
     assert set(load_compiled(config).jobs) == {"ok"}
     assert not (tmp_path / "private").exists() or not any((tmp_path / "private").iterdir())
+
+
+def kdf_of(cache: CompileCache) -> str:
+    [entry] = entries(cache)
+    return json.loads(entry.read_text())["kdf"]
+
+
+def test_the_key_is_costly_to_guess_exactly_where_there_is_something_to_guess(cache, tmp_path, monkeypatch):
+    """scrypt for a config holding a secret or reading the environment; one SHA-256 where every
+    input is a file anyone guessing the digest could read anyway.  Both are reused alike."""
+    monkeypatch.setenv("CACHE_TEST_REGION", "eu")
+    plain = write(tmp_path / "plain" / "jobs.yaml", """
+        jobs:
+          ok: {kind: command, every: 1h, command: ["true"]}
+    """)
+    for path, kdf in ((plain, "sha256"), (config_with_secret(tmp_path), "scrypt")):
+        for entry in entries(cache):
+            entry.unlink()
+        first = load_compiled(path, cache)
+        assert kdf_of(cache) == kdf
+        assert load_compiled(path, cache) == first
+    assert (cache.misses, cache.hits) == (2, 2)
+    with_variable = write(tmp_path / "var" / "jobs.yaml", """
+        jobs:
+          ok: {kind: command, every: 1h, command: ["echo", "${CACHE_TEST_REGION}"]}
+    """)
+    for entry in entries(cache):
+        entry.unlink()
+    assert not load_compiled(with_variable, cache).secrets
+    assert kdf_of(cache) == "scrypt"  # no secret by the config's rules, but a variable's value may be one
+
+
+def test_an_entry_relabelled_to_the_cheap_key_is_never_used(cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("CACHE_TEST_REGION", "eu")
+    path = config_with_secret(tmp_path)
+    load_compiled(path, cache)
+    [entry] = entries(cache)
+    for kdf in ("sha256", "none"):
+        data = json.loads(entry.read_text())
+        entry.write_text(json.dumps({**data, "kdf": kdf}))
+        assert load_compiled(path, cache).jobs["fetch"].env["API_TOKEN"] == SECRET
+        assert kdf_of(cache) == "scrypt"  # the miss compiled again and replaced the entry
+    assert (cache.misses, cache.hits) == (3, 0)

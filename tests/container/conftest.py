@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 from container_helpers import docker_cli, ensure_test_image, no_engine, services_of, session_leftovers, session_services
 
-from scheduler.kinds.container.spec import LABEL_INSTANCE, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE
 
 
 @dataclass

@@ -17,14 +17,8 @@ from typing import Any
 import pytest
 
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.container.spec import (
-    LABEL_INSTANCE,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    ContainerJob,
-    DockerSettings,
-)
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_JOB, LABEL_MANAGED_BY, LABEL_RUN_ID, ContainerJob
 
 TEST_IMAGE = "scheduler-test-busybox:latest"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -154,17 +148,6 @@ def docker_cli() -> str:
 def services_of(client: Any, instance: str) -> list[dict[str, Any]]:
     """Swarm services labelled with ``instance``."""
     return client.api.services(filters={"label": [f"{LABEL_INSTANCE}={instance}"]})
-
-
-def wait_until(predicate: Any, timeout: float = 30.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def task_containers(client: Any, service_id: str) -> list[dict[str, Any]]:

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from container_helpers import RecordingLog, make_ctx  # noqa: E402
 
 from scheduler.kinds.container import execute  # noqa: E402
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings  # noqa: E402
+from scheduler.kinds.container.settings import DockerSettings  # noqa: E402
+from scheduler.kinds.container.spec import ContainerJob  # noqa: E402
 
 
 def main() -> int:

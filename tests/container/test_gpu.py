@@ -20,7 +20,8 @@ from scheduler.kinds.container import execute
 from scheduler.kinds.container.engine import resolve_host
 from scheduler.kinds.container.payload import RunFacts, build_create_request
 from scheduler.kinds.container.run import GpuUnavailable
-from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_MANAGED_BY, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_MANAGED_BY
 
 pytestmark = pytest.mark.docker
 

@@ -21,7 +21,7 @@ from container_helpers import RecordingLog, container_job, ensure_test_image, ma
 
 from scheduler.kinds.container import cleanup_orphans, execute
 from scheduler.kinds.container.engine import EngineUnavailable, make_client, resolve_host
-from scheduler.kinds.container.spec import DockerSettings, DockerTLS
+from scheduler.kinds.container.settings import DockerSettings, DockerTLS
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

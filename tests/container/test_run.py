@@ -13,7 +13,7 @@ from container_helpers import RecordingLog, container_job, make_ctx, ours
 from scheduler.errors import ConfigError, JobFailed
 from scheduler.kinds.container import execute
 from scheduler.kinds.container.run import ContainerFailed, ContainerTimedOut, ImageUnavailable
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
 

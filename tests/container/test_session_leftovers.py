@@ -13,7 +13,8 @@ import docker.errors
 import pytest
 from container_helpers import REPO_ROOT, TEST_IMAGE
 
-from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_MANAGED_BY, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_MANAGED_BY
 
 pytestmark = pytest.mark.docker
 

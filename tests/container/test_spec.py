@@ -15,14 +15,8 @@ from scheduler.kinds.container.payload import (
     gpu_device_requests,
     render,
 )
-from scheduler.kinds.container.spec import (
-    ContainerJob,
-    DockerSettings,
-    check_against_settings,
-    format_size,
-    image_allowed,
-    parse_size,
-)
+from scheduler.kinds.container.settings import DockerSettings, check_against_settings
+from scheduler.kinds.container.spec import ContainerJob, format_size, image_allowed, parse_size
 
 
 def job(**fields: object) -> ContainerJob:

@@ -20,18 +20,13 @@ from container_helpers import (
     orphan_service,
     services_of,
     task_containers,
-    wait_until,
 )
+from polling import wait_for
 
 from scheduler.kinds.container import execute
 from scheduler.kinds.container.run import ContainerFailed, ContainerTimedOut
-from scheduler.kinds.container.spec import (
-    LABEL_INSTANCE,
-    LABEL_JOB,
-    LABEL_MANAGED_BY,
-    LABEL_RUN_ID,
-    DockerSettings,
-)
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_INSTANCE, LABEL_JOB, LABEL_MANAGED_BY, LABEL_RUN_ID
 from scheduler.kinds.container.swarm_run import SwarmStartTimedOut, cleanup_services
 
 pytestmark = pytest.mark.docker
@@ -46,7 +41,7 @@ def in_background(fn: Callable[[], Any]) -> Iterator[Future]:
 
 def the_service(client: Any, settings: DockerSettings) -> dict[str, Any]:
     """The one service of this test's instance, once it exists."""
-    return wait_until(lambda: services_of(client, settings.instance), what="the run's service")[0]
+    return wait_for(lambda: services_of(client, settings.instance), what="the run's service")[0]
 
 
 def test_exit_zero_succeeds_relays_output_and_removes_the_service(docker_client, swarm_settings,
@@ -58,7 +53,7 @@ def test_exit_zero_succeeds_relays_output_and_removes_the_service(docker_client,
     assert sorted(log.output()) == [("stderr", "warn"), ("stdout", "hello")]
     assert services_of(docker_client, swarm_settings.instance) == []
     # The exited task's container goes too (removing a job service alone would leave it behind).
-    wait_until(lambda: not task_containers(docker_client, result["service_id"]), what="the task's container to go")
+    wait_for(lambda: not task_containers(docker_client, result["service_id"]), what="the task's container to go")
 
 
 def test_a_failing_task_runs_exactly_once_and_fails_with_its_exit_code(docker_client, swarm_settings,
@@ -85,7 +80,7 @@ def test_output_is_relayed_live_in_order_and_complete(swarm_settings, tmp_path: 
     spec = container_job(command=["sh", "-c", script], volumes=[f"{tmp_path}:/probe"], timeout="60s")
     log = RecordingLog()
     with in_background(lambda: execute(spec, make_ctx(tmp_path, log=log, docker=swarm_settings))) as run:
-        wait_until(lambda: "one" in log.lines(), timeout=60, what="the first line, live")
+        wait_for(lambda: "one" in log.lines(), timeout=60, what="the first line, live")
         (tmp_path / "go").touch()
         assert run.result(timeout=60)["exit_code"] == 0
     assert log.output() == [("stdout", "one"), ("stderr", "two"), ("stdout", "three"), ("stdout", "no newline")]
@@ -101,7 +96,7 @@ def test_timeout_removes_the_service_and_its_container(docker_client, swarm_sett
             run.result(timeout=60)
     assert log.lines() == ["ready"]
     assert services_of(docker_client, swarm_settings.instance) == []
-    wait_until(lambda: not task_containers(docker_client, service["ID"]), what="the task's container to go")
+    wait_for(lambda: not task_containers(docker_client, service["ID"]), what="the task's container to go")
 
 
 def test_an_unsatisfiable_constraint_fails_after_start_timeout_with_swarms_reason(docker_client, swarm_settings,
@@ -210,13 +205,13 @@ def test_cleanup_removes_only_this_instances_services(docker_client, swarm_setti
     other = swarm_settings.model_copy(update={"instance": swarm_settings.instance + "-other"})
     assert cleanup_services(other) == []  # another scheduler's services are not ours
     assert [s["ID"] for s in services_of(docker_client, swarm_settings.instance)] == [sid]
-    wait_until(lambda: any(t["Status"]["State"] == "running"
+    wait_for(lambda: any(t["Status"]["State"] == "running"
                            for t in docker_client.api.tasks(filters={"service": sid})),
                what="the orphan's task to run")  # fmt: skip
     assert cleanup_services(swarm_settings, grace=1) == [("train", 41)]
     assert services_of(docker_client, swarm_settings.instance) == []
     # Removing a job service alone would leave its task running: it must be gone as well.
-    wait_until(lambda: not task_containers(docker_client, sid), what="the orphan's container to go")
+    wait_for(lambda: not task_containers(docker_client, sid), what="the orphan's container to go")
 
 
 def test_the_engine_address_comes_from_the_settings_as_for_containers(swarm_settings, tmp_path: Path,

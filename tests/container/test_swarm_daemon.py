@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from container_helpers import TEST_IMAGE, orphan_service, services_of, task_containers, wait_until
+from container_helpers import TEST_IMAGE, orphan_service, services_of, task_containers
+from polling import wait_for
 
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 from scheduler.state import StateStore
 
 pytestmark = pytest.mark.docker
@@ -59,7 +60,7 @@ def daemon(scheduler_cmd, scheduler_env, tmp_path: Path) -> Iterator[Callable[[P
     def start(config: Path) -> Daemon:
         d = Daemon(scheduler_cmd, config, tmp_path / "data", scheduler_env)
         started.append(d)
-        wait_until(lambda: d.has("scheduler started") or d.proc.poll() is not None, timeout=60, what="daemon start")
+        wait_for(lambda: d.has("scheduler started") or d.proc.poll() is not None, timeout=60, what="daemon start")
         assert d.proc.poll() is None, d.log_path.read_text()
         return d
 
@@ -104,7 +105,7 @@ def test_daemon_start_removes_orphan_services_and_abandons_their_runs(
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(30) == 0
     assert d.statuses()[run_id] == "abandoned"
-    wait_until(lambda: not task_containers(docker_client, sid), what="the orphan's container to go")
+    wait_for(lambda: not task_containers(docker_client, sid), what="the orphan's container to go")
 
 
 def test_shutdown_stops_running_swarm_runs_within_the_grace(
@@ -125,7 +126,7 @@ def test_shutdown_stops_running_swarm_runs_within_the_grace(
                 return service["ID"]
         return None
 
-    sid = wait_until(running_service, timeout=60, what="a swarm run")
+    sid = wait_for(running_service, timeout=60, what="a swarm run")
     began = time.monotonic()
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(30) == 0
@@ -135,4 +136,4 @@ def test_shutdown_stops_running_swarm_runs_within_the_grace(
     assert services_of(docker_client, swarm_settings.instance) == []
     statuses = d.statuses()  # slots fired while the run was active are skipped (concurrency: forbid)
     assert statuses.pop(min(statuses)) == "interrupted" and set(statuses.values()) <= {"skipped"}, statuses
-    wait_until(lambda: not task_containers(docker_client, sid), what="the run's container to go")
+    wait_for(lambda: not task_containers(docker_client, sid), what="the run's container to go")

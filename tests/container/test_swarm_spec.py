@@ -12,7 +12,8 @@ from scheduler.config import load_config
 from scheduler.config.loader import load_models
 from scheduler.errors import ConfigError
 from scheduler.kinds.container.payload import RunFacts
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
+from scheduler.kinds.container.settings import DockerSettings, check_against_settings
+from scheduler.kinds.container.spec import ContainerJob
 from scheduler.kinds.container.swarm_payload import (
     CONTAINER_SPEC_FIELDS,
     TASK_TEMPLATE_FIELDS,

@@ -14,7 +14,7 @@ import pytest
 from container_helpers import REPO_ROOT, container_job, ours
 
 from scheduler.kinds.container import cleanup_orphans, stop_all
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
 

@@ -1,26 +1,9 @@
-"""Helpers for core tests: bounded polling and process inspection (no fixed sleeps)."""
+"""Helpers for core tests: process inspection (no fixed sleeps; polling is tests/polling.py)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-import time
-from collections.abc import Callable
-from typing import TypeVar
-
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(interval)
 
 
 def unique_seconds(seconds: int | str) -> str:

@@ -138,3 +138,43 @@ def test_interval_schedules_show_as_written(write_config, tmp_path, scheduler_cm
     finally:
         store.close()
     assert served == shown
+
+
+@pytest.mark.parametrize("argv", [
+    ["run-job", "daily"],
+    ["run-job", "daily", "--date", "2026-11-05", "--param", "a=1", "--param", "b=x", "--force"],
+    ["--config", "c.yaml", "run-job", "daily", "--data-dir", "d", "--log-level", "warning"],
+    ["--config=c.yaml", "--log-format", "json", "run-job", "daily"],
+    ["--data-dir", "run-job", "list", "--json"],  # a value that looks like a subcommand
+    ["run"], ["validate", "--config", "c.yaml"], ["history", "daily", "--limit", "3", "--json"],
+    ["schema"], ["demo", "--records", "10", "--date", "2026-11-05"], ["health", "--max-age", "5"],
+])
+def test_a_core_subcommand_parses_alone_as_in_the_full_parser(argv):
+    """``main`` builds only the named core subcommand's parser: it must read argv as the full one does."""
+    from scheduler.cli import build_parser, core_command
+
+    assert core_command(argv) is not None
+    assert build_parser(only=core_command(argv)).parse_args(argv) == build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["-h"], ["--version"], ["--conf", "c.yaml", "run-job", "x"], ["status"], ["backfill", "x"],
+    ["logs", "1"], ["nonsense"], ["--config"],
+])
+def test_help_version_abbreviations_and_other_subcommands_use_the_full_parser(argv):
+    from scheduler.cli import core_command
+
+    assert core_command(argv) is None
+
+
+def test_a_usage_error_reads_the_same_from_the_core_parser(capsys):
+    """The subcommand's own errors and usage come out as the full parser prints them."""
+    from scheduler.cli import build_parser
+
+    texts = []
+    for parser in (build_parser(only="run-job"), build_parser()):
+        with pytest.raises(SystemExit) as caught:
+            parser.parse_args(["run-job", "--date"])
+        assert caught.value.code == 2
+        texts.append(capsys.readouterr().err)
+    assert texts[0] == texts[1] and "usage: scheduler run-job" in texts[0]

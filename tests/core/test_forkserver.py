@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from coretools import processes_with, unique_seconds, wait_for
+from coretools import processes_with, unique_seconds
+from polling import wait_for
 
 from scheduler.config import load_config
 from scheduler.forkserver import ForkServer, fork_supported

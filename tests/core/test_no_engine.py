@@ -9,7 +9,8 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from coretools import LoggedProcess, wait_for
+from coretools import LoggedProcess
+from polling import wait_for
 
 from scheduler.state import StateStore
 

@@ -10,7 +10,8 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from coretools import wait_for, zombies_of
+from coretools import zombies_of
+from polling import wait_for
 
 from scheduler.state import StateStore
 

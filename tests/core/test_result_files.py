@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
-from coretools import LoggedProcess, children_of, processes_with, wait_for
+from coretools import LoggedProcess, children_of, processes_with
+from polling import wait_for
 
 from scheduler import resultfiles
 from scheduler.process import host_tag

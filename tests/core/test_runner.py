@@ -8,7 +8,8 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from coretools import processes_with, unique_seconds, wait_for
+from coretools import processes_with, unique_seconds
+from polling import wait_for
 
 from scheduler.config import load_config
 from scheduler.logs import configure

@@ -6,9 +6,8 @@ import hashlib
 import json
 import os
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +43,6 @@ def inspect(kind: str, name: str) -> dict[str, Any] | None:
     """``docker <kind> inspect name`` as a dict, or None when there is no such object."""
     proc = docker(kind, "inspect", name, check=False)
     return json.loads(proc.stdout)[0] if proc.returncode == 0 else None
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
-    """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def build_inputs_hash(base_id: str) -> str:

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from compose_helpers import PROXY_IMAGE, compose_cli, ensure_proxy_image
-from image_helpers import REPO, docker, no_engine, wait_for
+from image_helpers import REPO, docker, no_engine
+from polling import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -11,16 +11,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from image_helpers import (
-    HARDENED,
-    Containers,
-    docker,
-    history,
-    inspect,
-    json_lines,
-    wait_for,
-    with_config,
-)
+from image_helpers import HARDENED, Containers, docker, history, inspect, json_lines, with_config
+from polling import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -59,7 +51,7 @@ def test_daemon_logs_json_is_pid1_and_turns_healthy(containers: Containers, conf
     cid = containers.start(options=[*HARDENED, *with_config(config, volume), "--health-interval", "2s"])
 
     runs = wait_for(lambda: at_least(2, finished(containers.logs(cid), "tick")), 30,
-                    "two runs of the one-second job in the logs")
+                    "two runs of the one-second job in the logs", interval=0.25)
     assert all(r["status"] == "success" for r in runs)
     events = json_lines(containers.logs(cid))  # every line is JSON
     assert events[0]["event"] == "scheduler started" and events[0]["pid"] == 1
@@ -70,7 +62,7 @@ def test_daemon_logs_json_is_pid1_and_turns_healthy(containers: Containers, conf
     assert "\nUid:\t10001\t" in status
     assert "CapEff:\t0000000000000000" in status
 
-    wait_for(lambda: inspect("container", cid)["State"]["Health"]["Status"] == "healthy", 40, "healthy")
+    wait_for(lambda: inspect("container", cid)["State"]["Health"]["Status"] == "healthy", 40, "healthy", interval=0.25)
 
 
 def test_docker_stop_interrupts_the_running_job_and_exits_0_fast(containers: Containers, config_dir) -> None:
@@ -81,7 +73,7 @@ def test_docker_stop_interrupts_the_running_job_and_exits_0_fast(containers: Con
     volume = containers.volume()
     cid = containers.start(options=[*HARDENED, *with_config(config, volume)])
     wait_for(lambda: any(e.get("event") == "run started" and e.get("job") == "hold"
-                         for e in json_lines(containers.logs(cid))), 30, "the job to start")
+                         for e in json_lines(containers.logs(cid))), 30, "the job to start", interval=0.25)
 
     started = time.monotonic()
     docker("stop", "--time", "10", cid, timeout=30)
@@ -109,7 +101,7 @@ def test_orphaned_grandchildren_leave_no_zombies(containers: Containers, config_
     cid = containers.start(options=[*HARDENED, *with_config(config, volume)])
 
     runs = wait_for(lambda: at_least(ORPHANERS, finished(containers.logs(cid), "orphaner")), 60,
-                    f"{ORPHANERS} runs to finish")
+                    f"{ORPHANERS} runs to finish", interval=0.25)
     # The reaper took the orphans, never our own children's exit statuses.
     assert {(r["status"], r["exit_code"]) for r in runs} == {("failed", 3)}
     assert len({r["job"] for r in runs}) == ORPHANERS
@@ -118,7 +110,7 @@ def test_orphaned_grandchildren_leave_no_zombies(containers: Containers, config_
         return int(docker("exec", cid, "python3", "-c", ZOMBIES).stdout.strip())
 
     # The grandchildren sleep 0.3 s after their parents exit; then each must be reaped.
-    wait_for(lambda: zombies() == 0, 10, "no zombie processes in the container")
+    wait_for(lambda: zombies() == 0, 10, "no zombie processes in the container", interval=0.25)
     time.sleep(1.0)
     assert zombies() == 0
     assert inspect("container", cid)["State"]["Running"]

@@ -17,16 +17,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from image_helpers import (
-    HARDENED,
-    REPO,
-    Containers,
-    docker,
-    history,
-    no_engine,
-    wait_for,
-    with_config,
-)
+from image_helpers import HARDENED, REPO, Containers, docker, history, no_engine, with_config
+from polling import wait_for
 
 from scheduler.sample.api import start_server
 
@@ -121,7 +113,8 @@ def api_proxy(tmp_path: Path) -> Iterator[str]:
     listener.close()  # HAProxy holds its own copy
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _status(url, "GET", "/_ping") == 200 or proc.poll() is not None, 10, "the proxy to answer")
+        wait_for(lambda: _status(url, "GET", "/_ping") == 200 or proc.poll() is not None, 10, "the proxy to answer",
+                 interval=0.25)
         assert proc.poll() is None, f"haproxy exited with {proc.returncode}"
         yield url
     finally:

@@ -28,15 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from image_helpers import (
-    HARDENED,
-    REPO,
-    Containers,
-    docker,
-    inspect,
-    json_lines,
-    wait_for,
-)
+from image_helpers import HARDENED, REPO, Containers, docker, inspect, json_lines
+from polling import wait_for
 
 from scheduler import clock
 from scheduler.config import load_config
@@ -105,7 +98,7 @@ def test_daily_sales_then_train_model_after_it_in_the_daemon(containers: Contain
         daemon_started = time.monotonic()
         cid = containers.start(options=options)
         finished = wait_for(lambda: events(containers.logs(cid), "run finished", "train_model")
-                            or _dead(cid), 180, "train_model to finish in the daemon")
+                            or _dead(cid), 180, "train_model to finish in the daemon", interval=0.25)
         assert isinstance(finished, list), "the daemon exited:\n" + "\n".join(containers.logs(cid)[-40:])
         timings["daemon"] = time.monotonic() - daemon_started
         docker("stop", "--time", "30", cid, timeout=60)

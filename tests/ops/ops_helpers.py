@@ -12,16 +12,15 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+
+from polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -30,24 +29,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra or {})
     return env
-
-
-def wait_until(probe: Callable[[], T], timeout: float = 20.0, what: str = "condition",
-               interval: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error on timeout
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
 
 
 def http(method: str, url: str, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, bytes]:
@@ -101,7 +82,7 @@ class Daemon:
             found = self.events(name)
             return found[0] if found else None
 
-        return wait_until(probe, timeout, f"log event {name!r}")
+        return wait_for(probe, timeout, f"log event {name!r}", retry_errors=True)
 
     @property
     def url(self) -> str:

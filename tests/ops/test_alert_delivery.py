@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from ops_helpers import wait_until
+from polling import wait_for
 
 from scheduler.config.jobs import Notifier
 from scheduler.ops.alerts import MAX_BACKOFF, AlertSender
@@ -96,7 +96,7 @@ def test_a_429_with_retry_after_is_retried_after_the_wait_asked_for(events: Even
     sender = AlertSender(events, Redactor(["alert-secret-42"]))
     notifier = Notifier.model_validate({"url": hook.url, "retries": 2})
     sender.send("failure", (notifier,), {"job": "nightly", "text": "failed with alert-secret-42"})
-    sent = wait_until(lambda: events.named("alert sent"), 30, "the alert to be delivered")[0]
+    sent = wait_for(lambda: events.named("alert sent"), 30, "the alert to be delivered", retry_errors=True)[0]
     sender.close()
 
     assert sent["attempt"] == 2 and len(hook.arrivals) == 2
@@ -113,7 +113,7 @@ def test_a_stop_ends_a_long_retry_wait_promptly(events: Events, webhooks: list[W
     sender = AlertSender(events)
     notifier = Notifier.model_validate({"url": hook.url, "retries": 5})
     sender.send("failure", (notifier,), {"job": "nightly", "text": "failed"})
-    retrying = wait_until(lambda: events.named("alert retrying"), 30, "the first retry wait")[0]
+    retrying = wait_for(lambda: events.named("alert retrying"), 30, "the first retry wait", retry_errors=True)[0]
     assert retrying["retry_in"] == MAX_BACKOFF  # the hour asked for, capped
 
     # close() joins the delivery thread for at most 20 s, less than the 30 s wait in progress:

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import structlog
-from ops_helpers import wait_until
+from polling import wait_for
 from services import ServiceServer, discord_problems, ntfy_problems, pagerduty_problems
 from structlog.testing import capture_logs
 
@@ -233,7 +233,7 @@ def test_sender_delivers_each_format_to_its_service(fmt: str, event: str, servic
     with capture_logs() as logs:
         sender = AlertSender(structlog.get_logger(), Redactor([ROUTING_KEY, token_url]).redact)
         sender.send(event, (target,), payload)
-        wait_until(lambda: services.of(service), 10, f"the {fmt} request")
+        wait_for(lambda: services.of(service), 10, f"the {fmt} request", retry_errors=True)
         sender.close(5.0)
     assert services.violations == []
     assert [e["event"] for e in logs] == ["alert sent"] and logs[0]["target"] == "127.0.0.1"
@@ -248,7 +248,7 @@ def test_sender_retries_a_service_error_then_delivers(services: ServiceServer) -
     with capture_logs() as logs:
         sender = AlertSender(structlog.get_logger())
         sender.send("failure", (target,), run_alert("failure"))
-        wait_until(lambda: services.of("pagerduty"), 15, "the retried trigger")
+        wait_for(lambda: services.of("pagerduty"), 15, "the retried trigger", retry_errors=True)
         sender.close(5.0)
     assert services.violations == []
     assert [(e["event"], e.get("attempt")) for e in logs] == [("alert retrying", 1), ("alert sent", 2)]
@@ -279,7 +279,7 @@ def test_an_alert_no_format_can_render_is_logged_and_the_next_one_still_goes(ser
     with capture_logs() as logs:
         sender = AlertSender(structlog.get_logger())
         sender.send("failure", (Keyless(services.url + "/pagerduty/v2/enqueue"), good), run_alert("failure"))
-        wait_until(lambda: services.of("ntfy"), 10, "the ntfy alert after the broken one")
+        wait_for(lambda: services.of("ntfy"), 10, "the ntfy alert after the broken one", retry_errors=True)
         sender.close(5.0)
     assert [(e["event"], e.get("error")) for e in logs] == [("alert failed", "cannot render: AttributeError"),
                                                             ("alert sent", None)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ops_helpers import wait_until
+from polling import wait_for
 from services import ServiceServer
 
 ROUTING_KEY = "e2eR0utingKey0123456789abcdefABC"
@@ -42,8 +42,8 @@ jobs:
       - {{url: "{url}/pagerduty/v2/enqueue", format: pagerduty, routing_key_file: {key_file}}}
       - {{url: "{url}/ntfy/{TOPIC}", format: ntfy}}
 """)
-        wait_until(lambda: len(services.of("pagerduty")) >= 2, 30, "a PagerDuty trigger and resolve")
-        wait_until(lambda: [p for p in services.pings() if p[0] == "success"], 30, "a success ping")
+        wait_for(lambda: len(services.of("pagerduty")) >= 2, 30, "a PagerDuty trigger and resolve", retry_errors=True)
+        wait_for(lambda: [p for p in services.pings() if p[0] == "success"], 30, "a success ping", retry_errors=True)
         daemon.stop()
 
         assert services.violations == []

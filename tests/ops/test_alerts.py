@@ -6,7 +6,8 @@ import json
 import sqlite3
 from pathlib import Path
 
-from ops_helpers import Receiver, run_cli, wait_until
+from ops_helpers import Receiver, run_cli
+from polling import wait_for
 
 SECRET = "hunter2-webhook-secret"
 
@@ -35,11 +36,12 @@ jobs:
     shell: 'if [ -e {marker} ]; then rm {marker}; echo "using $API_PASSWORD"; echo broken >&2; exit 4; fi'
     on_recovery: [{{url: "{receiver.url}/recovery"}}, {{url: "{receiver.url}/slack", format: slack}}]
 """)
-    wait_until(lambda: receiver.events("recovery"), 30, "a recovery alert")
+    wait_for(lambda: receiver.events("recovery"), 30, "a recovery alert", retry_errors=True)
     # a few more successes must not alert again
     before = _successes(workdir, "flaky")
-    wait_until(lambda: _successes(workdir, "flaky") >= before + 3, 30, "three more successful runs")
-    wait_until(lambda: [b for b in receiver.bodies if b["path"] == "/slack"], 10, "the slack-format recovery")
+    wait_for(lambda: _successes(workdir, "flaky") >= before + 3, 30, "three more successful runs", retry_errors=True)
+    wait_for(lambda: [b for b in receiver.bodies if b["path"] == "/slack"], 10, "the slack-format recovery",
+             retry_errors=True)
 
     failures = receiver.events("failure")
     recoveries = receiver.events("recovery", "/recovery")
@@ -83,7 +85,7 @@ jobs:
     from ops_helpers import http
 
     assert http("POST", daemon.url + "/jobs/nightly/run", {"Authorization": "Bearer restart-token-123"})[0] == 202
-    recovery = wait_until(lambda: receiver.events("recovery"), 30, "a recovery alert")[0]
+    recovery = wait_for(lambda: receiver.events("recovery"), 30, "a recovery alert", retry_errors=True)[0]
     assert recovery["job"] == "nightly" and recovery["previous_failures"] == 1
 
 
@@ -100,7 +102,7 @@ jobs:
     expect_success_within: 1s
     on_failure: [{{url: "{receiver.url}/hook"}}]
 """)
-    alert = wait_until(lambda: receiver.events("freshness"), 30, "a freshness alert")[0]
+    alert = wait_for(lambda: receiver.events("freshness"), 30, "a freshness alert", retry_errors=True)[0]
     assert alert["job"] == "report" and alert["freshness"] is True
     assert alert["last_success"] is None and alert["expect_success_within"] == "1s"
     assert "has not succeeded within 1s" in alert["text"]
@@ -110,9 +112,9 @@ jobs:
         body = http("GET", daemon.url + "/metrics")[1].decode()
         return 'scheduler_job_overdue{job="report"} 1.0' in body
 
-    wait_until(overdue_metric, 10, "the overdue gauge")
+    wait_for(overdue_metric, 10, "the overdue gauge", retry_errors=True)
     # the breach stays open: further ticks must not alert again
     before = _successes(workdir, "tick")
-    wait_until(lambda: _successes(workdir, "tick") >= before + 3, 30, "three more loop ticks")
+    wait_for(lambda: _successes(workdir, "tick") >= before + 3, 30, "three more loop ticks", retry_errors=True)
     assert len(receiver.events("freshness")) == 1
     assert not receiver.events("failure")

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from ops_helpers import child_env, run_cli, wait_until
+from ops_helpers import child_env, run_cli
+from polling import wait_for
 
 DATES = [f"2024-03-{d:02d}" for d in range(1, 11)]
 
@@ -89,7 +90,7 @@ jobs:
          "--config", str(workdir / "scheduler.yaml"), "--data-dir", str(workdir / "data")],
         cwd=workdir, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: "2024-03-02" in _ran(log), 30, "the slow date to start")
+        wait_for(lambda: "2024-03-02" in _ran(log), 30, "the slow date to start", retry_errors=True)
         proc.send_signal(signum)
         output, _ = proc.communicate(timeout=30)
     finally:

@@ -18,7 +18,8 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ops_helpers import Receiver, child_env, http, run_cli, wait_until
+from ops_helpers import Receiver, child_env, http, run_cli
+from polling import wait_for
 
 from scheduler.state import RunRecord, SQLiteStore
 
@@ -64,7 +65,8 @@ jobs:
     run_on_start: true
     shell: 'echo first; echo warn >&2; while [ ! -f {gate} ]; do sleep 0.05; done; echo second; exit 3'
 """)
-    wait_until(lambda: any(r.status == "running" for r in runs(workdir, "gated")), what="the run to start")
+    wait_for(lambda: any(r.status == "running" for r in runs(workdir, "gated")), what="the run to start",
+             retry_errors=True)
     follower = logs_cli(workdir, "gated", "--follow")
     assert follower.stdout is not None
     seen = [follower.stdout.readline().rstrip("\n") for _ in range(2)]  # printed while the run still waits
@@ -149,7 +151,7 @@ jobs:
   other: {{kind: command, every: 1s, command: ["true"]}}
 """
     daemon = start_daemon(config)
-    wait_until(lambda: any(r.status == "success" for r in runs(workdir, "tick")), what="a first tick")
+    wait_for(lambda: any(r.status == "success" for r in runs(workdir, "tick")), what="a first tick", retry_errors=True)
     paused = run_cli(workdir, "pause", "tick", "--reason", "maintenance window")
     assert paused.returncode == 0 and "paused tick" in paused.stdout, paused.stderr
     seen = event_time(daemon.wait_event("job paused", timeout=5))  # within ~1 s of the store change
@@ -157,8 +159,8 @@ jobs:
     jobs = {j["job"]: j for j in json.loads(http("GET", daemon.url + "/jobs", auth)[1])["jobs"]}
     assert (jobs["tick"]["paused"], jobs["tick"]["paused_reason"], jobs["other"]["paused"]) == (
         True, "maintenance window", False)
-    wait_until(lambda: _metric(http("GET", daemon.url + "/metrics")[1].decode(), "scheduler_job_paused", "tick") == 1,
-               what="scheduler_job_paused 1")
+    wait_for(lambda: _metric(http("GET", daemon.url + "/metrics")[1].decode(), "scheduler_job_paused", "tick") == 1,
+               what="scheduler_job_paused 1", retry_errors=True)
     status = json.loads(run_cli(workdir, "status", "--json").stdout)
     assert {r["job"]: r["paused"] for r in status} == {"tick": True, "other": False}
     listed = json.loads(run_cli(workdir, "list", "--json").stdout)
@@ -167,8 +169,8 @@ jobs:
 
     daemon = start_daemon(config)  # the pause is in the store: it survives the restart
     started = event_time(daemon.wait_event("scheduler started"))
-    wait_until(lambda: sum(1 for r in runs(workdir, "other") if r.started_at and r.started_at > started
-                           and r.status == "success") >= 3, what="three runs of the other job")
+    wait_for(lambda: sum(1 for r in runs(workdir, "other") if r.started_at and r.started_at > started
+                           and r.status == "success") >= 3, what="three runs of the other job", retry_errors=True)
     assert not [r for r in runs(workdir, "tick") if r.started_at and r.started_at > seen + GRACE], \
         "a paused job fired"
     resumed = run_cli(workdir, "resume", "tick")
@@ -181,9 +183,9 @@ jobs:
                                                                            int(back.timestamp()))}
         return expected <= slots
 
-    wait_until(caught_up, 30, "every slot missed while paused to run (catchup: all)")
-    wait_until(lambda: _metric(http("GET", daemon.url + "/metrics")[1].decode(), "scheduler_job_paused", "tick") == 0,
-               what="scheduler_job_paused 0")
+    wait_for(caught_up, 30, "every slot missed while paused to run (catchup: all)", retry_errors=True)
+    wait_for(lambda: _metric(http("GET", daemon.url + "/metrics")[1].decode(), "scheduler_job_paused", "tick") == 0,
+               what="scheduler_job_paused 0", retry_errors=True)
 
 
 # --- trigger ------------------------------------------------------------------------------------
@@ -209,8 +211,8 @@ jobs:
     def dates() -> set[date]:
         return {r.logical_date for r in runs(workdir, "nightly") if r.status == "success"}
 
-    wait_until(lambda: {date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)} <= dates() and len(dates()) == 4,
-               what="four runs")
+    wait_for(lambda: {date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)} <= dates() and len(dates()) == 4,
+               what="four runs", retry_errors=True)
     triggers = {r.logical_date: r.trigger for r in runs(workdir, "nightly")}
     assert (triggers[date(2026, 1, 5)], triggers[date(2026, 1, 6)]) == ("request", "api")
 
@@ -235,7 +237,8 @@ def test_each_request_is_claimed_by_exactly_one_of_two_daemons(workdir: Path) ->
             d.wait_event("scheduler started")
         for day in range(1, 9):
             assert run_cli(workdir, "trigger", "j", "--date", f"2026-02-0{day}", "--no-wait").returncode == 0
-        wait_until(lambda: len([r for r in runs(workdir, "j") if r.status == "success"]) == 8, what="eight runs")
+        wait_for(lambda: len([r for r in runs(workdir, "j") if r.status == "success"]) == 8, what="eight runs",
+                 retry_errors=True)
         claims = [e["request_id"] for d in daemons for e in d.events("run requested")]
         assert sorted(claims) == list(range(1, 9))
     finally:
@@ -251,14 +254,15 @@ jobs:
   warmup: {kind: command, run_on_start: true, command: ["true"]}
   probe: {kind: command, command: ["true"]}
 """)
-    wait_until(lambda: [r.trigger for r in runs(workdir, "warmup") if r.status == "success"] == ["start"],
-               what="the start run")
+    wait_for(lambda: [r.trigger for r in runs(workdir, "warmup") if r.status == "success"] == ["start"],
+               what="the start run", retry_errors=True)
     (workdir / "scheduler.yaml").write_text((workdir / "scheduler.yaml").read_text() + "# reloaded\n")
     assert daemon.proc is not None
     daemon.proc.send_signal(signal.SIGHUP)
     daemon.wait_event("config reloaded")
     assert run_cli(workdir, "trigger", "probe").returncode == 0
-    wait_until(lambda: any(r.status == "success" for r in runs(workdir, "probe")), what="the probe run")
+    wait_for(lambda: any(r.status == "success" for r in runs(workdir, "probe")), what="the probe run",
+             retry_errors=True)
     assert [r.trigger for r in runs(workdir, "warmup")] == ["start"]
 
 
@@ -273,10 +277,11 @@ jobs:
     concurrency: queue
     shell: 'while [ ! -f {gate} ]; do sleep 0.05; done'
 """)
-    wait_until(lambda: any("already waiting (concurrency: queue)" in (r.error or "") for r in runs(workdir, "serial")),
-               what="a slot skipped while another waits")
+    wait_for(lambda: any("already waiting (concurrency: queue)" in (r.error or "") for r in runs(workdir, "serial")),
+               what="a slot skipped while another waits", retry_errors=True)
     gate.touch()
-    wait_until(lambda: len([r for r in runs(workdir, "serial") if r.status == "success"]) >= 2, what="two runs")
+    wait_for(lambda: len([r for r in runs(workdir, "serial") if r.status == "success"]) >= 2, what="two runs",
+             retry_errors=True)
     done = sorted((r for r in runs(workdir, "serial") if r.status == "success"), key=lambda r: r.slot)
     first, waiting = done[0], done[1]
     assert waiting.started_at is not None and first.ended_at is not None
@@ -299,7 +304,7 @@ jobs:
     on_failure: [{{url: "{receiver.url}/hook"}}]
 """)
     daemon.wait_event("job paused", timeout=30)
-    wait_until(lambda: len(receiver.events("failure")) >= 2, what="two failure alerts")
+    wait_for(lambda: len(receiver.events("failure")) >= 2, what="two failure alerts", retry_errors=True)
     alerts = receiver.events("failure")
     assert [a["paused"] for a in alerts] == [False, True]
     assert "paused after 2 failed runs in a row" in alerts[1]["text"] and "scheduler resume flaky" in alerts[1]["text"]
@@ -308,8 +313,9 @@ jobs:
     status = {r["job"]: r for r in json.loads(run_cli(workdir, "status", "--json").stdout)}
     assert status["flaky"]["paused"] is True
     assert run_cli(workdir, "resume", "flaky").returncode == 0
-    wait_until(lambda: len(daemon.events("job paused")) == 2, 30, "paused again after two fresh failures")
-    wait_until(lambda: len(receiver.events("failure")) >= 4, what="four failure alerts")
+    wait_for(lambda: len(daemon.events("job paused")) == 2, 30, "paused again after two fresh failures",
+             retry_errors=True)
+    wait_for(lambda: len(receiver.events("failure")) >= 4, what="four failure alerts", retry_errors=True)
     alerts = receiver.events("failure")
     assert [a["paused"] for a in alerts] == [False, True, False, True]
     failed = [r for r in runs(workdir, "flaky") if r.status == "failed"]

@@ -7,7 +7,8 @@ import re
 import sqlite3
 from pathlib import Path
 
-from ops_helpers import http, wait_until
+from ops_helpers import http
+from polling import wait_for
 
 TOKEN = "ops-test-token-7f3a9c2e"
 
@@ -33,7 +34,7 @@ jobs:
   tick: {kind: command, every: 1s, command: ["true"]}
 """)
     url = daemon.url
-    wait_until(lambda: http("GET", url + "/healthz")[0] == 200, what="healthy daemon")
+    wait_for(lambda: http("GET", url + "/healthz")[0] == 200, what="healthy daemon", retry_errors=True)
     # A writer holding the database lock is a real way for the loop to hang: its next step
     # blocks on recording the fired slot (SQLite's busy timeout) until the lock goes away.
     db = sqlite3.connect(str(workdir / "data" / ".scheduler" / "state.db"), timeout=5, isolation_level=None)
@@ -44,12 +45,12 @@ jobs:
             payload = json.loads(body)
             return payload if status == 503 and any("loop stalled" in r for r in payload["reasons"]) else None
 
-        unhealthy = wait_until(stalled, 15, "503 naming the stalled loop")
+        unhealthy = wait_for(stalled, 15, "503 naming the stalled loop", retry_errors=True)
         assert unhealthy["status"] == "unhealthy"
     finally:
         db.execute("ROLLBACK")
         db.close()
-    wait_until(lambda: http("GET", url + "/healthz")[0] == 200, 15, "health back to 200")
+    wait_for(lambda: http("GET", url + "/healthz")[0] == 200, 15, "health back to 200", retry_errors=True)
     assert daemon.proc is not None and daemon.proc.poll() is None
 
 
@@ -75,7 +76,7 @@ jobs:
                  and (_metric(text, "scheduler_rows_written_total", job="rows") or 0) >= 5)
         return text if ready else None
 
-    text = wait_until(scraped, 30, "runs counted in /metrics")
+    text = wait_for(scraped, 30, "runs counted in /metrics", retry_errors=True)
     assert (_metric(text, "scheduler_run_duration_seconds_count", job="good") or 0) >= 2
     assert (_metric(text, "scheduler_last_success_timestamp_seconds", job="good") or 0) > 0
     assert _metric(text, "scheduler_last_success_timestamp_seconds", job="broken") is None
@@ -119,7 +120,7 @@ jobs:
         last = jobs["manual"]["last_run"]
         return jobs if status == 200 and last and last["status"] == "success" else None
 
-    jobs = wait_until(finished_run, 20, "the API-triggered run to succeed")
+    jobs = wait_for(finished_run, 20, "the API-triggered run to succeed", retry_errors=True)
     assert jobs["manual"]["last_run"]["trigger"] == "api"
     assert jobs["manual"]["next"] == []
     assert len(jobs["hourly"]["next"]) == 3 and jobs["hourly"]["last_run"] is None
@@ -155,7 +156,7 @@ jobs:
               and (_metric(text, "scheduler_running_runs", job="slow") or 0) == 1)
         return text if ok else None
 
-    text = wait_until(counted, 20, "missed and skipped slots in /metrics")
+    text = wait_for(counted, 20, "missed and skipped slots in /metrics", retry_errors=True)
     # never more than the slots that elapsed since the persisted cursor
     elapsed = (clock.now() - now).total_seconds()
     assert (_metric(text, "scheduler_missed_slots_total", job="behind") or 0) <= elapsed + 100

@@ -19,7 +19,8 @@ from typing import Any
 
 import pgcluster
 import pytest
-from replicas import Replica, counts, end_group_leaders, out_lines, wait_for, write_config
+from polling import wait_for
+from replicas import Replica, counts, end_group_leaders, out_lines, write_config
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings, check_against_settings
+from scheduler.kinds.container.settings import DockerSettings, check_against_settings
+from scheduler.kinds.container.spec import ContainerJob
 
 __all__ = ["ContainerJob", "DockerSettings", "check_against_settings", "cleanup_orphans", "execute", "stop_all"]
 

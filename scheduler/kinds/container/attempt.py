@@ -18,6 +18,7 @@ from scheduler.errors import ConfigError, ConfigIssue, Interrupted
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.container.logs import run_logger
 from scheduler.kinds.container.payload import RunFacts
+from scheduler.kinds.container.settings import DockerSettings, check_against_settings
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -25,8 +26,6 @@ from scheduler.kinds.container.spec import (
     LABEL_RUN_ID,
     MANAGED_BY,
     ContainerJob,
-    DockerSettings,
-    check_against_settings,
 )
 from scheduler.stopping import Stopped, sigterm_raises
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from scheduler.config.partial import on_known
 from scheduler.kinds.container.allowlist import allowlist_problems, data_volume_problems
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import ContainerJob
 from scheduler.kinds.container.swarm_spec import backend_problems
 
 

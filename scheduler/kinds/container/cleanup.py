@@ -13,7 +13,7 @@ import sys
 
 from scheduler.errors import SchedulerError
 from scheduler.kinds.container.run import cleanup_orphans
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 
 
 def main(stdin: str | None = None) -> int:

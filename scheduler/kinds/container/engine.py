@@ -17,7 +17,7 @@ import docker.errors
 import docker.tls
 
 from scheduler.errors import JobFailed
-from scheduler.kinds.container.spec import DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
 from scheduler.neterrors import causes, classify
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.kinds.container.settings import DockerSettings
 from scheduler.kinds.container.spec import (
     LABEL_INSTANCE,
     LABEL_JOB,
@@ -24,7 +25,6 @@ from scheduler.kinds.container.spec import (
     LABEL_RUN_ID,
     MANAGED_BY,
     ContainerJob,
-    DockerSettings,
 )
 
 # Keyword arguments of docker's APIClient.create_container that we ever pass.

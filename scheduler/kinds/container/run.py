@@ -41,7 +41,8 @@ from scheduler.kinds.container.engine import ClientFactory, make_client
 from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut, GpuUnavailable, ImageUnavailable
 from scheduler.kinds.container.logs import LineStreamer
 from scheduler.kinds.container.payload import RunFacts, build_create_request
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import ContainerJob
 
 
 def _is_gpu_error(exc: docker.errors.APIError) -> bool:

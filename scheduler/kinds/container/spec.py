@@ -1,4 +1,4 @@
-"""Config models for the ``container`` kind and the global ``docker:`` section.
+"""Config models for the ``container`` kind (the global ``docker:`` section's are in ``settings``).
 
 Security is decided here, at load time, before any call reaches an engine:
 
@@ -7,7 +7,8 @@ Security is decided here, at load time, before any call reaches an engine:
   "extra inputs are not permitted";
 - capabilities: all are dropped; a job may keep a few by name, only from Docker's default set;
 - host paths and named volumes, and images, are checked against the global allowlists by
-  :func:`check_against_settings`, which the config loader calls for every container job;
+  :func:`~scheduler.kinds.container.settings.check_against_settings`, which the config loader
+  calls for every container job;
 - so is the backend: keys only one of ``docker.backend: engine | swarm`` can honour are refused
   under the other (see ``swarm_spec``).
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import posixpath
 import re
 import shlex
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -27,12 +27,8 @@ from pydantic import BeforeValidator, Field, field_validator, model_validator
 from scheduler.config.jobs import JobBase, argv_strings
 from scheduler.config.sizes import SIZE_PATTERN, Size, format_size, parse_size  # noqa: F401 - re-exported
 from scheduler.config.types import Duration, Model
-from scheduler.kinds.container.allowlist import (  # noqa: F401 - image_allowed re-exported
-    allowlist_problems,
-    data_volume_problems,
-    image_allowed,
-)
-from scheduler.kinds.container.swarm_spec import Placement, Reservations, backend_problems
+from scheduler.kinds.container.allowlist import image_allowed  # noqa: F401 - re-exported
+from scheduler.kinds.container.swarm_spec import Placement, Reservations
 
 LABEL_PREFIX = "org.cron-scheduler."
 LABEL_MANAGED_BY = LABEL_PREFIX + "managed-by"
@@ -352,108 +348,3 @@ class ContainerJob(JobBase):
             name: getattr(self, name) if getattr(self, name) is not None else getattr(defaults, name)
             for name in Limits.model_fields
         })
-
-
-class DockerTLS(Model):
-    """Client TLS for ``tcp://`` hosts (``DOCKER_TLS_VERIFY``/``DOCKER_CERT_PATH`` are read too)."""
-
-    ca_cert: str | None = Field(default=None, description="CA certificate file.")
-    client_cert: str | None = Field(default=None, description="Client certificate file (with client_key).")
-    client_key: str | None = Field(default=None, description="Client key file (with client_cert).")
-    verify: bool = Field(default=True, description="Verify the engine's certificate.")
-
-    @model_validator(mode="after")
-    def _pair(self) -> DockerTLS:
-        if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("set both 'client_cert' and 'client_key', or neither")
-        return self
-
-
-class DockerSettings(Model):
-    """The global ``docker:`` section: how to reach the engine and what jobs may ask of it.
-
-    ``backend: engine`` runs each attempt as a container on the engine; ``backend: swarm`` as a
-    ``replicated-job`` service on the Swarm that engine manages (see ``swarm_run``)."""
-
-    backend: Literal["engine", "swarm"] = Field(
-        default="engine", description="engine: a container per run; swarm: a replicated-job service per run.")
-    host: str | None = Field(
-        default=None,
-        description="Engine address: unix://, tcp:// or ssh:// (default: $DOCKER_HOST, else the local socket).")
-    tls: DockerTLS | None = Field(default=None, description="Client TLS for tcp:// hosts.")
-    use_ssh_client: bool = Field(default=True, description="ssh:// through the ssh binary (false: paramiko).")
-    api_version: str = Field(default="auto", description="Engine API version.")
-    timeout: Duration = Field(default=timedelta(seconds=60), description="API request timeout.")
-    instance: str = Field(
-        default="default", description="Label that scopes orphan cleanup when several schedulers share an engine.")
-    allowed_images: tuple[str, ...] = Field(default=("*",), description="Image allowlist (globs).")
-    allowed_host_paths: tuple[str, ...] = Field(
-        default=(), description="Host path prefixes container jobs may bind (absolute).")
-    allowed_volumes: tuple[str, ...] = Field(default=(), description="Named volumes container jobs may mount.")
-    data_volume: str | None = Field(
-        default=None,
-        description="Volume name or host path behind data_mount on the engine's host (default: the data dir's path).")
-    network: str = Field(default="none", description="Default network for container jobs.")
-    defaults: Limits = Field(
-        default=Limits(), description="Default resource limits: {memory, cpus, pids_limit, shm_size}.")
-    stop_grace: Duration = Field(default=timedelta(seconds=10), description="Grace for orphan cleanup and shutdown.")
-    gpu_resource: str = Field(
-        default="NVIDIA-GPU",
-        description="Swarm: the generic resource nodes advertise GPUs as (node-generic-resources).")
-    isolated_network: str = Field(
-        default="scheduler-isolated",
-        description="Swarm: the internal overlay network (no gateway) tasks of jobs on network none join.")
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(unix|tcp|ssh|npipe|http|https)://", value):
-            raise ValueError(f"invalid docker host {value!r}: use unix://, tcp:// or ssh://")
-        return value
-
-    @field_validator("allowed_host_paths")
-    @classmethod
-    def _abs_paths(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for path in value:
-            if not path.startswith("/") or ".." in path.split("/"):
-                raise ValueError(f"allowed host path {path!r} must be absolute, without '..'")
-        return tuple(posixpath.normpath(p) for p in value)
-
-    @field_validator("network")
-    @classmethod
-    def _network(cls, value: str) -> str:
-        return _check_network(value)
-
-    @field_validator("gpu_resource", "isolated_network")
-    @classmethod
-    def _swarm_names(cls, value: str) -> str:
-        if not _NETWORK_NAME.match(value):
-            raise ValueError(f"invalid name {value!r}")
-        return value
-
-    @field_validator("instance")
-    @classmethod
-    def _instance(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", value):
-            raise ValueError(f"invalid instance name {value!r}")
-        return value
-
-    @field_validator("data_volume")
-    @classmethod
-    def _data_volume(cls, value: str | None) -> str | None:
-        if not value:
-            return None  # empty (an unset ${VAR:-}): the data dir's own path
-        if value is not None:
-            Volume(source=value, target="/data")  # same rules as a job's volume source
-        return value
-
-
-def check_against_settings(job: ContainerJob, settings: DockerSettings | None) -> list[tuple[str, str]]:
-    """Checks that need the global ``docker:`` section: ``(field, message)`` for each problem."""
-    settings = settings or DockerSettings()
-    problems = allowlist_problems(job.image, job.volumes, settings.allowed_images, settings.allowed_host_paths,
-                                  settings.allowed_volumes)
-    problems.extend(data_volume_problems(job.data_volume, settings.data_volume, settings.allowed_host_paths,
-                                         settings.allowed_volumes))
-    problems.extend(backend_problems(job, settings))
-    return problems

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from scheduler.kinds.container.payload import RunFacts, environment, labels_for, mounts, render
-from scheduler.kinds.container.spec import ContainerJob, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import ContainerJob
 
 # Keyword arguments of docker's APIClient.create_service that we ever pass.
 SERVICE_FIELDS = frozenset({"task_template", "name", "labels", "mode"})

@@ -50,7 +50,8 @@ from scheduler.kinds.container.engine import ClientFactory, make_client, resolve
 from scheduler.kinds.container.errors import ContainerFailed, ContainerTimedOut
 from scheduler.kinds.container.logs import LineStreamer
 from scheduler.kinds.container.payload import RunFacts
-from scheduler.kinds.container.spec import LABEL_MANAGED_BY, MANAGED_BY, ContainerJob, DockerSettings
+from scheduler.kinds.container.settings import DockerSettings
+from scheduler.kinds.container.spec import LABEL_MANAGED_BY, MANAGED_BY, ContainerJob
 from scheduler.kinds.container.swarm_payload import build_service_request
 
 DEFAULT_START_TIMEOUT = timedelta(minutes=5)

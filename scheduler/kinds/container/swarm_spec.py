@@ -23,7 +23,8 @@ from scheduler.config.sizes import Size
 from scheduler.config.types import Model
 
 if TYPE_CHECKING:
-    from scheduler.kinds.container.spec import ContainerJob, DockerSettings
+    from scheduler.kinds.container.settings import DockerSettings
+    from scheduler.kinds.container.spec import ContainerJob
 
 SWARM_ONLY = ("placement", "reservations", "start_timeout")
 
