@@ -1,5 +1,5 @@
 """Command line: ``scheduler run | run-job | list | validate | history | schema | health | demo | backfill | status
-| logs | pause | resume | trigger``.
+| logs | pause | resume | trigger | web``.
 
 This module only parses arguments and dispatches: the commands live in
 :mod:`scheduler.app.commands`, :mod:`scheduler.ops` and :mod:`scheduler.sample.demo`, and build
@@ -63,6 +63,9 @@ def build_parser(prog: str = "scheduler") -> argparse.ArgumentParser:
 
     ops_cli.add_subcommands(add)
     console_commands.add_subcommands(add)
+    from scheduler.web import cli as web_cli
+
+    web_cli.add_subcommands(add)
     return parser
 
 
@@ -96,9 +99,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "scheduler") -> int:
         parser.print_help()
         return 2
     from scheduler.ops import cli as ops_cli
+    from scheduler.web import cli as web_cli
 
     handler = (COMMANDS.get(args.command) or console_commands.COMMANDS.get(args.command)
-               or ops_cli.COMMANDS[args.command])
+               or web_cli.COMMANDS.get(args.command) or ops_cli.COMMANDS[args.command])
     try:
         return handler(args)
     except SchedulerError as exc:
