@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NOT_SKIPPABLE_IN_CI = ("docker", "postgres")
+NOT_SKIPPABLE_IN_CI = ("docker", "postgres", "browser")
 
 
 @pytest.hookimpl(hookwrapper=True)

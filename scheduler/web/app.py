@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from scheduler.web import auth, views
 from scheduler.web.wire import Request, Response
@@ -74,10 +74,11 @@ class WebApp:
     def url(self, *parts: object, **query: object) -> str:
         """An absolute path below the base path, each part quoted (job names, ids)."""
         path = self.base + "/" + "/".join(quote(str(p), safe="") for p in parts)
-        if query:
+        given = {k: v for k, v in query.items() if v is not None}
+        if given:
             from urllib.parse import urlencode
 
-            path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+            path += "?" + urlencode(given)
         return path
 
     def token(self) -> str | None:
@@ -115,7 +116,7 @@ class WebApp:
 
     # --- dispatch --------------------------------------------------------------------------
     def handle(self, request: Request) -> Response:
-        parts = [p for p in request.path.split("/") if p]
+        parts = [unquote(p) for p in request.path.split("/") if p]  # job names may hold any character
         if parts[:1] == ["static"]:
             return self.static(parts[1] if len(parts) == 2 else "")
         if self.token() is None:
