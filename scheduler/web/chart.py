@@ -89,7 +89,7 @@ def build_chart(records: Sequence[RunRecord], limit: int = MAX_RUNS) -> Chart | 
         duration = run.duration or 0.0
         height = (y1 - y0) * duration / top_duration
         when = run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC") if run.started_at else run.logical_date.isoformat()
-        bars.append(Bar(x=x0 + i * slot + slot * 0.15, y=y1 - height, width=max(slot * 0.7, 1.0), height=height,
+        bars.append(Bar(x=x0 + (i + 0.5) * slot - min(max(slot * 0.7, 1.0), 28.0) / 2, y=y1 - height, width=min(max(slot * 0.7, 1.0), 28.0), height=height,
                         status=str(run.status), title=f"run {run.id} ({run.status}) {when}: {_seconds(duration)}"))
         if run.rows is not None:
             points.append(Point(x=x0 + (i + 0.5) * slot, y=y1 - (y1 - y0) * run.rows / top_rows,
