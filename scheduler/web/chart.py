@@ -80,6 +80,7 @@ def build_chart(records: Sequence[RunRecord], limit: int = MAX_RUNS) -> Chart | 
         return None
     x0, y0, x1, y1 = LEFT, TOP, WIDTH - RIGHT, HEIGHT - BOTTOM
     slot = (x1 - x0) / len(runs)
+    bar = min(max(slot * 0.7, 1.0), 28.0)
     top_duration = max(r.duration or 0.0 for r in runs) or 1.0
     with_rows = [r for r in runs if r.rows is not None]
     top_rows = max((r.rows or 0 for r in with_rows), default=0) or 1
@@ -89,7 +90,7 @@ def build_chart(records: Sequence[RunRecord], limit: int = MAX_RUNS) -> Chart | 
         duration = run.duration or 0.0
         height = (y1 - y0) * duration / top_duration
         when = run.started_at.strftime("%Y-%m-%d %H:%M:%S UTC") if run.started_at else run.logical_date.isoformat()
-        bars.append(Bar(x=x0 + (i + 0.5) * slot - min(max(slot * 0.7, 1.0), 28.0) / 2, y=y1 - height, width=min(max(slot * 0.7, 1.0), 28.0), height=height,
+        bars.append(Bar(x=x0 + (i + 0.5) * slot - bar / 2, y=y1 - height, width=bar, height=height,
                         status=str(run.status), title=f"run {run.id} ({run.status}) {when}: {_seconds(duration)}"))
         if run.rows is not None:
             points.append(Point(x=x0 + (i + 0.5) * slot, y=y1 - (y1 - y0) * run.rows / top_rows,
