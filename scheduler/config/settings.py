@@ -96,16 +96,14 @@ class HttpSettings(Model):
     stale_after: Duration = Field(
         default=timedelta(seconds=90), description="/healthz answers 503 when the loop has not stepped for this long.")
     base_path: str = Field(
-        default="", description="URL path prefix the endpoint and the web console are reached under behind a "
-        "reverse proxy (e.g. /scheduler): every link and form carries it; requests with or without it are served.")
+        default="", pattern=r"^(/[A-Za-z0-9._~-]+)*/?$",
+        description="URL path prefix the endpoint and the web console are reached under behind a reverse proxy "
+        "(e.g. /scheduler): every link and form carries it; requests with or without it are served.")
 
     @field_validator("base_path")
     @classmethod
-    def _path_prefix(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
-            raise ValueError(f"must be a path like /scheduler (letters, digits, . _ ~ -), got {value!r}")
-        return value
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @field_validator("listen")
     @classmethod

@@ -81,7 +81,8 @@ def test_operator_flow_in_a_browser(chromium: Any, start_site: Any, tmp_path: Pa
 
     # a job page, then its run and the run's output, a <script> shown as text
     page.click("tr[data-job=printer] a.job-name")
-    page.wait_for_selector("pre.spec")
+    page.wait_for_selector("details.spec")
+    page.click("details.spec summary")  # the spec is folded away until asked for
     assert "API_PASSWORD: '***'" in page.locator("pre.spec").inner_text()
     assert page.locator("figure.chart svg rect.bar").count() == 1
     screenshot(page, tmp_path / "job.png")
