@@ -642,7 +642,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
     mem = results.get("memory")
     if mem:
         base = mem["baseline"]
-        growth = mem["after"]["rss_mb"] - mem["start"]["rss_mb"]
+        # with --web the pages' modules are loaded before the runs: growth counts from that reading
+        growth = mem["after"]["rss_mb"] - (mem["web"]["after_first_pages"] if mem.get("web") else mem["start"])["rss_mb"]
         flat_ok = growth <= args.max_growth_mb
         for label, key in (("after start", "start"), (f"after {mem['runs']} runs, quiet", "after")):
             for unit in ("rss", "uss"):

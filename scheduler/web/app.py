@@ -66,6 +66,7 @@ class WebApp:
         self.backend = backend
         self.base = base_path.rstrip("/")
         self.sessions = auth.Sessions()
+        self.throttle = auth.LoginThrottle()
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                                       undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(url=self.url, base=self.base)
@@ -86,6 +87,7 @@ class WebApp:
 
     def render(self, template: str, status: int = 200, caller: Caller | None = None, **context: Any) -> Response:
         context.setdefault("note", "")
+        context.setdefault("throttled", False)
         body = self.env.get_template(template).render(
             csrf=caller.csrf if caller else "", logged_in=caller is not None and caller.via == "session",
             served_by=self.backend.served_by, **context)
@@ -209,10 +211,14 @@ class WebApp:
             target = "/"
         if request.method != "POST":
             return self.render("login.html", next=target, note=self.note(request), failed=False)
+
         token = self.token()
         if not auth.same_origin(request):
             return self.error(403, "Login refused: the form was posted from another origin.")
+        if self.throttle.blocked(request.client):
+            return self.render("login.html", 429, next=target, note="", failed=False, throttled=True)
         if not auth.token_matches(request.field("token"), token):
+            self.throttle.failed(request.client)
             return self.render("login.html", 401, next=target, note="", failed=True)
         assert token is not None
         session_id, _ = self.sessions.open(token)

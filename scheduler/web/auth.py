@@ -30,6 +30,8 @@ COOKIE = "scheduler_session"
 IDLE_LIMIT = 8 * 3600.0  # seconds a session lives without a request
 ABSOLUTE_LIMIT = 24 * 3600.0  # seconds a session lives at most
 MAX_SESSIONS = 512  # the oldest session goes when a new one would exceed this
+LOGIN_FAILURES = 10  # wrong tokens from one client address within LOGIN_WINDOW before it must wait
+LOGIN_WINDOW = 60.0
 
 
 def token_matches(given: str, token: str | None) -> bool:
@@ -107,6 +109,32 @@ class Sessions:
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+
+class LoginThrottle:
+    """Slows guessing: after :data:`LOGIN_FAILURES` wrong tokens from one client address within
+    :data:`LOGIN_WINDOW` seconds, its logins are refused until the window has passed (thread-safe)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, client: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            recent = [t for t in self._failures.get(client, []) if now - t < LOGIN_WINDOW]
+            if recent:
+                self._failures[client] = recent
+            else:
+                self._failures.pop(client, None)
+            return len(recent) >= LOGIN_FAILURES
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            if len(self._failures) > 10_000:  # bounded: forget everyone rather than grow without end
+                self._failures.clear()
+            self._failures.setdefault(client, []).append(self._clock())
 
 
 def csrf_ok(request: Request, session: Session) -> bool:

@@ -1,18 +1,9 @@
-"""Serving the console: one request through :class:`~scheduler.web.app.WebApp`, and the
-``scheduler web`` process (its own HTTP server over the state store).
-
-``scheduler web`` reads the same state store as the daemons (with PostgreSQL, every replica's runs
-and output), changes it only through the store (``set_paused``, ``request_trigger``: a running
-daemon claims the request, as for ``scheduler trigger``), and never runs a job itself.  It
-loads the config once at start; restart it after a config change.
-"""
+"""Serving the console: one request through :class:`~scheduler.web.app.WebApp` (for the
+daemon's endpoint and ``scheduler web`` alike), and the HTTP server of ``scheduler web``."""
 
 from __future__ import annotations
 
-import argparse
-import signal
 import socket
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,11 +24,9 @@ def serve(handler: BaseHTTPRequestHandler, app: WebApp, log: Any) -> None:
     log.debug("web request", method=handler.command, path=path, status=response.status)
 
 
-def make_server(listen: str, app: WebApp, log: Any) -> ThreadingHTTPServer:
-    """A threading HTTP server bound to ``listen`` (``HOST:PORT``) serving only the console."""
-    from scheduler.ops.http import parse_listen
-
-    host, port = parse_listen(listen)
+def make_server(host: str, port: int, app: WebApp, log: Any) -> ThreadingHTTPServer:
+    """A threading HTTP server bound to ``(host, port)`` serving only the console (``OSError``
+    when it cannot bind)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "scheduler"
@@ -57,46 +46,3 @@ def make_server(listen: str, app: WebApp, log: Any) -> ThreadingHTTPServer:
     })
     server: ThreadingHTTPServer = server_cls((host, port), Handler)
     return server
-
-
-def cmd_web(args: argparse.Namespace) -> int:
-    """``scheduler web [--listen HOST:PORT] [--base-path P]``: serve the console until SIGTERM/SIGINT."""
-    from scheduler.app.context import App, Options
-    from scheduler.errors import ConfigError
-    from scheduler.web.views import Backend
-
-    with App.inspect(Options.from_args(args)) as app:
-        redactor = app.configure_logging()
-        import structlog
-
-        log = structlog.get_logger("scheduler.web")
-        config = app.config
-        base_path = (args.base_path if args.base_path is not None else config.http.base_path).rstrip("/")
-        if base_path and not base_path.startswith("/"):
-            raise ConfigError(f"--base-path: must start with '/', got {base_path!r}")
-        store = app.store
-        web = WebApp(Backend(config=lambda: config, store=store, redact=lambda: redactor.redact, served_by="web"),
-                     base_path)
-        try:
-            server = make_server(args.listen, web, log)
-        except OSError as exc:
-            raise ConfigError(f"--listen: cannot listen on {args.listen}: {exc.strerror or exc}") from None
-        stop = threading.Event()
-
-        def on_signal(signum: int, frame: object) -> None:
-            stop.set()  # handlers only set flags; the main thread shuts the server down
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, on_signal)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="web-http",
-                                  daemon=True)
-        thread.start()
-        host, port = server.server_address[:2]
-        log.info("web console listening", listen=f"{host!s}:{port}", base_path=base_path or "/",
-                 api=config.http.api_token is not None)
-        while not stop.wait(0.5):
-            pass
-        server.shutdown()
-        server.server_close()
-        log.info("web console stopped")
-    return 0

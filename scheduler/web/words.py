@@ -38,10 +38,8 @@ def interval_words(every: timedelta) -> str:
 
 
 def cron_words(expression: str) -> str:
-    """cron-descriptor's description of a cron expression the scheduler accepts (24-hour clock).
-
-    When both day fields are restricted, a day matching either fires (Vixie cron), which the
-    words say explicitly."""
+    """cron-descriptor's description of a cron expression the scheduler accepts (24-hour clock;
+    with both day fields restricted it says "or", as the scheduler fires on either day)."""
     from cron_descriptor import ExpressionDescriptor, Options
 
     fields = parse_cron(expression)
@@ -49,13 +47,9 @@ def cron_words(expression: str) -> str:
     options.use_24hour_time_format = True
     options.verbose = False
     try:
-        text = str(ExpressionDescriptor(fields, options).get_description())
+        return str(ExpressionDescriptor(fields, options).get_description())
     except Exception:  # noqa: BLE001 - words are a courtesy; the expression is always shown beside them
         return expression
-    _, _, _, day, _, weekday = fields.split()
-    if not day.startswith("*") and not weekday.startswith("*"):
-        text += " (either day matches)"
-    return text
 
 
 def describe(schedule: Schedule, after: tuple[str, ...]) -> ScheduleText:
