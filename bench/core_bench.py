@@ -643,7 +643,8 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
     if mem:
         base = mem["baseline"]
         # with --web the pages' modules are loaded before the runs: growth counts from that reading
-        growth = mem["after"]["rss_mb"] - (mem["web"]["after_first_pages"] if mem.get("web") else mem["start"])["rss_mb"]
+        reference = mem["web"]["after_first_pages"] if mem.get("web") else mem["start"]
+        growth = mem["after"]["rss_mb"] - reference["rss_mb"]
         flat_ok = growth <= args.max_growth_mb
         for label, key in (("after start", "start"), (f"after {mem['runs']} runs, quiet", "after")):
             for unit in ("rss", "uss"):
