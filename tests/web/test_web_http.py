@@ -272,3 +272,13 @@ def test_the_daemon_loads_the_web_modules_on_the_first_page_only(start_site) -> 
     assert "markupsafe" not in maps.read_text()  # Jinja2's C speedups: loaded with Jinja2
     assert client.get("/", headers=BEARER).status == 200
     assert "markupsafe" in maps.read_text()
+
+
+def test_repeated_wrong_tokens_lock_the_login_form_for_that_address(start_site) -> None:
+    site: Site = start_site()
+    client = Client(site.url)
+    for _ in range(10):
+        assert client.login("guess").status == 401
+    locked = client.login()
+    assert locked.status == 429 and "Too many wrong tokens" in locked.text and not locked.all("Set-Cookie")
+    assert client.get("/", headers=BEARER).status == 200  # scripts with the token are not locked out
