@@ -95,13 +95,13 @@ json.dump(late, sys.stdout)
 
 # --- helpers ---------------------------------------------------------------------------------------
 WEB_TOKEN = "core-bench-web-token"
-WEB: dict[str, bool] = {"on": False}  # --web: every daemon serves the endpoint and the web console
+WEB: dict[str, bool] = {"on": False, "http": False}  # --web / --http: daemons serve the endpoint (--web: and pages)
 
 
 def yaml_config(jobs: dict[str, dict[str, Any]]) -> str:
     """The config text (JSON is YAML; ``command`` stays a list of strings)."""
     config: dict[str, Any] = {"jobs": jobs}
-    if WEB["on"]:
+    if WEB["on"] or WEB["http"]:
         config["http"] = {"listen": "127.0.0.1:0", "api_token": WEB_TOKEN}
     return json.dumps(config, indent=1) + "\n"
 
@@ -753,8 +753,11 @@ def main() -> int:
     parser.add_argument("--web", action="store_true",
                         help="daemons serve http.listen with an API token; memory adds a reading after the first "
                              "web pages, lateness loads them before its window")
+    parser.add_argument("--http", action="store_true",
+                        help="daemons serve http.listen with an API token, no page is loaded (to tell the "
+                             "endpoint's cost from the pages')")
     args = parser.parse_args()
-    WEB["on"] = args.web
+    WEB["on"], WEB["http"] = args.web, args.http
     if args.quick:
         args.runs, args.cpu_window, args.lateness_window = min(args.runs, 200), min(args.cpu_window, 10.0), min(
             args.lateness_window, 15.0)
