@@ -229,7 +229,7 @@ def test_base_path_prefixes_every_link_and_form(start_site) -> None:
     for path in ("/", "/job/printer"):
         page = client.get(path).text
         targets = re.findall(r'(?:href|action|src)="([^"]+)"', page)
-        assert targets and all(t.startswith("/ops/scheduler/") for t in targets), targets
+        assert targets and all(t.startswith("/ops/scheduler/") for t in targets if t != "data:,"), targets
     assert client.get("/healthz").status == 200
     # a proxy that strips the prefix reaches the same pages (the links still carry it)
     stripped = Client(site.url.removesuffix("/ops/scheduler"))
