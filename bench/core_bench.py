@@ -4,6 +4,7 @@
     python bench/core_bench.py --only per_run [--run-window 40] [--code /path/to/other/checkout]
     python bench/core_bench.py --only run_job [--code /path/to/other/checkout]
     python bench/core_bench.py --web --only memory --only lateness   # with the web console loaded
+    python bench/core_bench.py --http --only lateness                 # the endpoint on, no page loaded
 
 Three measurements, every one of them on real ``scheduler run`` processes started from a config
 and data dir in a temporary directory and stopped with SIGTERM:
