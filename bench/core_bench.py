@@ -3,6 +3,8 @@
     python bench/core_bench.py [--quick] [--runs 1000] [--cpu-window 60] [--lateness-window 60]
     python bench/core_bench.py --only per_run [--run-window 40] [--code /path/to/other/checkout]
     python bench/core_bench.py --only run_job [--code /path/to/other/checkout]
+    python bench/core_bench.py --web --only memory --only lateness   # with the web console loaded
+    python bench/core_bench.py --http --only lateness                 # the endpoint on, no page loaded
 
 Three measurements, every one of them on real ``scheduler run`` processes started from a config
 and data dir in a temporary directory and stopped with SIGTERM:
@@ -95,9 +97,42 @@ json.dump(late, sys.stdout)
 
 
 # --- helpers ---------------------------------------------------------------------------------------
+WEB_TOKEN = "core-bench-web-token"
+WEB: dict[str, bool] = {"on": False, "http": False}  # --web / --http: daemons serve the endpoint (--web: and pages)
+
+
 def yaml_config(jobs: dict[str, dict[str, Any]]) -> str:
     """The config text (JSON is YAML; ``command`` stays a list of strings)."""
-    return json.dumps({"jobs": jobs}, indent=1) + "\n"
+    config: dict[str, Any] = {"jobs": jobs}
+    if WEB["on"] or WEB["http"]:
+        config["http"] = {"listen": "127.0.0.1:0", "api_token": WEB_TOKEN}
+    return json.dumps(config, indent=1) + "\n"
+
+
+def load_pages(daemon: DaemonProc) -> int:
+    """With ``--web``: open the job list, a job page and a run page as an operator would (Bearer
+    token); returns how many pages answered 200."""
+    import urllib.request
+
+    listen = next(e["listen"] for e in daemon.events() if e.get("event") == "http endpoint listening")
+    db = daemon.data / ".scheduler" / "state.db"
+    run_id = None
+    if db.exists():
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT id FROM runs ORDER BY id LIMIT 1").fetchone()
+            run_id = row[0] if row else None
+        finally:
+            conn.close()
+    first_job = next(iter(json.loads(daemon.config.read_text())["jobs"]))
+    paths = ["/", f"/job/{first_job}"] + ([f"/run/{run_id}"] if run_id else [])
+    ok = 0
+    for path in paths:
+        request = urllib.request.Request(f"http://{listen}{path}", headers={"Authorization": f"Bearer {WEB_TOKEN}"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+            ok += response.status == 200
+    return ok
 
 
 def command_job(schedule: str, jitter: str | None = None) -> dict[str, Any]:
@@ -263,6 +298,11 @@ def bench_memory(root: Path, bare: Bare, args: argparse.Namespace) -> dict[str, 
         time.sleep(args.settle)
         start = memory(daemon.proc)
         base = memory(bare.proc)
+        web: dict[str, Any] = {}
+        if WEB["on"]:
+            web["pages_ok"] = load_pages(daemon)
+            time.sleep(args.settle)
+            web["after_first_pages"] = memory(daemon.proc)
         busy = dict(idle_jobs)
         busy.update({f"tick{i:02d}": command_job("* * * * * *") for i in range(args.mem_jobs)})
         began = time.monotonic()
@@ -295,7 +335,7 @@ def bench_memory(root: Path, bare: Bare, args: argparse.Namespace) -> dict[str, 
         "start": start, "after": after, "baseline": base, "runs": finished, "still_running": running,
         "jobs": args.mem_jobs, "busy_seconds": round(busy_seconds, 1),
         "peak_rss_mb": max(s[1] for s in samples), "peak_uss_mb": max(s[2] for s in samples),
-        "checkpoints": {str(k): v for k, v in sorted(checkpoints.items())}, "exit_code": code,
+        "checkpoints": {str(k): v for k, v in sorted(checkpoints.items())}, "exit_code": code, "web": web,
     }
 
 
@@ -362,6 +402,8 @@ def bench_lateness(root: Path, args: argparse.Namespace) -> dict[str, Any]:
         # A fresh state fires every job's last slot at once (it is within the on-time window);
         # let that burst drain before the measured window starts.
         wait_until(lambda: daemon.runs()[0] >= len(jobs), 300, interval=0.25, what="the start-up burst")
+        if WEB["on"]:
+            load_pages(daemon)  # the web modules are loaded in the daemon during the window
         time.sleep(args.warmup)
         t0 = math.ceil(time.time()) + 1.0
         start = datetime.fromtimestamp(t0, UTC)
@@ -626,7 +668,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
     mem = results.get("memory")
     if mem:
         base = mem["baseline"]
-        growth = mem["after"]["rss_mb"] - mem["start"]["rss_mb"]
+        # with --web the pages' modules are loaded before the runs: growth counts from that reading
+        reference = mem["web"]["after_first_pages"] if mem.get("web") else mem["start"]
+        growth = mem["after"]["rss_mb"] - reference["rss_mb"]
         flat_ok = growth <= args.max_growth_mb
         for label, key in (("after start", "start"), (f"after {mem['runs']} runs, quiet", "after")):
             for unit in ("rss", "uss"):
@@ -636,6 +680,12 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> tuple[str, bool
                 rows.append([f"Daemon {unit.upper()} {label} (MB)", fmt(value), fmt(base[f"{unit}_mb"]),
                              ratio(value, base[f"{unit}_mb"]), f"<= {GOAL_RSS_MB:.0f}" if unit == "rss" else "-",
                              verdict(ok) if unit == "rss" else "-"])
+        if mem.get("web"):
+            value = mem["web"]["after_first_pages"]["rss_mb"]
+            ok = value <= GOAL_RSS_MB
+            ok_all &= ok
+            rows.append([f"Daemon RSS after start and {mem['web']['pages_ok']} web pages (MB)", fmt(value),
+                         fmt(base["rss_mb"]), ratio(value, base["rss_mb"]), f"<= {GOAL_RSS_MB:.0f}", verdict(ok)])
         rows.append(["Daemon peak RSS during runs (MB)", fmt(mem["peak_rss_mb"]), "-", "-", "-", "-"])
         rows.append([f"RSS growth over {mem['runs']} runs (MB)", f"{growth:+.2f}", "-", "-",
                      f"<= {args.max_growth_mb} (flat)", verdict(flat_ok)])
@@ -725,7 +775,14 @@ def main() -> int:
                         help="run only these measurements (repeatable)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "core.json")
     parser.add_argument("--keep", action="store_true", help="keep the temporary configs, data and logs")
+    parser.add_argument("--web", action="store_true",
+                        help="daemons serve http.listen with an API token; memory adds a reading after the first "
+                             "web pages, lateness loads them before its window")
+    parser.add_argument("--http", action="store_true",
+                        help="daemons serve http.listen with an API token, no page is loaded (to tell the "
+                             "endpoint's cost from the pages')")
     args = parser.parse_args()
+    WEB["on"], WEB["http"] = args.web, args.http
     if args.quick:
         args.runs, args.cpu_window, args.lateness_window = min(args.runs, 200), min(args.cpu_window, 10.0), min(
             args.lateness_window, 15.0)

@@ -1,8 +1,9 @@
 """Command line: ``scheduler run | run-job | list | validate | history | schema | health | demo | backfill | status
-| logs | pause | resume | trigger``.
+| logs | pause | resume | trigger | web``.
 
 This module only parses arguments and dispatches: the commands live in
-:mod:`scheduler.app.commands`, :mod:`scheduler.ops` and :mod:`scheduler.sample.demo`, and build
+:mod:`scheduler.app.commands`, :mod:`scheduler.app.console_commands`, :mod:`scheduler.ops`,
+:mod:`scheduler.web.cli` and :mod:`scheduler.sample.demo`, and build
 their context (config, store, logging) in :mod:`scheduler.app.context`.
 
 Every subcommand accepts ``--config`` and ``--data-dir`` before or after its own arguments.
@@ -51,8 +52,11 @@ def build_parser(prog: str = "scheduler", only: str | None = None) -> argparse.A
         from scheduler.app import console_commands
         from scheduler.ops import cli as ops_cli
 
+        from scheduler.web import cli as web_cli
+
         ops_cli.add_subcommands(add)
         console_commands.add_subcommands(add)
+        web_cli.add_subcommands(add)
     return parser
 
 
@@ -142,8 +146,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "scheduler") -> int:
     if handler is None:
         from scheduler.app import console_commands
         from scheduler.ops import cli as ops_cli
+        from scheduler.web import cli as web_cli
 
-        handler = console_commands.COMMANDS.get(args.command) or ops_cli.COMMANDS[args.command]
+        handler = (console_commands.COMMANDS.get(args.command) or web_cli.COMMANDS.get(args.command)
+                   or ops_cli.COMMANDS[args.command])
     try:
         return handler(args)
     except SchedulerError as exc:

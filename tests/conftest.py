@@ -1,8 +1,8 @@
-"""Suite-wide fixtures and the rule that Docker and PostgreSQL tests may not be skipped in CI.
+"""Suite-wide fixtures and the rule that Docker, PostgreSQL and browser tests may not be skipped in CI.
 
-Tests marked ``docker`` (or ``postgres``) skip on a laptop without an engine (or the PostgreSQL
-binaries); with ``CI=true`` a skip of such a test is turned into a failure, so a missing engine or
-server can never pass CI silently.
+Tests marked ``docker`` (or ``postgres``, or ``browser``) skip on a laptop without an engine (or the
+PostgreSQL binaries, or Chromium and Playwright); with ``CI=true`` a skip of such a test is turned
+into a failure, so a missing engine, server or browser can never pass CI silently.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-NOT_SKIPPABLE_IN_CI = ("docker", "postgres")
+NOT_SKIPPABLE_IN_CI = ("docker", "postgres", "browser")
 
 
 @pytest.hookimpl(hookwrapper=True)

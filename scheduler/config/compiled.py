@@ -134,6 +134,7 @@ class HttpSettings:
     listen: str | None
     api_token: str | None = field(repr=False)
     stale_after: timedelta
+    base_path: str = ""  # "" or "/prefix" (no trailing slash)
 
 
 @dataclass(frozen=True, slots=True)

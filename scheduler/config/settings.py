@@ -95,6 +95,15 @@ class HttpSettings(Model):
         default=None, description="Bearer token (a secret) that enables GET /jobs and POST /jobs/NAME/run.")
     stale_after: Duration = Field(
         default=timedelta(seconds=90), description="/healthz answers 503 when the loop has not stepped for this long.")
+    base_path: str = Field(
+        default="", pattern=r"^(/[A-Za-z0-9._~-]+)*/?$",
+        description="URL path prefix the endpoint and the web console are reached under behind a reverse proxy "
+        "(e.g. /scheduler): every link and form carries it; requests with or without it are served.")
+
+    @field_validator("base_path")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
     @field_validator("listen")
     @classmethod

@@ -11,6 +11,10 @@ step cannot answer the wake-up, and health turns 503.
 
 The API token is compared in constant time and never logged; the request log carries method,
 path and status only.
+
+Every other path is the web console (:mod:`scheduler.web`), imported on the first such request
+(:meth:`OpsServer.web`), so a daemon whose pages nobody opens never loads Jinja2.  With
+``http.base_path`` set, every route is also answered below that prefix.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from scheduler.redaction import redact_all
 
 if TYPE_CHECKING:
     from scheduler.daemon_view import DaemonView
+    from scheduler.web.app import WebApp
 
 PING_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
@@ -128,9 +133,12 @@ class OpsServer:
         self.stale_after = settings.stale_after.total_seconds()
         self.health = HealthCheck(daemon, self.stale_after)
         self.listen = settings.listen or ""
+        self.base_path = settings.base_path.rstrip("/")
         self._server: ThreadingHTTPServer | None = None
         self._stop = threading.Event()
         self.address: tuple[str, int] = ("", 0)
+        self._web: WebApp | None = None
+        self._web_lock = threading.Lock()
 
     def start(self) -> tuple[str, int]:
         host, port = parse_listen(self.listen)
@@ -173,6 +181,30 @@ class OpsServer:
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(given.strip().encode(), self.token.encode())
+
+    def web(self) -> WebApp:
+        """The web console over this daemon's config and store, built on first use."""
+        with self._web_lock:
+            if self._web is None:
+                from scheduler.redaction import Redactor
+                from scheduler.web.app import WebApp
+                from scheduler.web.views import Backend
+
+                daemon = self.daemon
+                fallback = Redactor()
+
+                def redact() -> Any:
+                    redactor = daemon.redactor
+                    return redactor.redact if redactor is not None else fallback.redact
+
+                self._web = WebApp(Backend(config=lambda: daemon.config, store=daemon.store, redact=redact,
+                                           served_by="daemon"), self.base_path)
+            return self._web
+
+    def serve_web(self, handler: BaseHTTPRequestHandler) -> None:
+        from scheduler.web.server import serve
+
+        serve(handler, self.web(), self.daemon.log)
 
     def redact(self, value: Any) -> Any:
         redactor = self.daemon.redactor
@@ -217,7 +249,10 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
             self._send(status, (json.dumps(payload, default=str) + "\n").encode(), "application/json", extra)
 
         def _route(self) -> tuple[str, list[str]]:
-            path = urlsplit(self.path).path.rstrip("/") or "/"
+            path = urlsplit(self.path).path
+            if ops.base_path and (path == ops.base_path or path.startswith(ops.base_path + "/")):
+                path = path[len(ops.base_path):]
+            path = path.rstrip("/") or "/"
             return path, [unquote(p) for p in path.strip("/").split("/")]
 
         def _api_allowed(self) -> bool:
@@ -247,7 +282,7 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
                 elif parts[0] == "jobs" and len(parts) == 3 and parts[2] == "run":
                     self._json(405, {"error": "use POST"}, {"Allow": "POST"})
                 else:
-                    self._json(404, {"error": "not found"})
+                    ops.serve_web(self)
             except Exception as exc:  # noqa: BLE001 - one bad request must not kill the server thread
                 ops.daemon.log.error("http request failed", path=urlsplit(self.path).path, error=str(exc))
                 self._json(500, {"error": "internal error"})
@@ -256,12 +291,12 @@ def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
                 _, parts = self._route()
                 if not (len(parts) == 3 and parts[0] == "jobs" and parts[2] == "run"):
-                    self._json(404, {"error": "not found"})
+                    ops.serve_web(self)
                     return
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if 0 < length <= MAX_BODY else b""
                 if not self._api_allowed():
                     return
                 job = parts[1]

@@ -40,7 +40,7 @@ SECTION_MODELS: dict[str, type[BaseModel]] = {"daemon": DaemonSettings, "state":
 EVERY_KEY = ["""
 daemon: {shutdown_grace: 3s, log_level: debug, log_format: json, max_parallel_runs: 7}
 state: {backend: postgres, url: "postgresql://sched:pw-for-the-test@db:5432/scheduler"}
-http: {listen: "127.0.0.1:0", api_token: tok-0123456789abcdef, stale_after: 30s}
+http: {listen: "127.0.0.1:0", api_token: tok-0123456789abcdef, stale_after: 30s, base_path: /scheduler}
 docker: {instance: ci, allowed_images: ["busybox*"], stop_grace: 4s, timeout: 20s}
 jobs:
   upstream: {kind: command, shell: "true"}

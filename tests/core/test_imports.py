@@ -193,6 +193,8 @@ FORBIDDEN = [
     ("scheduler.daemon", "scheduler.ops", "extensions are handed to the daemon, it never imports them"),
     ("scheduler.planner", "scheduler.runner", "the planning step needs RunRequest (scheduler.runs), not processes"),
     ("scheduler", "scheduler.sample", "the sample API and demo are not part of the core"),
+    ("scheduler.web", "scheduler.daemon", "the web console changes state through the store, never the daemon"),
+    ("scheduler.web", "scheduler.runner", "the web console never runs a job itself"),
 ]
 ENTRY_POINTS = {("scheduler.__main__", "scheduler.cli"), ("scheduler.cli", "scheduler.sample")}
 # What of scheduler.kinds is not a specific kind: the rest is reached through the registry only.
