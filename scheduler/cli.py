@@ -51,7 +51,6 @@ def build_parser(prog: str = "scheduler", only: str | None = None) -> argparse.A
     if only is None:
         from scheduler.app import console_commands
         from scheduler.ops import cli as ops_cli
-
         from scheduler.web import cli as web_cli
 
         ops_cli.add_subcommands(add)
