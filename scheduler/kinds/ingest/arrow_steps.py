@@ -39,7 +39,7 @@ from scheduler.kinds.ingest.columns import (
 )
 from scheduler.kinds.ingest.expr import parse_expression
 from scheduler.kinds.ingest.parsing import NUMBER_JUNK, parse_numbers, parse_timestamps
-from scheduler.kinds.ingest.results import BatchResult, reject_frame
+from scheduler.kinds.ingest.results import BatchResult, reject_frame, reject_rows
 
 _PLAIN_INT = r"^-?[0-9]{1,15}$"  # what int() and pandas read alike, exactly (below 2**53)
 _PLAIN_NUMBER = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # ... and float() and pandas, correctly rounded
@@ -115,13 +115,30 @@ class ArrowSteps:
 
     @staticmethod
     def _reject(batch: Batch, bad: np.ndarray, column: str, what: str, name: str, out: BatchResult) -> Batch:
+        """Rows under ``bad`` to the rejects (reason naming ``column``'s value); the batch without them."""
         if not bad.any():
             return batch
         positions = np.flatnonzero(bad)
-        frame = batch.frame(positions)
-        reasons = [f"{column}: cannot {what}: {str(v)!r}" for v in frame[column]]
-        out.rejects.append(reject_frame(frame, slice(None), name, reasons))
+        rows = batch.plain_rows(positions) if batch.columns[column].dtype == STR else None
+        if rows is not None:  # a string column's values: each non-null one is the text pandas shows
+            at = list(batch.columns).index(column)
+            texts = ["nan" if row[at] is None else str(row[at]) for row in rows]  # a null reads as NaN there
+            reasons = [f"{column}: cannot {what}: {text!r}" for text in texts]
+            out.rejects.append(reject_rows(list(batch.columns), rows, name, reasons))
+        else:
+            frame = batch.frame(positions)
+            reasons = [f"{column}: cannot {what}: {str(v)!r}" for v in frame[column]]
+            out.rejects.append(reject_frame(frame, slice(None), name, reasons))
         return batch.keep(~bad)
+
+    @staticmethod
+    def _reject_all(batch: Batch, positions: np.ndarray, name: str, reason: str, out: BatchResult) -> None:
+        """Rows at ``positions`` to the rejects, all for one ``reason``."""
+        rows = batch.plain_rows(positions)
+        if rows is not None:
+            out.rejects.append(reject_rows(list(batch.columns), rows, name, [reason] * len(rows)))
+        else:
+            out.rejects.append(reject_frame(batch.frame(positions), slice(None), name, reason))
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -276,8 +293,7 @@ class ArrowSteps:
         null_key = _mask(col.data.is_null())
         if null_key.any():
             positions = np.flatnonzero(null_key)
-            out.rejects.append(reject_frame(batch.frame(positions), slice(None), name,
-                                            f"dedupe key {list(spec.columns)} is null"))
+            self._reject_all(batch, positions, name, f"dedupe key {list(spec.columns)} is null", out)
             batch = batch.keep(~null_key)
             col = batch.columns[column]
         codes = pc.dictionary_encode(col.data).indices.to_numpy(zero_copy_only=False)  # numbered by first sight
@@ -311,8 +327,7 @@ class ArrowSteps:
         mask = keep.fillna(False).astype(bool).to_numpy()
         if (~mask).any():
             if spec.on_fail == "reject":
-                out.rejects.append(reject_frame(batch.frame(np.flatnonzero(~mask)), slice(None), name,
-                                                f"filter failed: {spec.expr}"))
+                self._reject_all(batch, np.flatnonzero(~mask), name, f"filter failed: {spec.expr}", out)
             else:
                 out.filtered += int((~mask).sum())
         return batch.keep(mask)

@@ -89,6 +89,15 @@ class Batch:
         """Column ``name`` (optionally only the rows at ``positions``) as the pandas engine holds it."""
         return to_series(self.columns[name], self.pandas_index(positions), positions, name)
 
+    def plain_rows(self, positions: np.ndarray) -> list[tuple[Any, ...]] | None:
+        """The rows at ``positions`` as tuples of the Python values a pandas row of :meth:`frame`
+        holds (null as None or NaN, as there), without building the frame; None when a column's
+        dtype is not one whose values are known to match (the caller then uses :meth:`frame`)."""
+        values = [_plain_values(col, positions) for col in self.columns.values()]
+        if any(v is None for v in values):
+            return None
+        return list(zip(*values, strict=True)) if values else [() for _ in positions]
+
     def frame(self, positions: np.ndarray | None = None, names: list[str] | None = None) -> pd.DataFrame:
         """The batch (or some rows, some columns) as a DataFrame, columns in order, original index."""
         index = self.pandas_index(positions)
@@ -120,6 +129,35 @@ def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: 
     return out
 
 
+def _plain_values(col: Column, positions: np.ndarray) -> list[Any] | None:
+    """Column values at ``positions`` as a row of a pandas frame holds them, up to what a reject
+    record makes of them (null as None; a masked integer as its text, as ``json.dumps(default=str)``
+    writes the numpy integer there); None for dtypes left to pandas (timestamps, masked floats
+    and bools, rare types)."""
+    data, dtype = col.data, col.dtype
+    if isinstance(data, list):
+        return [data[i] for i in positions]
+    if dtype not in (STR, INT64, FLOAT64, NULLABLE_INT, BOOL, OBJECT):
+        return None
+    taken = data.take(pa.array(positions, type=pa.int64()))
+    kind = taken.type
+    if dtype == FLOAT64:  # int64 with nulls reads as float64 in pandas: 7 -> 7.0
+        if not (pa.types.is_int64(kind) or pa.types.is_floating(kind)):
+            return None
+        return [None if v is None else float(v) for v in taken.to_pylist()]
+    if dtype == OBJECT:
+        return taken.to_pylist() if not pa.types.is_null(kind) else [None] * len(taken)
+    if dtype == STR and not pa.types.is_string(kind):
+        return None
+    if dtype in (INT64, NULLABLE_INT) and not pa.types.is_int64(kind):
+        return None
+    if dtype == NULLABLE_INT:  # a pandas row holds numpy integers here, which a record writes as text
+        return [None if v is None else str(v) for v in taken.to_pylist()]
+    if dtype == BOOL and not pa.types.is_boolean(kind):
+        return None
+    return taken.to_pylist()
+
+
 def _record_dtype(array: pa.Array) -> Any:
     """The dtype ``array.to_pandas()`` gives the whole column (the pandas engine's view of it)."""
     kind = array.type
@@ -148,7 +186,7 @@ def _add(columns: dict[str, Column], name: str, array: pa.Array, sep: str | None
 
             bounds = pc.min_max(array).as_py()
             if max(-bounds["min"], bounds["max"]) > _EXACT:  # float64 rounds these, as pandas did
-                array = array.cast(pa.float64())
+                array = array.cast(pa.float64(), safe=False)
         columns[name] = Column(array, dtype)
 
 
