@@ -155,7 +155,8 @@ def _plain_values(col: Column, positions: np.ndarray) -> list[Any] | None:
         return [None if v is None else str(v) for v in taken.to_pylist()]
     if dtype == BOOL and not pa.types.is_boolean(kind):
         return None
-    return taken.to_pylist()
+    plain: list[Any] = taken.to_pylist()
+    return plain
 
 
 def _record_dtype(array: pa.Array) -> Any:
