@@ -1,4 +1,5 @@
-"""Reject records built straight from Arrow columns read exactly as those built from the pandas view."""
+"""Records to Arrow columns: the C-level path gives what per-field inference gives, and reject records
+built straight from the columns read exactly as those built from the pandas view."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from scheduler.kinds.ingest import columns
 from scheduler.kinds.ingest.columns import NULLABLE_INT, UTC_US, Batch, Column, from_records
 from scheduler.kinds.ingest.results import reject_frame, reject_rows
 
@@ -41,3 +44,33 @@ def test_plain_rows_decline_dtypes_left_to_pandas() -> None:
     batch = from_records([{"t": "2026-11-05T08:00:00Z"}])
     batch.columns["t"] = Column(pa.array([0], type=pa.timestamp("us", tz="UTC")), UTC_US)
     assert batch.plain_rows(np.array([0])) is None
+
+
+def _view(batch: Batch) -> list[tuple[str, Any, Any]]:
+    return [(name, col.dtype, col.data.to_pylist() if isinstance(col.data, pa.Array) else col.data)
+            for name, col in batch.columns.items()]
+
+
+PAGES: dict[str, list[dict[str, Any]]] = {
+    "uniform": [{"id": f"o{i}", "n": i, "c": {"e": f"E{i}", "s": None if i % 3 else "x", "d": {"k": i}}}
+                for i in range(70)],
+    "child mixes types": [{"id": "a", "c": {"q": 3 if i % 2 else "3"}} for i in range(70)],
+    "child beyond int64": [{"c": {"q": 2**64 if i == 5 else i}} for i in range(70)],
+    "child beyond 2**53 with nulls": [{"c": {"q": None if i == 0 else 2**60 + i}} for i in range(70)],
+    "a null object": [{"c": None if i == 9 else {"q": i}} for i in range(70)],
+    "keys differ": [{"c": {"q": i} if i % 2 else {"r": i}} for i in range(70)],
+    "an extra key": [{"id": i, **({"x": 1} if i == 69 else {})} for i in range(70)],
+    "a missing key": [{"id": i, "x": 1} if i else {"id": i} for i in range(70)],
+    "empty objects": [{"c": {}} for _ in range(70)],
+    "not objects": [{"c": "text" if i == 3 else {"q": i}} for i in range(70)],
+}
+
+
+@pytest.mark.parametrize("page", sorted(PAGES))
+def test_columns_are_what_per_field_inference_gives(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C-level path for records (and nested objects) of one key set builds the same columns
+    as reading each field through ``r.get`` and one struct inference per nested field."""
+    records = PAGES[page]
+    fast = _view(from_records(records, "_"))
+    monkeypatch.setattr(columns, "_same_keys", lambda objects: None)
+    assert fast == _view(from_records(records, "_"))

@@ -17,6 +17,7 @@ record).  Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,54 @@ def _names(records: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys([*first, *(k for r in odd for k in r)]))
 
 
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+
+
+def _same_keys(objects: list[Any]) -> list[list[Any]] | None:
+    """Each field's values, fields in the first object's order, when every object is a dict with
+    exactly the first one's keys (the usual page); None otherwise.  C-level: ``itemgetter`` per
+    object, one transposition; a missing key or a non-dict fails the getter, an extra key the
+    count of keys."""
+    keys = list(objects[0]) if type(objects[0]) is dict else []
+    if not keys:
+        return None
+    try:
+        rows = list(map(itemgetter(*keys), objects))
+    except (KeyError, TypeError, IndexError):
+        return None
+    if sum(map(len, objects)) != len(keys) * len(objects):
+        return None
+    if len(keys) == 1:
+        return [rows]
+    return [list(values) for values in zip(*rows, strict=True)]
+
+
+def _fields(records: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    """Each field's values (None where a record lacks it), in order of first appearance."""
+    same = _same_keys(records) if len(records) >= 64 else None
+    if same is not None:
+        return list(zip(records[0], same, strict=True))
+    return [(name, [r.get(name) for r in records]) for name in _names(records)]
+
+
+def _add_objects(columns: dict[str, Column], name: str, values: list[Any], sep: str) -> bool:
+    """Flatten a field whose values are all dicts with the same keys, one Arrow array per key:
+    what inferring one struct array and flattening it gives, without the struct.  False (and
+    nothing added) for any other field, or when a key's values are not one Arrow type."""
+    children = _same_keys(values)
+    if children is None:
+        return False
+    arrays = []
+    for child in children:
+        try:
+            arrays.append(pa.array(child))
+        except _ARROW_ERRORS:
+            return False  # the struct would not infer either: the field stays objects
+    for key, array in zip(values[0], arrays, strict=True):
+        _add(columns, f"{name}{sep}{key}", array, sep)
+    return True
+
+
 def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
     """Records (JSON objects) as a batch; each field through Arrow's C type inference."""
     if not records:
@@ -208,11 +257,12 @@ def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
         bad = next(r for r in records if not isinstance(r, dict))
         raise RecordsError(f"records must be JSON objects, got {type(bad).__name__}")
     columns: dict[str, Column] = {}
-    for name in _names(records):
-        values = [r.get(name) for r in records]
+    for name, values in _fields(records):
+        if flatten_sep is not None and type(values[0]) is dict and _add_objects(columns, name, values, flatten_sep):
+            continue
         try:
             array = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        except _ARROW_ERRORS:
             columns[name] = Column(values, OBJECT)
             continue
         _add(columns, name, array, flatten_sep)
