@@ -28,7 +28,7 @@ def _both(batch: Batch, positions: np.ndarray) -> tuple[list[str], list[str]]:
     assert rows is not None
     fast = reject_rows(list(batch.columns), rows, "s", ["r"] * len(rows))
     slow = reject_frame(batch.frame(positions), slice(None), "s", "r")
-    return list(fast["record"]), list(slow["record"])
+    return fast.column("record").to_pylist(), list(slow["record"])
 
 
 def test_plain_rows_match_the_pandas_rows_for_each_record_dtype() -> None:

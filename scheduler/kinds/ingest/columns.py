@@ -17,6 +17,7 @@ record).  Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import compress
 from operator import itemgetter
 from typing import Any
 
@@ -77,7 +78,10 @@ class Batch:
         """The rows where ``mask`` (a numpy bool array) is true; the batch itself when all are."""
         if mask.all():
             return self
-        return self.take(np.flatnonzero(mask))
+        selector = pa.array(mask, type=pa.bool_())
+        columns = {n: Column(c.data.filter(selector) if isinstance(c.data, pa.Array) else list(compress(c.data, mask)),
+                             c.dtype) for n, c in self.columns.items()}
+        return Batch(columns, self.index[mask])
 
     def pandas_index(self, positions: np.ndarray | None = None) -> pd.Index:
         labels = self.index if positions is None else self.index[positions]

@@ -290,7 +290,8 @@ class _Run:
             self.counts["rows_written"] += table.num_rows
         for rejected in rejects:
             self.counts["rows_rejected"] += len(rejected)
-            rejected_table = pa.Table.from_pandas(rejected, schema=REJECTS_SCHEMA, preserve_index=False)
+            rejected_table = (rejected if isinstance(rejected, pa.Table)
+                              else pa.Table.from_pandas(rejected, schema=REJECTS_SCHEMA, preserve_index=False))
             self.rejects.write(self.day, rejected_table, batch_no)
         self.log.info("ingest.batch", batch=batch_no, rows=len(frame.index), rejected=sum(len(r) for r in rejects),
                       pages=self.counts["pages"])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from scheduler.errors import JobFailed
 
@@ -25,7 +26,7 @@ class TransformError(JobFailed):
 @dataclass
 class BatchResult:
     frame: Any  # a pandas DataFrame, or a columns.Batch from the Arrow steps
-    rejects: list[pd.DataFrame] = field(default_factory=list)
+    rejects: list[pd.DataFrame | pa.Table] = field(default_factory=list)  # columns REJECT_COLUMNS
     duplicates: int = 0
     filtered: int = 0
 
@@ -46,11 +47,13 @@ def record_json(names: list[str], row: Any) -> str:
     return json.dumps({n: _plain(v) for n, v in zip(names, row, strict=True)}, default=str, ensure_ascii=False)
 
 
-def reject_rows(names: list[str], rows: list[tuple[Any, ...]], step: str, reasons: list[str]) -> pd.DataFrame:
-    """Rows given as plain Python values (null as None, as :func:`_plain` makes them) as rejects;
-    the same records :func:`reject_frame` writes for the same rows of a DataFrame."""
-    return pd.DataFrame({"reason": reasons, "step": [step] * len(rows),
-                         "record": [record_json(names, row) for row in rows]})
+def reject_rows(names: list[str], rows: list[tuple[Any, ...]], step: str, reasons: list[str]) -> pa.Table:
+    """Rows given as plain Python values (null as None, as :func:`_plain` makes them) as rejects,
+    an Arrow table of the reject columns: the same records :func:`reject_frame` writes for the
+    same rows of a DataFrame."""
+    records = [record_json(names, row) for row in rows]
+    return pa.table([pa.array(reasons, pa.string()), pa.array([step] * len(rows), pa.string()),
+                     pa.array(records, pa.string())], names=list(REJECT_COLUMNS))
 
 
 def reject_frame(frame: pd.DataFrame, mask: Any, step: str, reason: Any) -> pd.DataFrame:
