@@ -46,6 +46,7 @@ _PLAIN_NUMBER = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # ... and float() and pandas
 _ISO_UTC = r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _EXACT = 2**53
+_MEMO_SIZE = 10_000  # distinct timestamp texts remembered from the pandas parser
 _NUMERIC = (INT64, FLOAT64, NULLABLE_INT, NULLABLE_FLOAT, BOOL, NULLABLE_BOOL)
 _TO_ARROW = (INT64, FLOAT64, BOOL, STR, NULLABLE_INT, NULLABLE_FLOAT, NULLABLE_BOOL, UTC_US)
 
@@ -66,6 +67,9 @@ class ArrowSteps:
 
     def __init__(self, warn: Callable[[str, str], None]) -> None:
         self.warn = warn
+        # text -> what the pandas parser made of it (UTC, naive, NaT when unreadable), for timestamps
+        # the kernel leaves to it: the same few unreadable values tend to come back batch after batch
+        self._read_by_pandas: dict[str, np.datetime64] = {}
 
     def run(self, step: Any, name: str, batch: Batch, out: BatchResult) -> tuple[Batch, Any]:
         """``(batch after the part done, the step's remaining part for pandas or None)``."""
@@ -212,8 +216,7 @@ class ArrowSteps:
         result = parsed.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
         others = np.flatnonzero(~plain & ~_mask(text.is_null()))
         if len(others):
-            legacy = parse_timestamps(batch.series(column, others), target)
-            result[others] = legacy.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+            result[others] = self._by_pandas(text.take(pa.array(others, type=pa.int64())).to_pylist(), target)
         nulls = np.isnat(result)
         array = pa.array(result.view("int64"), type=pa.int64(), mask=nulls).view(pa.timestamp("us", tz="UTC"))
         bad = nulls & ~_mask(text.is_null())
@@ -221,6 +224,19 @@ class ArrowSteps:
         if bad.any():
             array = array.filter(pa.array(~bad))
         return _replace(batch, column, Column(array, UTC_US))
+
+    def _by_pandas(self, texts: list[str], target: s.CastSpec) -> np.ndarray:
+        """``texts`` read as the pandas engine reads them (``datetime64[us]`` in UTC, NaT where it
+        cannot), each value parsed once per run: that parser reads each value on its own (ISO 8601,
+        any offset converted to UTC), so a remembered result is the result."""
+        memo = self._read_by_pandas
+        new = [t for t in dict.fromkeys(texts) if t not in memo]
+        if new:
+            if len(memo) + len(new) > _MEMO_SIZE:
+                memo.clear()
+            parsed = parse_timestamps(pd.Series(new, dtype=STR), target)
+            memo.update(zip(new, parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]"), strict=True))
+        return np.array([memo[t] for t in texts], dtype="datetime64[us]")
 
     def _parse_number(self, batch: Batch, column: str, name: str, out: BatchResult) -> Batch | None:
         col = batch.columns[column]
