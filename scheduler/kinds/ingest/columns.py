@@ -16,6 +16,7 @@ record).  Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import compress
 from operator import itemgetter
@@ -208,7 +209,7 @@ def _names(records: list[dict[str, Any]]) -> list[str]:
 _ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
 
 
-def _same_keys(objects: list[Any]) -> list[list[Any]] | None:
+def _same_keys(objects: Sequence[Any]) -> list[Sequence[Any]] | None:
     """Each field's values, fields in the first object's order, when every object is a dict with
     exactly the first one's keys (the usual page); None otherwise.  C-level: ``itemgetter`` per
     object, one transposition; a missing key or a non-dict fails the getter, an extra key the
@@ -224,10 +225,10 @@ def _same_keys(objects: list[Any]) -> list[list[Any]] | None:
         return None
     if len(keys) == 1:
         return [rows]
-    return [list(values) for values in zip(*rows, strict=True)]
+    return list(zip(*rows, strict=True))
 
 
-def _fields(records: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+def _fields(records: list[dict[str, Any]]) -> list[tuple[str, Sequence[Any]]]:
     """Each field's values (None where a record lacks it), in order of first appearance."""
     same = _same_keys(records) if len(records) >= 64 else None
     if same is not None:
@@ -235,7 +236,7 @@ def _fields(records: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
     return [(name, [r.get(name) for r in records]) for name in _names(records)]
 
 
-def _add_objects(columns: dict[str, Column], name: str, values: list[Any], sep: str) -> bool:
+def _add_objects(columns: dict[str, Column], name: str, values: Sequence[Any], sep: str) -> bool:
     """Flatten a field whose values are all dicts with the same keys, one Arrow array per key:
     what inferring one struct array and flattening it gives, without the struct.  False (and
     nothing added) for any other field, or when a key's values are not one Arrow type."""
@@ -267,7 +268,7 @@ def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
         try:
             array = pa.array(values)
         except _ARROW_ERRORS:
-            columns[name] = Column(values, OBJECT)
+            columns[name] = Column(list(values), OBJECT)
             continue
         _add(columns, name, array, flatten_sep)
     return Batch(columns, np.arange(len(records)))
