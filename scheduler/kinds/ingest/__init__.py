@@ -6,8 +6,7 @@ expressions), ``columns`` (a batch of records as Arrow columns, with the pandas 
 rejects see), ``arrow_steps`` (the cleaning steps as ``pyarrow.compute`` kernels), ``transform``
 (the steps in pandas, for hooks and whatever the kernels leave to it), ``results`` (a batch's
 outcome and reject records), ``keys`` (compact key sets for dedupe, unique and merge),
-``checks`` (gates before publishing), ``sink`` (atomic Parquet publishing), ``background`` (row
-groups written on a thread of their own) and ``pipeline``
+``checks`` (gates before publishing), ``sink`` (atomic Parquet publishing) and ``pipeline``
 (the run: a fetch thread feeding batches to transform and write).
 
 Importing this package is cheap: pandas, pyarrow and requests are imported only when a run

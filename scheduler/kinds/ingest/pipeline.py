@@ -1,12 +1,8 @@
 """One ingest run: a fetch thread feeds pages to batch transforms that stream into Parquet row groups.
 
-Three threads: the fetch thread (HTTP and JSON parsing), this one (records to Arrow columns, the
-steps, hooks, checks) and a writer thread per dataset that encodes and writes full row groups.
-
 Invariants:
 - Memory is bounded by the page queue (``PREFETCH_PAGES`` pages), one batch of ``batch_rows``
-  raw records, one buffered row group per partition plus one being written, and 8 bytes per
-  distinct dedupe/unique key.
+  raw records, one buffered row group per partition, and 8 bytes per distinct dedupe/unique key.
 - Nothing is published unless every page was fetched, every batch transformed, and every check
   passed; on any failure the temp files are removed and the previous partition stays as it was.
 - The returned ``watermark`` covers exactly the published rows; the runner stores it only after
