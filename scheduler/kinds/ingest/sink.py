@@ -9,8 +9,7 @@ Invariants:
   its directory, so it is never seen empty or half written.
 - Temp files left by a killed run are removed by the next writer (see :func:`clean_stale`); a
   live writer's temp files are never removed, even from another container on the same volume.
-- Memory is bounded by ``row_group_size`` rows of Arrow data per open partition, and one row group
-  being written on the writer thread (:mod:`scheduler.kinds.ingest.background`).
+- Memory is bounded by ``row_group_size`` rows of Arrow data per open partition.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scheduler.errors import JobFailed
-from scheduler.kinds.ingest.background import BackgroundWrites
 from scheduler.kinds.ingest.columns import OBJECT, Batch
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.process import host_tag, pid_alive
@@ -231,7 +229,6 @@ class DatasetWriter:
         self.run_tag = run_tag
         self.parts: dict[str, _Part] = {}
         self.bytes = 0
-        self._writes = BackgroundWrites(f"ingest-write-{dataset}")  # full row groups, off the transform's thread
         self.dir.mkdir(parents=True, exist_ok=True)
         self.stale_removed = clean_stale(self.dir, stale_after)
 
@@ -285,7 +282,7 @@ class DatasetWriter:
             if full < table.num_rows:
                 part.buffered, part.buffered_rows = [table.slice(full)], table.num_rows - full
             table = table.slice(0, full)
-        self._writes.submit(part.writer, table, self.row_group_size)
+        part.writer.write_table(table, row_group_size=self.row_group_size)
 
     def _rows(self, path: Path) -> Iterator[pa.RecordBatch]:
         yield from pq.ParquetFile(path).iter_batches(batch_size=min(self.row_group_size, 65_536))
@@ -298,8 +295,6 @@ class DatasetWriter:
         """
         for part in self.parts.values():
             self._flush(part, final=True)
-        self._writes.close()
-        for part in self.parts.values():
             assert part.writer is not None
             part.writer.close()
         rewrite = winners is not None and bool(winners.conflicts)
@@ -386,10 +381,6 @@ class DatasetWriter:
 
     def abort(self) -> None:
         """Remove every temp file and directory of this run; nothing was published."""
-        try:
-            self._writes.close()
-        except Exception:  # already failing; the files are deleted anyway
-            pass
         for part in self.parts.values():
             if part.writer is not None:
                 try:
