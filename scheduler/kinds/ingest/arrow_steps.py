@@ -39,13 +39,14 @@ from scheduler.kinds.ingest.columns import (
 )
 from scheduler.kinds.ingest.expr import parse_expression
 from scheduler.kinds.ingest.parsing import NUMBER_JUNK, parse_numbers, parse_timestamps
-from scheduler.kinds.ingest.results import BatchResult, reject_frame
+from scheduler.kinds.ingest.results import BatchResult, reject_frame, reject_rows
 
 _PLAIN_INT = r"^-?[0-9]{1,15}$"  # what int() and pandas read alike, exactly (below 2**53)
 _PLAIN_NUMBER = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # ... and float() and pandas, correctly rounded
 _ISO_UTC = r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _EXACT = 2**53
+_MEMO_SIZE = 10_000  # distinct timestamp texts remembered from the pandas parser
 _NUMERIC = (INT64, FLOAT64, NULLABLE_INT, NULLABLE_FLOAT, BOOL, NULLABLE_BOOL)
 _TO_ARROW = (INT64, FLOAT64, BOOL, STR, NULLABLE_INT, NULLABLE_FLOAT, NULLABLE_BOOL, UTC_US)
 
@@ -66,6 +67,9 @@ class ArrowSteps:
 
     def __init__(self, warn: Callable[[str, str], None]) -> None:
         self.warn = warn
+        # text -> what the pandas parser made of it (UTC, naive, NaT when unreadable), for timestamps
+        # the kernel leaves to it: the same few unreadable values tend to come back batch after batch
+        self._read_by_pandas: dict[str, np.datetime64] = {}
 
     def run(self, step: Any, name: str, batch: Batch, out: BatchResult) -> tuple[Batch, Any]:
         """``(batch after the part done, the step's remaining part for pandas or None)``."""
@@ -115,13 +119,30 @@ class ArrowSteps:
 
     @staticmethod
     def _reject(batch: Batch, bad: np.ndarray, column: str, what: str, name: str, out: BatchResult) -> Batch:
+        """Rows under ``bad`` to the rejects (reason naming ``column``'s value); the batch without them."""
         if not bad.any():
             return batch
         positions = np.flatnonzero(bad)
-        frame = batch.frame(positions)
-        reasons = [f"{column}: cannot {what}: {str(v)!r}" for v in frame[column]]
-        out.rejects.append(reject_frame(frame, slice(None), name, reasons))
+        rows = batch.plain_rows(positions) if batch.columns[column].dtype == STR else None
+        if rows is not None:  # a string column's values: each non-null one is the text pandas shows
+            at = list(batch.columns).index(column)
+            texts = ["nan" if row[at] is None else str(row[at]) for row in rows]  # a null reads as NaN there
+            reasons = [f"{column}: cannot {what}: {text!r}" for text in texts]
+            out.rejects.append(reject_rows(list(batch.columns), rows, name, reasons))
+        else:
+            frame = batch.frame(positions)
+            reasons = [f"{column}: cannot {what}: {str(v)!r}" for v in frame[column]]
+            out.rejects.append(reject_frame(frame, slice(None), name, reasons))
         return batch.keep(~bad)
+
+    @staticmethod
+    def _reject_all(batch: Batch, positions: np.ndarray, name: str, reason: str, out: BatchResult) -> None:
+        """Rows at ``positions`` to the rejects, all for one ``reason``."""
+        rows = batch.plain_rows(positions)
+        if rows is not None:
+            out.rejects.append(reject_rows(list(batch.columns), rows, name, [reason] * len(rows)))
+        else:
+            out.rejects.append(reject_frame(batch.frame(positions), slice(None), name, reason))
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -195,8 +216,7 @@ class ArrowSteps:
         result = parsed.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
         others = np.flatnonzero(~plain & ~_mask(text.is_null()))
         if len(others):
-            legacy = parse_timestamps(batch.series(column, others), target)
-            result[others] = legacy.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")
+            result[others] = self._by_pandas(text.take(pa.array(others, type=pa.int64())).to_pylist(), target)
         nulls = np.isnat(result)
         array = pa.array(result.view("int64"), type=pa.int64(), mask=nulls).view(pa.timestamp("us", tz="UTC"))
         bad = nulls & ~_mask(text.is_null())
@@ -204,6 +224,19 @@ class ArrowSteps:
         if bad.any():
             array = array.filter(pa.array(~bad))
         return _replace(batch, column, Column(array, UTC_US))
+
+    def _by_pandas(self, texts: list[str], target: s.CastSpec) -> np.ndarray:
+        """``texts`` read as the pandas engine reads them (``datetime64[us]`` in UTC, NaT where it
+        cannot), each value parsed once per run: that parser reads each value on its own (ISO 8601,
+        any offset converted to UTC), so a remembered result is the result."""
+        memo = self._read_by_pandas
+        new = [t for t in dict.fromkeys(texts) if t not in memo]
+        if new:
+            if len(memo) + len(new) > _MEMO_SIZE:
+                memo.clear()
+            parsed = parse_timestamps(pd.Series(new, dtype=STR), target)
+            memo.update(zip(new, parsed.dt.tz_localize(None).to_numpy(dtype="datetime64[us]"), strict=True))
+        return np.array([memo[t] for t in texts], dtype="datetime64[us]")
 
     def _parse_number(self, batch: Batch, column: str, name: str, out: BatchResult) -> Batch | None:
         col = batch.columns[column]
@@ -276,8 +309,7 @@ class ArrowSteps:
         null_key = _mask(col.data.is_null())
         if null_key.any():
             positions = np.flatnonzero(null_key)
-            out.rejects.append(reject_frame(batch.frame(positions), slice(None), name,
-                                            f"dedupe key {list(spec.columns)} is null"))
+            self._reject_all(batch, positions, name, f"dedupe key {list(spec.columns)} is null", out)
             batch = batch.keep(~null_key)
             col = batch.columns[column]
         codes = pc.dictionary_encode(col.data).indices.to_numpy(zero_copy_only=False)  # numbered by first sight
@@ -311,8 +343,7 @@ class ArrowSteps:
         mask = keep.fillna(False).astype(bool).to_numpy()
         if (~mask).any():
             if spec.on_fail == "reject":
-                out.rejects.append(reject_frame(batch.frame(np.flatnonzero(~mask)), slice(None), name,
-                                                f"filter failed: {spec.expr}"))
+                self._reject_all(batch, np.flatnonzero(~mask), name, f"filter failed: {spec.expr}", out)
             else:
                 out.filtered += int((~mask).sum())
         return batch.keep(mask)

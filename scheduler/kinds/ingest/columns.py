@@ -16,7 +16,10 @@ record).  Invariants:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -76,7 +79,10 @@ class Batch:
         """The rows where ``mask`` (a numpy bool array) is true; the batch itself when all are."""
         if mask.all():
             return self
-        return self.take(np.flatnonzero(mask))
+        selector = pa.array(mask, type=pa.bool_())
+        columns = {n: Column(c.data.filter(selector) if isinstance(c.data, pa.Array) else list(compress(c.data, mask)),
+                             c.dtype) for n, c in self.columns.items()}
+        return Batch(columns, self.index[mask])
 
     def pandas_index(self, positions: np.ndarray | None = None) -> pd.Index:
         labels = self.index if positions is None else self.index[positions]
@@ -88,6 +94,15 @@ class Batch:
     def series(self, name: str, positions: np.ndarray | None = None) -> pd.Series:
         """Column ``name`` (optionally only the rows at ``positions``) as the pandas engine holds it."""
         return to_series(self.columns[name], self.pandas_index(positions), positions, name)
+
+    def plain_rows(self, positions: np.ndarray) -> list[tuple[Any, ...]] | None:
+        """The rows at ``positions`` as tuples of the Python values a pandas row of :meth:`frame`
+        holds (null as None or NaN, as there), without building the frame; None when a column's
+        dtype is not one whose values are known to match (the caller then uses :meth:`frame`)."""
+        values = [_plain_values(col, positions) for col in self.columns.values()]
+        if any(v is None for v in values):
+            return None
+        return list(zip(*values, strict=True)) if values else [() for _ in positions]
 
     def frame(self, positions: np.ndarray | None = None, names: list[str] | None = None) -> pd.DataFrame:
         """The batch (or some rows, some columns) as a DataFrame, columns in order, original index."""
@@ -120,6 +135,36 @@ def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: 
     return out
 
 
+def _plain_values(col: Column, positions: np.ndarray) -> list[Any] | None:
+    """Column values at ``positions`` as a row of a pandas frame holds them, up to what a reject
+    record makes of them (null as None; a masked integer as its text, as ``json.dumps(default=str)``
+    writes the numpy integer there); None for dtypes left to pandas (timestamps, masked floats
+    and bools, rare types)."""
+    data, dtype = col.data, col.dtype
+    if isinstance(data, list):
+        return [data[i] for i in positions]
+    if dtype not in (STR, INT64, FLOAT64, NULLABLE_INT, BOOL, OBJECT):
+        return None
+    taken = data.take(pa.array(positions, type=pa.int64()))
+    kind = taken.type
+    if dtype == FLOAT64:  # int64 with nulls reads as float64 in pandas: 7 -> 7.0
+        if not (pa.types.is_int64(kind) or pa.types.is_floating(kind)):
+            return None
+        return [None if v is None else float(v) for v in taken.to_pylist()]
+    if dtype == OBJECT:
+        return taken.to_pylist() if not pa.types.is_null(kind) else [None] * len(taken)
+    if dtype == STR and not pa.types.is_string(kind):
+        return None
+    if dtype in (INT64, NULLABLE_INT) and not pa.types.is_int64(kind):
+        return None
+    if dtype == NULLABLE_INT:  # a pandas row holds numpy integers here, which a record writes as text
+        return [None if v is None else str(v) for v in taken.to_pylist()]
+    if dtype == BOOL and not pa.types.is_boolean(kind):
+        return None
+    plain: list[Any] = taken.to_pylist()
+    return plain
+
+
 def _record_dtype(array: pa.Array) -> Any:
     """The dtype ``array.to_pandas()`` gives the whole column (the pandas engine's view of it)."""
     kind = array.type
@@ -148,7 +193,7 @@ def _add(columns: dict[str, Column], name: str, array: pa.Array, sep: str | None
 
             bounds = pc.min_max(array).as_py()
             if max(-bounds["min"], bounds["max"]) > _EXACT:  # float64 rounds these, as pandas did
-                array = array.cast(pa.float64())
+                array = array.cast(pa.float64(), safe=False)
         columns[name] = Column(array, dtype)
 
 
@@ -161,6 +206,54 @@ def _names(records: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys([*first, *(k for r in odd for k in r)]))
 
 
+_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
+
+
+def _same_keys(objects: Sequence[Any]) -> list[Sequence[Any]] | None:
+    """Each field's values, fields in the first object's order, when every object is a dict with
+    exactly the first one's keys (the usual page); None otherwise.  C-level: ``itemgetter`` per
+    object, one transposition; a missing key or a non-dict fails the getter, an extra key the
+    count of keys."""
+    keys = list(objects[0]) if type(objects[0]) is dict else []
+    if not keys:
+        return None
+    try:
+        rows = list(map(itemgetter(*keys), objects))
+    except (KeyError, TypeError, IndexError):
+        return None
+    if sum(map(len, objects)) != len(keys) * len(objects):
+        return None
+    if len(keys) == 1:
+        return [rows]
+    return list(zip(*rows, strict=True))
+
+
+def _fields(records: list[dict[str, Any]]) -> list[tuple[str, Sequence[Any]]]:
+    """Each field's values (None where a record lacks it), in order of first appearance."""
+    same = _same_keys(records) if len(records) >= 64 else None
+    if same is not None:
+        return list(zip(records[0], same, strict=True))
+    return [(name, [r.get(name) for r in records]) for name in _names(records)]
+
+
+def _add_objects(columns: dict[str, Column], name: str, values: Sequence[Any], sep: str) -> bool:
+    """Flatten a field whose values are all dicts with the same keys, one Arrow array per key:
+    what inferring one struct array and flattening it gives, without the struct.  False (and
+    nothing added) for any other field, or when a key's values are not one Arrow type."""
+    children = _same_keys(values)
+    if children is None:
+        return False
+    arrays = []
+    for child in children:
+        try:
+            arrays.append(pa.array(child))
+        except _ARROW_ERRORS:
+            return False  # the struct would not infer either: the field stays objects
+    for key, array in zip(values[0], arrays, strict=True):
+        _add(columns, f"{name}{sep}{key}", array, sep)
+    return True
+
+
 def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
     """Records (JSON objects) as a batch; each field through Arrow's C type inference."""
     if not records:
@@ -169,12 +262,13 @@ def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
         bad = next(r for r in records if not isinstance(r, dict))
         raise RecordsError(f"records must be JSON objects, got {type(bad).__name__}")
     columns: dict[str, Column] = {}
-    for name in _names(records):
-        values = [r.get(name) for r in records]
+    for name, values in _fields(records):
+        if flatten_sep is not None and type(values[0]) is dict and _add_objects(columns, name, values, flatten_sep):
+            continue
         try:
             array = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
-            columns[name] = Column(values, OBJECT)
+        except _ARROW_ERRORS:
+            columns[name] = Column(list(values), OBJECT)
             continue
         _add(columns, name, array, flatten_sep)
     return Batch(columns, np.arange(len(records)))

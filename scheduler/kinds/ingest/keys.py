@@ -65,13 +65,12 @@ class KeySet:
 
     def first_seen(self, probe: np.ndarray) -> np.ndarray:
         """Mask of rows whose key is new (neither known nor earlier in ``probe``), then remember them."""
-        fresh = ~self.contains(probe)
-        if fresh.any():
-            _, first_index = np.unique(probe, return_index=True)
-            first = np.zeros(len(probe), dtype=bool)
-            first[first_index] = True
-            fresh &= first
-            self._add_new(probe[fresh])
+        # the distinct digests, sorted: the binary searches then walk each run in order (cache friendly)
+        distinct, first_index = np.unique(probe, return_index=True)
+        new = ~self.contains(distinct)
+        fresh = np.zeros(len(probe), dtype=bool)
+        fresh[first_index[new]] = True
+        self._add_new(distinct[new])
         return fresh
 
     def _add_new(self, fresh: np.ndarray) -> None:
