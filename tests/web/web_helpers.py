@@ -16,12 +16,13 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
+
+from polling import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "web-console-token-7f3a91"
@@ -37,20 +38,8 @@ def child_env() -> dict[str, str]:
 
 
 def wait_until(probe: Callable[[], T], timeout: float = 30.0, what: str = "condition", interval: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except Exception as exc:  # noqa: BLE001 - keep polling; report the last error on timeout
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
+    """Poll ``probe`` until it returns something truthy (errors count as "not yet")."""
+    return wait_for(probe, timeout, what, interval, retry_errors=True)
 
 
 class Proc:
