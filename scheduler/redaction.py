@@ -24,6 +24,10 @@ from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
+# header names whose values are never credentials; any other header value a job sends (an ingest's
+# ``source.headers``) is treated as a secret wherever it is shown or logged
+PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent",
+                           "cache-control"})
 MIN_SECRET_LENGTH = 4  # shorter values are never masked (they would mask ordinary text); one rule everywhere
 
 # (pattern, replacement): credential-shaped text, masked even when it is not a known secret

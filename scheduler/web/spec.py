@@ -1,10 +1,13 @@
 """A job's spec as YAML for the job page, with every secret masked.
 
-What must hold: no value the config marks secret, no environment value, no notifier or ping URL
-and no value under a secret-looking key (``token``, ``password``, ``routing_key``, ...) reaches
-the page.  Three layers, each enough for its own case:
+What must hold: no value the config marks secret, no environment value, no request header value
+or query parameter text, no notifier or ping URL and no value under a secret-looking key
+(``token``, ``password``, ``routing_key``, ...) reaches the page.  Three layers, each enough for
+its own case:
 
-1. ``env`` values are replaced by the mask whatever they hold (jobs pass credentials there);
+1. ``env`` values, request header values (but those of :data:`~scheduler.redaction.PLAIN_HEADERS`)
+   and query parameter values (but numbers and booleans) are replaced by the mask whatever they
+   hold (jobs pass credentials there);
 2. values under secret-looking keys (the loader's own rule, ``SECRET_KEY``) and alert/ping URLs
    (webhook URLs carry tokens in their path) are replaced by the mask;
 3. every remaining string goes through the one :class:`~scheduler.redaction.Redactor` (known
@@ -14,13 +17,15 @@ the page.  Three layers, each enough for its own case:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 from scheduler.config.compiled import CompiledJob
-from scheduler.redaction import MASK
+from scheduler.redaction import MASK, PLAIN_HEADERS
 
 _URL_HOLDERS = ("on_failure", "on_recovery", "on_success", "ping")
+_PLAIN_PARAM = re.compile(r"-?\d+(\.\d+)?|true|false")  # query parameter values shown as they are
 
 
 def _secret_key(key: str) -> bool:
@@ -47,6 +52,10 @@ def _mask(value: Any, redact: Callable[[str], str], top: str) -> Any:
             name = str(k)
             if name == "env" and isinstance(v, dict):
                 out[k] = {e: MASK for e in v}
+            elif name == "headers" and isinstance(v, dict):
+                out[k] = {h: (redact(str(hv)) if str(h).lower() in PLAIN_HEADERS else MASK) for h, hv in v.items()}
+            elif name == "params" and isinstance(v, dict):
+                out[k] = {p: (pv if _PLAIN_PARAM.fullmatch(str(pv)) else MASK) for p, pv in v.items()}
             elif (isinstance(v, str) and _secret_key(name)) or (name == "url" and top in _URL_HOLDERS):
                 out[k] = MASK
             else:

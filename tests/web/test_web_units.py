@@ -136,7 +136,7 @@ def test_interval_words() -> None:
     assert interval_words(timedelta(seconds=1)) == "Every second"
 
 
-def test_the_spec_masks_env_secret_keys_alert_urls_and_known_secrets(tmp_path: Path) -> None:
+def test_the_spec_masks_env_headers_params_secret_keys_alert_urls_and_known_secrets(tmp_path: Path) -> None:
     secret = "s3cr3t-marker-0a1b"
     path = tmp_path / "jobs.yaml"
     path.write_text(f"""
@@ -148,6 +148,8 @@ jobs:
       base_url: https://user:{secret}@api.example.com
       path: /v1/items?api_key={secret}
       auth: {{type: bearer, token: {secret}}}
+      headers: {{Cookie: "sessionid={secret}", X-Auth: "{secret}", Accept: application/json}}
+      params: {{sig: "{secret}", per_page: 500}}
       records: data
     sink: {{dataset: items, schema: {{id: string}}}}
     env: {{PLAIN: not-a-secret-but-masked}}
@@ -160,6 +162,8 @@ jobs:
     spec = masked_spec(config.jobs["pull"], Redactor().redact)  # even without knowing the secrets
     assert spec["env"] == {"PLAIN": "***"}
     assert spec["source"]["auth"]["token"] == "***"
+    assert spec["source"]["headers"] == {"Cookie": "***", "X-Auth": "***", "Accept": "application/json"}
+    assert spec["source"]["params"] == {"sig": "***", "per_page": "500"}
     assert spec["on_failure"][0]["url"] == "***" and spec["ping"]["url"] == "***"
     assert spec["source"]["base_url"] == "https://user:***@api.example.com"
     assert spec["source"]["path"] == "/v1/items?api_key=***"

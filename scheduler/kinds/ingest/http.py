@@ -43,7 +43,7 @@ from urllib3.util.retry import Retry
 from scheduler.errors import JobFailed
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
-from scheduler.redaction import Redactor
+from scheduler.redaction import PLAIN_HEADERS, Redactor
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
 _CHUNK = 256 * 1024
@@ -51,9 +51,6 @@ _CHUNK = 256 * 1024
 # exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_DIGIT_RUN = b"0" * 19
-# headers whose values are never credentials; any other ``source.headers`` value is treated as a secret
-PLAIN_HEADERS = frozenset({"accept", "accept-encoding", "accept-language", "content-type", "user-agent",
-                           "cache-control"})
 
 
 def parse_json(body: bytes) -> Any:
