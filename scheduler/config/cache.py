@@ -12,11 +12,12 @@ still matches.  What must hold:
   AES-256-GCM (the ``cryptography`` package) encrypts and authenticates.  So reading an entry
   needs the inputs it was made from, and a changed input fails the authentication, which *is*
   the invalidation.  The entry holds no value of any input, only names and paths.
-* **Costly to guess where there is something to guess.**  When the config holds a secret or
-  read an environment variable (its value may be a secret wherever it was interpolated), the
+* **Costly to guess where there is something to guess.**  When the config holds a secret, read
+  an environment variable (its value may be a secret wherever it was interpolated) or read a
+  file not every user may read (a literal password in a job's ``env:``, a header value), the
   key is derived with scrypt, so each guess at a secret costs what a ``run-job`` pays once.
-  Otherwise every input is a file or directory listing anyone who could guess the digest can
-  read, the config holds no secret, and one SHA-256 derives the key (scrypt would cost each
+  Otherwise every input is a world-readable file or a directory listing, the config holds no
+  secret, and one SHA-256 derives the key (scrypt would cost each
   call ~10-30 ms and protect nothing).  Accepting both kinds of entry gives an attacker nothing:
   a valid entry of either kind needs the digest, i.e. every input's value.
 * **A private place.**  ``SCHEDULER_CACHE_DIR``, else ``$XDG_CACHE_HOME`` or ``~/.cache``
@@ -136,7 +137,7 @@ class CompileCache:
         whether the compiled config holds any (see the module docstring for the key it decides)."""
         if material(inputs, os.environ, config_path) != digest:
             return False
-        kdf = "scrypt" if secrets or inputs.env else "sha256"
+        kdf = "sha256" if not secrets and not inputs.env and _all_public(inputs) else "scrypt"
         entry = {"format": FORMAT, "inputs": inputs.as_json(), **_encrypt(digest, compiled.encode("utf-8"), kdf)}
         import tempfile
         path = self.entry_path(config_path)
@@ -153,6 +154,15 @@ class CompileCache:
 
 
 # --- sealing -------------------------------------------------------------------------------------
+def _all_public(inputs: Inputs) -> bool:
+    """Every file the validation read is readable by every user (so nothing in it is a secret to
+    guess); a file that cannot be checked counts as private."""
+    try:
+        return all(os.stat(name).st_mode & stat.S_IROTH for name in inputs.files)
+    except OSError:
+        return False
+
+
 _AAD = b"cron-container-scheduler config cache v2"  # binds an entry to this use of the key
 
 

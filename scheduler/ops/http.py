@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 PING_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
+IDLE_TIMEOUT = 30.0  # seconds a connection may sit idle or trickle a request before it is closed
 
 
 def requested_date(query: str, body: bytes) -> date | None:
@@ -129,7 +130,6 @@ class OpsServer:
         settings = daemon.config.http
         self.daemon = daemon
         self.metrics = metrics
-        self.token: str | None = settings.api_token or None
         self.stale_after = settings.stale_after.total_seconds()
         self.health = HealthCheck(daemon, self.stale_after)
         self.listen = settings.listen or ""
@@ -174,28 +174,35 @@ class OpsServer:
         self.health.close()
 
     # --- request handling (called on server threads) -------------------------------------------
+    @property
+    def token(self) -> str | None:
+        """The API token in force: read per request, so a config reload's new token applies at
+        once and the old one stops working."""
+        return self.daemon.config.http.api_token or None
+
     def authorized(self, header: str | None) -> bool:
-        if self.token is None or not header:
+        token = self.token
+        if token is None or not header:
             return False
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(given.strip().encode(), self.token.encode())
+        return hmac.compare_digest(given.strip().encode(), token.encode())
 
     def web(self) -> WebApp:
         """The web console over this daemon's config and store, built on first use."""
         with self._web_lock:
             if self._web is None:
-                from scheduler.redaction import Redactor
                 from scheduler.web.app import WebApp
                 from scheduler.web.views import Backend
 
                 daemon = self.daemon
-                fallback = Redactor()
 
                 def redact() -> Any:
                     redactor = daemon.redactor
-                    return redactor.redact if redactor is not None else fallback.redact
+                    if redactor is None:  # never serve a page unmasked
+                        raise RuntimeError("the daemon has no masker; pages are not served")
+                    return redactor.redact
 
                 self._web = WebApp(Backend(config=lambda: daemon.config, store=daemon.store, redact=redact,
                                            served_by="daemon"), self.base_path)
@@ -225,6 +232,7 @@ class OpsServer:
 def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "scheduler"
+        timeout = IDLE_TIMEOUT
         sys_version = ""
 
         def log_message(self, format: str, *args: Any) -> None:

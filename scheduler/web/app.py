@@ -22,6 +22,7 @@ autoescape; every data response is ``Cache-Control: no-store``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,20 @@ NOTES = {
     "requested": "Run requested and claimed by a scheduler; its run appears below in a moment.",
     "logged-out": "Logged out.",
 }
+
+
+_LOCAL_PATH = re.compile(r"/(?!/)[A-Za-z0-9._~%/?&=+-]*")  # a path on this site: no scheme, host, CR/LF or tab
+
+
+def local_target(target: str) -> str:
+    """Where login sends the browser: ``target`` when it is a plain path on this site, else ``/``
+    (no open redirect, nothing a browser would read as another host, nothing that breaks the header)."""
+    return target if _LOCAL_PATH.fullmatch(target) else "/"
+
+
+def is_id(text: str) -> bool:
+    """A run id or output offset as the store takes it: ASCII digits, at most 18 of them."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
 
 
 @dataclass
@@ -105,7 +120,10 @@ class WebApp:
         token = self.token()
         given = auth.bearer(request)
         if given:
-            return Caller("bearer") if auth.token_matches(given, token) else None
+            if auth.token_matches(given, token):
+                return Caller("bearer")
+            self.throttle.failed(request.client)  # Bearer guesses count like login guesses
+            return None
         session_id = request.cookie(auth.COOKIE) or ""
         session = self.sessions.get(session_id, token)
         return Caller("session", session, session_id) if session is not None else None
@@ -125,6 +143,8 @@ class WebApp:
             return self.render("disabled.html", 403)
         if parts == ["login"]:
             return self.login(request)
+        if auth.bearer(request) and self.throttle.blocked(request.client):
+            return self.json(429, {"error": "too many wrong tokens from this address; try again in a minute"})
         caller = self.caller(request)
         if caller is None:
             if request.method == "GET" and parts[-1:] != ["output"]:
@@ -149,13 +169,13 @@ class WebApp:
                 return self.error(404, f"No job named {parts[1]!r} in the config.", caller)
             return self.render("job.html", caller=caller, page=views.job_page(backend, parts[1]),
                                note=self.note(request), reason_max=REASON_MAX)
-        if len(parts) in (2, 3) and parts[0] == "run" and parts[1].isdigit():
+        if len(parts) in (2, 3) and parts[0] == "run" and is_id(parts[1]):
             record = backend.store.get_run(int(parts[1]))
             if len(parts) == 3 and parts[2] == "output":
                 if record is None:
                     return self.json(404, {"error": "no such run"})
                 after = request.arg("after", "0")
-                return self.json(200, views.output_json(backend, record, int(after) if after.isdigit() else 0))
+                return self.json(200, views.output_json(backend, record, int(after) if is_id(after) else 0))
             if record is None:
                 return self.error(404, f"No run with id {parts[1]}.", caller)
             if len(parts) == 2:
@@ -191,7 +211,9 @@ class WebApp:
         deadline = time.monotonic() + CLAIM_WAIT
         while True:
             claimed = store.get_trigger(request_id)
-            if claimed is not None and claimed.claimed_by is not None:
+            if claimed is None:  # withdrawn by someone else (``scheduler trigger`` cancel, a cleanup)
+                return self.error(409, "The run request was withdrawn before a scheduler claimed it.", caller)
+            if claimed.claimed_by is not None:
                 break
             if time.monotonic() >= deadline and store.cancel_trigger(request_id):
                 return self.error(503, f"No running scheduler claimed the run request within {CLAIM_WAIT:g}s "
@@ -206,9 +228,7 @@ class WebApp:
         return Response.redirect(self.url("job", job, note="requested"))
 
     def login(self, request: Request) -> Response:
-        target = request.field("next") or request.arg("next") or "/"
-        if not target.startswith("/") or target.startswith("//") or "\\" in target:
-            target = "/"
+        target = local_target(request.field("next") or request.arg("next"))
         if request.method != "POST":
             return self.render("login.html", next=target, note=self.note(request), failed=False)
 

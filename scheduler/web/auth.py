@@ -111,9 +111,14 @@ class Sessions:
             return len(self._sessions)
 
 
+MAX_TRACKED = 10_000  # client addresses the throttle remembers
+
+
 class LoginThrottle:
-    """Slows guessing: after :data:`LOGIN_FAILURES` wrong tokens from one client address within
-    :data:`LOGIN_WINDOW` seconds, its logins are refused until the window has passed (thread-safe)."""
+    """Slows guessing: after :data:`LOGIN_FAILURES` wrong tokens (login form or Bearer header) from
+    one client address within :data:`LOGIN_WINDOW` seconds, its logins and Bearer requests are
+    refused until the window has passed (thread-safe).  Behind a reverse proxy every client has
+    the proxy's address, so the proxy should limit login attempts itself."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -132,9 +137,13 @@ class LoginThrottle:
 
     def failed(self, client: str) -> None:
         with self._lock:
-            if len(self._failures) > 10_000:  # bounded: forget everyone rather than grow without end
-                self._failures.clear()
-            self._failures.setdefault(client, []).append(self._clock())
+            times = self._failures.pop(client, [])  # re-inserted last: the dict is ordered by last failure
+            if len(self._failures) >= MAX_TRACKED:
+                # bounded: forget the addresses that failed longest ago, never the ones guessing now
+                for stale in list(self._failures)[: MAX_TRACKED // 10]:
+                    del self._failures[stale]
+            times.append(self._clock())
+            self._failures[client] = times
 
 
 def csrf_ok(request: Request, session: Session) -> bool:

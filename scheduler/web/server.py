@@ -9,14 +9,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from scheduler.web.app import WebApp
-from scheduler.web.wire import Response, read_request, write_response
+from scheduler.web.wire import Response, checked, read_request, write_response
+
+IDLE_TIMEOUT = 30.0  # seconds a connection may sit idle or trickle a request before it is closed
 
 
 def serve(handler: BaseHTTPRequestHandler, app: WebApp, log: Any) -> None:
     """Answer the handler's request with the console; a failure is a logged 500, never a crash."""
     path = urlsplit(handler.path).path
     try:
-        response = app.handle(read_request(handler, app.base))
+        response = checked(app.handle(read_request(handler, app.base)))
     except Exception as exc:  # noqa: BLE001 - one bad request must not kill the server thread
         log.error("web request failed", method=handler.command, path=path, error=f"{type(exc).__name__}: {exc}")
         response = Response(500, b"internal error\n", "text/plain; charset=utf-8", {"Cache-Control": "no-store"})
@@ -30,6 +32,7 @@ def make_server(host: str, port: int, app: WebApp, log: Any) -> ThreadingHTTPSer
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "scheduler"
+        timeout = IDLE_TIMEOUT
         sys_version = ""
 
         def log_message(self, format: str, *args: Any) -> None:

@@ -207,12 +207,13 @@ def output_lines(backend: Backend, run_id: int, after: int, limit: int, tz: Zone
     """The run's stored lines after ``seq`` ``after``, at most ``limit``, read in pages."""
     out: list[OutputLineView] = []
     page = 5000
+    redact = backend.redact()  # stored masked; masked again with the secrets in force now
     while len(out) < limit:
         lines = backend.store.read_output(run_id, after, min(page, limit - len(out)))
         for line in lines:
             stamp = when(line.ts, tz)
             assert stamp is not None
-            out.append(OutputLineView(seq=line.seq, stream=line.stream, line=line.line, ts=stamp))
+            out.append(OutputLineView(seq=line.seq, stream=line.stream, line=redact(line.line), ts=stamp))
         if len(lines) < page:
             break
         after = lines[-1].seq

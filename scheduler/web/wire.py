@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 MAX_FORM = 64 * 1024
+MAX_COOKIE = 4096  # longer Cookie headers are ignored: a session cookie is ~60 bytes
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -52,7 +53,7 @@ class Request:
 
     def cookie(self, name: str) -> str | None:
         raw = self.header("cookie")
-        if not raw:
+        if not raw or len(raw) > MAX_COOKIE:  # http.cookies' parser is slow on long quoted values
             return None
         jar: SimpleCookie = SimpleCookie()
         try:
@@ -105,6 +106,15 @@ def read_request(handler: BaseHTTPRequestHandler, base_path: str) -> Request:
     return Request(method=handler.command, path=strip_base(split.path, base_path),
                    query=parse_qs(split.query, keep_blank_values=True), headers=headers, form=form,
                    client=str(handler.client_address[0]))
+
+
+def checked(response: Response) -> Response:
+    """``response`` itself; ``ValueError`` if a header value holds a control or non-ASCII
+    character (a bug: header values are never sent so, no header injection)."""
+    for value in [*response.headers.values(), *response.cookies]:
+        if not value.isascii() or any(ch < " " or ch == "\x7f" for ch in value):
+            raise ValueError("refusing a header value with a control or non-ASCII character")
+    return response
 
 
 def write_response(handler: BaseHTTPRequestHandler, response: Response) -> None:

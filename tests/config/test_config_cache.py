@@ -193,13 +193,14 @@ def kdf_of(cache: CompileCache) -> str:
 
 
 def test_the_key_is_costly_to_guess_exactly_where_there_is_something_to_guess(cache, tmp_path, monkeypatch):
-    """scrypt for a config holding a secret or reading the environment; one SHA-256 where every
-    input is a file anyone guessing the digest could read anyway.  Both are reused alike."""
+    """scrypt for a config holding a secret, reading the environment or a file other users may not
+    read; one SHA-256 where every input is a file anyone could read anyway.  Both are reused alike."""
     monkeypatch.setenv("CACHE_TEST_REGION", "eu")
     plain = write(tmp_path / "plain" / "jobs.yaml", """
         jobs:
           ok: {kind: command, every: 1h, command: ["true"]}
     """)
+    plain.chmod(0o644)
     for path, kdf in ((plain, "sha256"), (config_with_secret(tmp_path), "scrypt")):
         for entry in entries(cache):
             entry.unlink()
@@ -215,6 +216,15 @@ def test_the_key_is_costly_to_guess_exactly_where_there_is_something_to_guess(ca
         entry.unlink()
     assert not load_compiled(with_variable, cache).secrets
     assert kdf_of(cache) == "scrypt"  # no secret by the config's rules, but a variable's value may be one
+    private = write(tmp_path / "private-file" / "jobs.yaml", """
+        jobs:
+          ok: {kind: command, every: 1h, command: ["true"], env: {DB_PASS: hunter2}}
+    """)
+    private.chmod(0o600)  # a literal password no other user may read: guessing it must stay costly
+    for entry in entries(cache):
+        entry.unlink()
+    assert not load_compiled(private, cache).secrets
+    assert kdf_of(cache) == "scrypt"
 
 
 def test_an_entry_relabelled_to_the_cheap_key_is_never_used(cache, tmp_path, monkeypatch):

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import html
 import re
+import signal
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import ODD_NAME, Site
+from conftest import ODD_NAME, Site, config_text
 from markupsafe import escape
 from web_helpers import SECRET, TOKEN, Client, run_cli, wait_until
 
@@ -274,11 +275,34 @@ def test_the_daemon_loads_the_web_modules_on_the_first_page_only(start_site) -> 
     assert "markupsafe" in maps.read_text()
 
 
-def test_repeated_wrong_tokens_lock_the_login_form_for_that_address(start_site) -> None:
+def test_repeated_wrong_tokens_lock_that_address_out(start_site) -> None:
     site: Site = start_site()
     client = Client(site.url)
     for _ in range(10):
         assert client.login("guess").status == 401
     locked = client.login()
     assert locked.status == 429 and "Too many wrong tokens" in locked.text and not locked.all("Set-Cookie")
-    assert client.get("/", headers=BEARER).status == 200  # scripts with the token are not locked out
+    assert client.get("/", headers=BEARER).status == 429  # one lock per address, for the form and Bearer
+
+
+def test_repeated_wrong_bearer_tokens_lock_that_address_out(start_site) -> None:
+    site: Site = start_site()
+    client = Client(site.url)
+    for _ in range(10):
+        assert client.get("/run/1/output", headers={"Authorization": "Bearer guess"}).status == 401
+    assert client.get("/", headers=BEARER).status == 429  # guessing is refused before any compare
+    assert client.login().status == 429
+
+
+def test_a_reloaded_token_applies_at_once_to_the_pages_and_the_job_api(start_site) -> None:
+    site: Site = start_site()
+    client = Client(site.url)
+    assert client.get("/jobs", headers=BEARER).status == 200
+    new = {"Authorization": "Bearer rotated-token-5e21"}
+    text = config_text(site.workdir).replace(f"api_token: {TOKEN}", "api_token: rotated-token-5e21")
+    (site.workdir / "scheduler.yaml").write_text(text, encoding="utf-8")
+    site.daemon.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: client.get("/jobs", headers=new).status == 200, what="the new token to work")
+    assert client.get("/jobs", headers=BEARER).status == 401
+    assert client.get("/run/1/output", headers=BEARER).status == 401
+    assert client.get("/", headers=new).status == 200

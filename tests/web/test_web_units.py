@@ -14,9 +14,10 @@ from scheduler.schedule import Schedule
 from scheduler.state import RunRecord
 from scheduler.status import RunStatus
 from scheduler.web import auth
+from scheduler.web.app import is_id, local_target
 from scheduler.web.chart import build_chart
 from scheduler.web.spec import masked_spec, spec_yaml
-from scheduler.web.wire import Request, strip_base
+from scheduler.web.wire import Request, Response, checked, strip_base
 from scheduler.web.words import describe, interval_words
 
 
@@ -101,6 +102,49 @@ def test_login_throttle_per_client_address() -> None:
     assert throttle.blocked("10.0.0.1") and not throttle.blocked("10.0.0.2")
     clock.now += auth.LOGIN_WINDOW
     assert not throttle.blocked("10.0.0.1")
+
+
+def test_the_throttle_forgets_the_addresses_seen_longest_ago_never_the_guessing_one(monkeypatch) -> None:
+    monkeypatch.setattr(auth, "MAX_TRACKED", 20)
+    throttle = auth.LoginThrottle(FakeClock())
+    for _ in range(auth.LOGIN_FAILURES):
+        throttle.failed("guesser")
+    for n in range(100):  # a flood of other addresses
+        throttle.failed(f"10.0.0.{n}")
+        throttle.failed("guesser")
+    assert throttle.blocked("guesser")
+
+
+@pytest.mark.parametrize(("target", "kept"), [
+    ("/job/nightly", True), ("/run/12?x=1&y=%2F", True), ("/", True), ("", False),
+    ("//evil.example", False), ("/\t/evil.example", False), ("/%09/ok-encoded", True),
+    ("/x\r\nSet-Cookie: a=b", False), ("https://evil.example/", False), ("/\\evil.example", False),
+    ("/\u20ac", False), ("job/x", False),
+])
+def test_login_sends_the_browser_only_to_plain_paths_of_this_site(target: str, kept: bool) -> None:
+    assert local_target(target) == (target if kept else "/")
+
+
+@pytest.mark.parametrize(("text", "ok"), [("1", True), ("123456789012345678", True),
+                                           ("1234567890123456789", False), ("\u00b2", False), ("-1", False),
+                                           ("", False), ("1e3", False)])
+def test_run_ids_are_short_ascii_digits(text: str, ok: bool) -> None:
+    assert is_id(text) is ok
+
+
+def test_header_values_with_control_or_non_ascii_characters_are_never_sent() -> None:
+    assert checked(Response(303, headers={"Location": "/job/x"})).status == 303
+    for bad in ("/x\r\nSet-Cookie: a=b", "/\u20ac", "/\x7f"):
+        with pytest.raises(ValueError):
+            checked(Response(303, headers={"Location": bad}))
+    with pytest.raises(ValueError):
+        checked(Response(200, cookies=["a=b\nc"]))
+
+
+def test_an_overlong_cookie_header_is_ignored_unparsed() -> None:
+    assert request({"Cookie": "scheduler_session=abc"}).cookie("scheduler_session") == "abc"
+    slow = 'a="' + '\\"' * 30_000 + '"; scheduler_session=abc'  # slow for http.cookies' parser
+    assert request({"Cookie": slow}).cookie("scheduler_session") is None
 
 
 def test_cookie_attributes_and_base_path_stripping() -> None:
