@@ -167,6 +167,18 @@ class ArrowSteps:
     def _ints(col: Column) -> pa.Array | None:
         """The column as int64 when every value is null, an int or a plain integer string, all exact."""
         data = col.data
+        if col.parts is not None and isinstance(data, list):
+            numbers, texts = col.parts
+            if not pa.types.is_int64(numbers.type) or not pa.types.is_string(texts.type):
+                return None
+            if numbers.null_count < len(numbers):
+                bounds = pc.min_max(numbers).as_py()
+                if max(-bounds["min"], bounds["max"]) > _EXACT:
+                    return None
+            present = texts.drop_null()
+            if len(present) and not pc.all(pc.match_substring_regex(present, _PLAIN_INT)).as_py():
+                return None
+            return pc.coalesce(numbers, pc.cast(texts, pa.int64()))
         if isinstance(data, list):
             kinds = np.fromiter(map(type, data), dtype=object, count=len(data))
             # elementwise over an array of types (numpy ==), not a type check of one value

@@ -63,7 +63,7 @@ class RunStats:
                 self.high[column] = _bigger(self.high[column], bounds["max"])
         for column, seen in self.unique.items():
             if column in table.column_names:
-                probe = digests(table.select([column]).to_pandas(), [column])
+                probe = digests(table.select([column]), [column])
                 before = len(seen)
                 seen.add(probe)
                 self.duplicated[column] += len(probe) - (len(seen) - before)

@@ -47,10 +47,15 @@ class RecordsError(JobFailed):
 
 @dataclass
 class Column:
-    """One column: an Arrow array (or a list of mixed Python values) and its pandas dtype."""
+    """One column: an Arrow array (or a list of mixed Python values) and its pandas dtype.
+
+    ``parts``, when set on a list column of integers and strings, holds the same values as two
+    Arrow arrays (``int64`` and ``string``, each null where the other holds the row's value), for
+    kernels that read them without the Python values."""
 
     data: pa.Array | list[Any]
     dtype: Any
+    parts: tuple[pa.Array, pa.Array] | None = None
 
     @property
     def arrow(self) -> pa.Array | None:
@@ -104,12 +109,53 @@ class Batch:
             return None
         return list(zip(*values, strict=True)) if values else [() for _ in positions]
 
+    def key_table(self, names: list[str]) -> pa.Table | None:
+        """Columns ``names`` as an Arrow table for key digests, when each is text or integers held
+        as Arrow (their text is then the text of the pandas view); None otherwise."""
+        cols = [self.columns[n] for n in names]
+        if not all(isinstance(c.data, pa.Array) and c.dtype in (STR, INT64, NULLABLE_INT) for c in cols):
+            return None
+        return pa.table([c.data for c in cols], names=names)
+
     def frame(self, positions: np.ndarray | None = None, names: list[str] | None = None) -> pd.DataFrame:
         """The batch (or some rows, some columns) as a DataFrame, columns in order, original index."""
         index = self.pandas_index(positions)
         names = list(self.columns) if names is None else names
+        # the Series are new, so the frame may hold them as they are (pandas copies on write)
         return pd.DataFrame({n: to_series(self.columns[n], index, positions, n) for n in names}, index=index,
-                            columns=names)
+                            columns=names, copy=False)
+
+
+_FROM_FRAME = (INT64, FLOAT64, BOOL, STR, NULLABLE_INT, NULLABLE_FLOAT, NULLABLE_BOOL, UTC_US)
+
+
+def from_frame(frame: pd.DataFrame) -> Batch | None:
+    """The batch whose pandas view (:meth:`Batch.frame`) is ``frame``, or None when that is not
+    certain: columns of other dtypes, repeated or non-text names, an index that is not increasing
+    integers (the row positions a filtered batch keeps)."""
+    names = list(frame.columns)
+    if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
+        return None
+    index = frame.index
+    if isinstance(index, pd.RangeIndex):
+        if index.step != 1:
+            return None
+    elif not (index.dtype == INT64 and index.is_monotonic_increasing and index.is_unique):
+        return None
+    columns: dict[str, Column] = {}
+    for name in names:
+        series = frame[name]
+        dtype = series.dtype
+        if dtype == OBJECT:
+            columns[name] = Column(series.tolist(), OBJECT)
+        elif dtype in _FROM_FRAME:
+            array = pa.array(series.array, from_pandas=dtype == FLOAT64)
+            if pa.types.is_large_string(array.type):
+                array = array.cast(pa.string())
+            columns[name] = Column(array, dtype)
+        else:
+            return None
+    return Batch(columns, np.asarray(index, dtype=np.int64))
 
 
 def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: str | None = None) -> pd.Series:
@@ -179,11 +225,11 @@ def _record_dtype(array: pa.Array) -> Any:
     return array.to_pandas().dtype  # rare types: ask pandas itself
 
 
-def _add(columns: dict[str, Column], name: str, array: pa.Array, sep: str | None) -> None:
+def add_column(columns: dict[str, Column], name: str, array: pa.Array, sep: str | None) -> None:
     """Mirror of the pandas engine's frame building: flatten structs, keep nested values as objects."""
     if sep is not None and pa.types.is_struct(array.type) and array.type.num_fields:
         for fld, child in zip(array.type, array.flatten(), strict=True):  # one child per struct field
-            _add(columns, f"{name}{sep}{fld.name}", child, sep)
+            add_column(columns, f"{name}{sep}{fld.name}", child, sep)
     elif pa.types.is_null(array.type) or pa.types.is_struct(array.type) or pa.types.is_list(array.type):
         columns[name] = Column(array, OBJECT)
     else:
@@ -250,7 +296,7 @@ def _add_objects(columns: dict[str, Column], name: str, values: Sequence[Any], s
         except _ARROW_ERRORS:
             return False  # the struct would not infer either: the field stays objects
     for key, array in zip(values[0], arrays, strict=True):
-        _add(columns, f"{name}{sep}{key}", array, sep)
+        add_column(columns, f"{name}{sep}{key}", array, sep)
     return True
 
 
@@ -270,5 +316,5 @@ def from_records(records: list[Any], flatten_sep: str | None = None) -> Batch:
         except _ARROW_ERRORS:
             columns[name] = Column(list(values), OBJECT)
             continue
-        _add(columns, name, array, flatten_sep)
+        add_column(columns, name, array, flatten_sep)
     return Batch(columns, np.arange(len(records)))

@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import threading
@@ -273,6 +274,19 @@ class Fetcher:
 
     def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
         """GET one page and parse it as JSON; raises :class:`FetchError` (redacted, no chained context)."""
+        return self.parsed(self.fetch(url, params, headers))
+
+    def parsed(self, page: Page) -> Page:
+        """``page`` (as :meth:`fetch` returns it) with its body parsed as JSON, or :class:`FetchError`."""
+        try:
+            body = parse_json(page.body)
+        except ValueError as exc:
+            raise FetchError(self.redact(f"invalid JSON from {page.url} ({page.nbytes} bytes): {exc}")) from None
+        return dataclasses.replace(page, body=body)
+
+    def fetch(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
+        """GET one page; its ``body`` is the response's bytes.  Raises :class:`FetchError` (redacted,
+        no chained context)."""
         error: str | None = None
         error_type: type[FetchError] = FetchError
         try:
@@ -345,12 +359,8 @@ class Fetcher:
                     continue
             finally:
                 resp.close()
-            try:
-                parsed = parse_json(body)
-            except ValueError as exc:
-                raise FetchError(f"invalid JSON from {resp.url} ({len(body)} bytes): {exc}") from None
             return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links,
-                        body=parsed, nbytes=len(body))
+                        body=body, nbytes=len(body))
 
     def _read(self, resp: requests.Response, limit: int | None = None) -> bytes:
         """Read the body chunk by chunk so the deadline can end a trickling response."""

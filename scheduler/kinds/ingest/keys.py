@@ -1,9 +1,10 @@
 """Compact key sets for cross-batch dedupe, ``unique`` checks and ``merge`` publishing.
 
-Keys are stored as sorted 64-bit SipHash digests (pandas ``hash_pandas_object``), 8 bytes per
-key instead of a Python string object and set slot (~90 bytes), so memory grows with the number
-of distinct keys at a few bytes each and never with the raw data.  Two distinct keys share a
-digest with probability about n^2 / 2^65 (below 3e-6 for 10 million keys in one run).
+Keys are stored as sorted 64-bit digests, 8 bytes per key instead of a Python string object and
+set slot (~90 bytes), so memory grows with the number of distinct keys at a few bytes each and
+never with the raw data.  A key's digest is computed from its text (what pandas' ``astype("str")``
+makes of it) with a vectorised hash over Arrow's string buffers; two distinct keys share a digest
+with probability about n^2 / 2^65 (below 3e-6 for 10 million keys in one run).
 
 Invariant: every digest array stays sorted and unique, so membership is a binary search (one per
 run of a :class:`KeySet`).
@@ -16,12 +17,80 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+_SEED = np.uint64(0x243F6A8885A308D3)
+_NULL = np.uint64(0x13198A2E03707344)  # the digest of a missing key part
+_COMBINE = np.uint64(0x9E3779B97F4A7C15)
+_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+_BYTE = np.arange(8)
 
 
-def digests(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """One uint64 per row for the key ``columns``; the same key hashes alike in any batch and dtype."""
-    keys = pd.DataFrame({c: frame[c].astype("str") for c in columns})
-    return pd.util.hash_pandas_object(keys, index=False, categorize=False).to_numpy(np.uint64)
+def digests(keys: pd.DataFrame | pa.Table, columns: Sequence[str]) -> np.ndarray:
+    """One uint64 per row for the key ``columns`` of a frame or an Arrow table; a key hashes
+    alike in any batch and either form (its text is what pandas' ``astype("str")`` gives)."""
+    out: np.ndarray | None = None
+    with np.errstate(over="ignore"):
+        for column in columns:
+            values = keys.column(column) if isinstance(keys, pa.Table) else keys[column]
+            part = text_digests(key_text(values))
+            out = part if out is None else _mix(out * _COMBINE + part)
+    return out if out is not None else np.zeros(len(keys), dtype=np.uint64)
+
+
+def key_text(values: pd.Series | pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Key values as Arrow strings: the text ``astype("str")`` gives them (null where missing)."""
+    if isinstance(values, pd.Series):
+        if pd.api.types.is_string_dtype(values.dtype) and values.dtype != object:
+            return _one_chunk(pa.array(values.array))
+        if pd.api.types.is_integer_dtype(values.dtype):
+            return _one_chunk(pc.cast(pa.array(values.array), pa.string()))
+        return _one_chunk(pa.array(values.astype("str").array))
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        return _one_chunk(values)
+    if pa.types.is_integer(values.type):
+        return _one_chunk(pc.cast(values, pa.string()))
+    return key_text(values.to_pandas())
+
+
+def _one_chunk(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    return values
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit affects every output bit."""
+    h = (h ^ (h >> _S30)) * _M1
+    h = (h ^ (h >> _S27)) * _M2
+    out: np.ndarray = h ^ (h >> _S31)
+    return out
+
+
+def text_digests(text: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string's UTF-8 bytes (and length), null as a constant of its own:
+    eight bytes at a time, each word folded in through :func:`_mix`."""
+    n = len(text)
+    if pa.types.is_large_string(text.type):
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + n + 1]
+    else:
+        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + n + 1].astype(np.int64)
+    buffer = text.buffers()[2]
+    data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.empty(0, dtype=np.uint8)
+    data = np.concatenate([data[: offsets[-1] if n else 0], np.zeros(8, dtype=np.uint8)])
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    with np.errstate(over="ignore"):
+        h = _mix(lengths.astype(np.uint64) ^ _SEED)
+        for word in range(-(-int(lengths.max()) // 8) if n else 0):
+            at = word * 8 + _BYTE
+            chunk = data[np.minimum(starts[:, None] + at, len(data) - 1)]
+            chunk[at >= lengths[:, None]] = 0
+            h = _mix(h ^ chunk.view("<u8")[:, 0])
+    if text.null_count:
+        h[np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _NULL
+    return h
 
 
 def _find(sorted_digests: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import queue
 import threading
@@ -35,6 +36,7 @@ from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
+from scheduler.kinds.ingest.pages import ArrowPage, PageReader
 from scheduler.kinds.ingest.paginate import Paginator, Request, extract_records
 from scheduler.kinds.ingest.results import TransformError, reject_frame
 from scheduler.kinds.ingest.sink import (
@@ -48,6 +50,7 @@ from scheduler.kinds.ingest.sink import (
     to_table,
 )
 from scheduler.kinds.ingest.spec import IngestJob
+from scheduler.kinds.ingest.spec_source import Source
 from scheduler.kinds.ingest.transform import Transformer
 from scheduler.redaction import Redactor
 from scheduler.stopping import Deferral, sigterm_deferred
@@ -55,6 +58,20 @@ from scheduler.stopping import Deferral, sigterm_deferred
 PREFETCH_PAGES = 4
 GC_THRESHOLDS = (50_000, 20, 20)  # young collections per container allocations (default 700, 10, 10)
 _EXPECTED = (FetchError, CheckFailed, SchemaError, TransformError)
+
+
+def page_reader(source: Source) -> PageReader | None:
+    """The Arrow page reader for ``source``, or None where pages take the reference path: records
+    under a dotted path, pagination reading a value under the records' key, or a body that is the
+    list of records while pagination reads the body."""
+    reader = PageReader(source.records)
+    paths = [p for p in (getattr(source.pagination, name, None) for name in
+                         ("total_pages_path", "total_path", "cursor_path", "next_url_path")) if p is not None]
+    if source.records is None:
+        usable = not paths
+    else:
+        usable = reader.usable and not any(p.split(".")[0] == source.records for p in paths)
+    return reader if usable else None
 
 
 class IngestFailed(JobFailed):
@@ -139,18 +156,26 @@ class _Run:
         """Fetch thread: pages go to the queue as ``("page", records)``, then ``("end", None)`` or
         ``("error", exc)``."""
         max_pages = int(self.params.get("max_pages", self.spec.source.max_pages))
+        reader = page_reader(self.spec.source)
         try:
             paginator, headers = self._paginator()
             request: Request | None = paginator.first()
             while request is not None and not self._stop.is_set():
                 if self.counts["pages"] >= max_pages:
                     raise FetchError(f"more than max_pages={max_pages} pages: stopping (raise max_pages if expected)")
-                page = fetcher.get(request.url, request.params, headers)
-                records = extract_records(page.body, self.spec.source.records)
-                request = paginator.next(page, len(records))
+                page = fetcher.fetch(request.url, request.params, headers)
+                read = reader.read(page.body) if reader is not None else None
+                if read is not None:  # records as Arrow columns, parsed without holding the GIL
+                    item: ArrowPage | list[Any] = read
+                    page, rows = dataclasses.replace(page, body=read.body), read.rows
+                else:
+                    page = fetcher.parsed(page)
+                    item = extract_records(page.body, self.spec.source.records)
+                    rows = len(item)
+                request = paginator.next(page, rows)
                 self.counts["pages"] += 1
                 self.counts["bytes_fetched"] += page.nbytes
-                self._put(pages, ("page", records))
+                self._put(pages, ("page", item))
             self._put(pages, ("end", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
             self._put(pages, ("error", exc))
@@ -233,25 +258,28 @@ class _Run:
         return result
 
     def _consume(self, pages: queue.Queue[tuple[str, Any]]) -> None:
-        batch: list[Any] = []
-        batch_no = 0
+        batch: list[ArrowPage | list[Any]] = []
+        rows = batch_no = 0
         limit = self.spec.sink.batch_rows
         while True:
             kind, payload = pages.get()
             if kind == "error":
                 raise payload
             if kind == "page":
-                batch.extend(payload)
-            if batch and (len(batch) >= limit or kind == "end"):
-                self._batch(batch, batch_no)
-                batch, batch_no = [], batch_no + 1
+                size = payload.rows if isinstance(payload, ArrowPage) else len(payload)
+                if size:
+                    batch.append(payload)
+                    rows += size
+            if batch and (rows >= limit or kind == "end"):
+                self._batch(batch, rows, batch_no)
+                batch, rows, batch_no = [], 0, batch_no + 1
             if kind == "end":
                 return
 
-    def _batch(self, records: list[Any], batch_no: int) -> None:
-        self.counts["rows_fetched"] += len(records)
-        batch = self.transformer.batch(records)
-        del records[:]  # the raw dicts are the bulk of a batch's memory
+    def _batch(self, pages: list[ArrowPage | list[Any]], rows: int, batch_no: int) -> None:
+        self.counts["rows_fetched"] += rows
+        batch = self.transformer.batch_pages(pages)
+        del pages[:]  # the pages (raw dicts or bytes) are the bulk of a batch's memory
         result = self.transformer.apply_batch(batch)
         frame, rejects = result.frame, result.rejects
         self.counts["rows_duplicate"] += result.duplicates
@@ -259,7 +287,9 @@ class _Run:
         dedupe = self.transformer.dedupe
         arrow = isinstance(frame, Batch)
         if dedupe is not None and len(frame.index):
-            keys = frame.frame(names=[c for c in dedupe.columns if c in frame.columns]) if arrow else frame
+            present = [c for c in dedupe.columns if c in frame.columns]
+            table = frame.key_table(present) if arrow else None
+            keys = table if table is not None else frame.frame(names=present) if arrow else frame
             probe = digests(keys, dedupe.columns)
             if self.first_keys is not None:
                 keep = self.first_keys.first_seen(probe)

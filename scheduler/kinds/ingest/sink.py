@@ -259,7 +259,7 @@ class DatasetWriter:
         else:
             part.runs.append((batch, table.num_rows))
         if part.keys is not None and table.num_rows:
-            part.keys.add(digests(table.select(list(self.merge_key)).to_pandas(), self.merge_key))
+            part.keys.add(digests(table.select(list(self.merge_key)), self.merge_key))
         part.buffered.append(table)
         part.buffered_rows += table.num_rows
         part.rows += table.num_rows
@@ -318,7 +318,7 @@ class DatasetWriter:
                         n = table.num_rows
                         batch_of_row = batch_numbers[offset:offset + n]
                         offset += n
-                        probe = digests(table.select(list(dedupe_key)).to_pandas(), dedupe_key)
+                        probe = digests(table.select(list(dedupe_key)), dedupe_key)
                         pos = np.searchsorted(conflicts, probe)
                         contested = (pos < len(conflicts)) & (conflicts[np.minimum(pos, len(conflicts) - 1)] == probe)
                         keep = ~contested | (winners.winner_batch(probe) == batch_of_row)
@@ -338,7 +338,7 @@ class DatasetWriter:
                             table = table.select(self.schema.names).cast(self.schema)
                         except (KeyError, pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                             raise SchemaError(f"existing file {old} does not match the schema: {exc}") from None
-                        old_keys = digests(table.select(list(self.merge_key)).to_pandas(), self.merge_key)
+                        old_keys = digests(table.select(list(self.merge_key)), self.merge_key)
                         keep = ~part.keys.contains(old_keys)
                         writer.write_table(table.filter(pa.array(keep)), row_group_size=self.row_group_size)
             os.replace(second, part.temp_path)

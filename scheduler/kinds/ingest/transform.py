@@ -25,8 +25,9 @@ import pyarrow as pa
 
 from scheduler.kinds.ingest import spec as s
 from scheduler.kinds.ingest.arrow_steps import ArrowSteps
-from scheduler.kinds.ingest.columns import Batch, RecordsError, from_records
+from scheduler.kinds.ingest.columns import Batch, RecordsError, from_frame, from_records
 from scheduler.kinds.ingest.expr import parse_expression
+from scheduler.kinds.ingest.pages import ArrowPage, NotExact, pages_to_batch
 from scheduler.kinds.ingest.parsing import as_text, is_stringy, parse_numbers, parse_timestamps
 from scheduler.kinds.ingest.results import BatchResult, TransformError, reject_frame
 from scheduler.kinds.registry import resolve
@@ -139,10 +140,23 @@ class Transformer:
         except RecordsError as exc:
             raise TransformError(str(exc)) from None
 
+    def batch_pages(self, pages: Sequence[ArrowPage | list[Any]]) -> Batch:
+        """The records of ``pages`` (read by Arrow, or Python records) as one batch: straight from
+        the Arrow columns when every page has them and they combine exactly, else from records."""
+        arrow = [p for p in pages if isinstance(p, ArrowPage)]
+        if len(arrow) == len(pages):
+            try:
+                return pages_to_batch(arrow, self.flatten_sep)
+            except NotExact:
+                pass
+        return self.batch([r for p in pages for r in (p.python_records() if isinstance(p, ArrowPage) else p)])
+
     def apply_batch(self, batch: Batch) -> BatchResult:
-        """Run the steps on Arrow columns; from the first step (or part of one) the Arrow kernels
-        leave to pandas, the batch continues as a DataFrame.  ``frame`` of the result is then a
-        DataFrame, else the :class:`Batch`; either way it holds what :meth:`apply` would give."""
+        """Run the steps on Arrow columns; a step (or part of one) the Arrow kernels leave to pandas
+        runs on a DataFrame view of the batch, and the batch goes back to Arrow columns after it
+        where :func:`~scheduler.kinds.ingest.columns.from_frame` can do that exactly (a hook's
+        usual result).  ``frame`` of the result is the :class:`Batch` or, where the last step left
+        a frame that could not go back, the DataFrame; either way it holds what :meth:`apply` would give."""
         result = BatchResult(batch)
         frame: pd.DataFrame | None = None
         for index, step in enumerate(self.steps):
@@ -153,6 +167,9 @@ class Transformer:
                     continue
                 frame, step = batch.frame(), rest
             frame = self._step(step, name, frame, result)
+            back = from_frame(frame)  # the next steps (and the writer) on Arrow columns again, where exact
+            if back is not None:
+                batch, frame = back, None
         result.frame = batch if frame is None else frame
         return result
 

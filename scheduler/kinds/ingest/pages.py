@@ -1,0 +1,394 @@
+"""Page bodies read straight into Arrow columns, where that gives exactly what the Python path gives.
+
+The reference path parses a page into Python objects (:func:`~scheduler.kinds.ingest.http.parse_json`)
+and builds a batch from the records (:func:`~scheduler.kinds.ingest.columns.from_records`).  Here
+Arrow's JSON reader parses the page in C, without the GIL, and :func:`pages_to_batch` builds the
+same :class:`~scheduler.kinds.ingest.columns.Batch` from the pages of a batch.  Where the reader
+would read a value differently, a page or a batch is declined (``read`` returns None,
+:class:`NotExact` is raised) and the caller takes the reference path from the page's bytes.
+
+What the reader does differently, and how each is met:
+
+- A string that looks like a date or time becomes a timestamp.  String values of such a field
+  are written with one extra leading character (:data:`PREFIX`, inserted into the bytes after
+  ``"name":"``), so they stay strings, and the character is cut off again after reading.
+- A field whose values mix numbers and strings (``3`` beside ``"3"``) is an error.  Its string
+  values are renamed in the bytes (``"name":"`` -> ``"name<SUFFIX>":"``) so they land in a
+  column of their own; the two halves become the one mixed column (``dtype`` object, the same
+  Python values) the reference path builds, carrying both halves (``Column.parts``) for kernels.
+- Integers beyond 64 bits become doubles, and integers beyond 2**53 beside floats are rounded
+  into a float column (the reference path keeps them as Python objects): pages with a run of 16
+  or more digits are declined.
+- A key given twice in one object, ``NaN`` and other oddities: errors or values the reference
+  path reads alike are left to it (any reader error declines the page).
+
+Both rewrites match only ``"name":"`` (or ``"name": "``): inside a JSON string every quote is
+escaped, so the pattern can only be a key followed by a string value.  A value the rewrite
+missed (a key written with escapes) is detected (a prefixed column not all prefixed, a mixed
+field still in error) and declines the page.  The rewrite set is learnt per run, from the
+reader's own errors and types, so a run pays a second read only when it meets a new field.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from scheduler.kinds.ingest.columns import OBJECT, Batch, Column, add_column
+from scheduler.kinds.ingest.http import parse_json
+
+PREFIX = "\x01"
+SUFFIX = "\x00s"
+_PREFIX_JSON = b"\\u0001"
+_SUFFIX_JSON = b"\\u0000s"
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_DIGIT_RUN = b"0" * 16  # 2**53 has 16 digits: beyond it, an int beside floats is no float to Python
+_MAX_BLOCK = 2**31 - 2
+_WRAPPED = "r"
+_CHANGED = re.compile(r"Column\((/[^)]*)\) changed from (number|string) to (number|string)")
+_MAX_LEARN = 32  # rewrites learnt per page before it is declined
+
+
+class NotExact(Exception):
+    """The pages cannot be read into Arrow exactly as the reference path reads them."""
+
+
+@dataclass
+class Split:
+    """The two halves of a field that mixes numbers and strings: each null where the other holds the value."""
+
+    numbers: pa.Array
+    texts: pa.Array
+
+
+@dataclass
+class ArrowPage:
+    """One page read by Arrow: its ``rows`` records as columns in order of first appearance, the
+    body without its records (as the reference parser gives it, for pagination), and the bytes."""
+
+    content: bytes
+    rows: int
+    columns: dict[str, pa.Array | Split]
+    body: Any
+    records_path: str | None
+
+    def python_records(self) -> list[Any]:
+        """The records as the reference path reads them (for a batch :func:`pages_to_batch` declines)."""
+        body = parse_json(self.content)
+        return body if self.records_path is None else list(body[self.records_path])
+
+
+@dataclass
+class PageReader:
+    """Reads the pages of one run; ``records`` is the top-level key of the records (None: the body
+    is the list of records).  Keeps what it learnt about the run's fields between pages."""
+
+    records: str | None
+    prefixed: set[str] = field(default_factory=set)
+    renamed: set[str] = field(default_factory=set)
+
+    @property
+    def usable(self) -> bool:
+        """Records at the top level only (a dotted path is left to the reference path)."""
+        return self.records is None or "." not in self.records
+
+    def read(self, content: bytes) -> ArrowPage | None:
+        """The page as Arrow columns, or None where only the reference path reads it exactly."""
+        if not self.usable or len(content) + 16 > _MAX_BLOCK:
+            return None
+        if _LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO):
+            return None
+        spaced = b'": ' in content  # only a key's colon can be followed by a space outside strings
+        for _ in range(_MAX_LEARN):
+            try:
+                table = self._parse(self._rewrite(content, spaced))
+            except pa.ArrowInvalid as exc:
+                if not self._learn_mixed(str(exc)):
+                    return None
+                continue
+            except (pa.ArrowException, UnicodeDecodeError, ValueError):
+                return None
+            if table.num_rows != 1:
+                return None  # several JSON values: the reference parser's error is the answer
+            if any(_timestamp_in_list(f.type) for f in table.schema):
+                return None  # text read as times inside a list: no key to rewrite
+            stamps = set(_timestamp_names(table.schema)) - self.prefixed
+            if stamps:
+                self.prefixed |= stamps
+                continue
+            return self._page(content, table)
+        return None
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def _rewrite(self, content: bytes, spaced: bool) -> bytes:
+        for name in sorted(self.prefixed | self.renamed):
+            key = _json_key(name)
+            target = key + (_SUFFIX_JSON if name in self.renamed else b"")
+            lead = _PREFIX_JSON if name in self.prefixed else b""
+            content = content.replace(b'"' + key + b'":"', b'"' + target + b'":"' + lead)
+            if spaced:
+                content = content.replace(b'"' + key + b'": "', b'"' + target + b'": "' + lead)
+        if self.records is None:
+            content = b'{"' + _WRAPPED.encode() + b'":' + content + b"}"
+        return content
+
+    @staticmethod
+    def _parse(text: bytes) -> pa.Table:
+        options = pj.ReadOptions(use_threads=False, block_size=max(len(text) + 1, 1 << 16))
+        return pj.read_json(io.BytesIO(text), read_options=options,
+                            parse_options=pj.ParseOptions(newlines_in_values=True))
+
+    def _learn_mixed(self, message: str) -> bool:
+        """Learn a record field that mixes numbers and strings from the reader's error; False when
+        the error is anything else (or about a field already renamed)."""
+        found = _CHANGED.search(message)
+        if found is None or found.group(2) == found.group(3):
+            return False
+        steps = found.group(1).split("/")
+        key = _WRAPPED if self.records is None else self.records
+        if len(steps) != 4 or steps[1] != key or steps[2] != "[]" or not steps[3] or steps[3] in self.renamed:
+            return False
+        self.renamed.add(steps[3])
+        return True
+
+    def _page(self, content: bytes, table: pa.Table) -> ArrowPage | None:
+        key = _WRAPPED if self.records is None else self.records
+        if key not in table.column_names:
+            return None
+        records = table.column(key).chunk(0) if table.column(key).num_chunks else None
+        if records is None or records.null_count or not pa.types.is_list(records.type):
+            return None
+        values = records.flatten()
+        if pa.types.is_null(values.type) and len(values) == 0:
+            columns: dict[str, pa.Array | Split] = {}
+        elif pa.types.is_struct(values.type) and values.null_count == 0:
+            restored = self._columns(values)
+            if restored is None:
+                return None
+            columns = restored
+        else:
+            return None  # records that are not all objects: the reference path names the error
+        body: Any = None
+        if self.records is not None:
+            rest = table.drop_columns([key]).to_pylist()[0]
+            body = _restore_body(rest, self.prefixed, self.renamed)
+            if body is None:
+                return None
+        return ArrowPage(content, len(values), columns, body, self.records)
+
+    def _columns(self, records: pa.StructArray) -> dict[str, pa.Array | Split] | None:
+        fields = records.flatten()
+        out: dict[str, pa.Array | Split] = {}
+        for fld, array in zip(records.type, fields, strict=True):
+            array = _unprefix(array, fld.name, self.prefixed)
+            if array is None:
+                return None
+            name = fld.name
+            if name.endswith(SUFFIX) and name[: -len(SUFFIX)] in self.renamed:
+                base = name[: -len(SUFFIX)]
+                if not pa.types.is_string(array.type):
+                    return None
+                known = out.get(base)
+                if isinstance(known, Split):
+                    return None
+                numbers = known if known is not None else pa.nulls(len(array))
+                out[base] = Split(numbers, array)  # keeps the position of whichever came first
+                continue
+            if name in self.renamed and name in out:  # the text half came first
+                split = out[name]
+                if not isinstance(split, Split):
+                    return None
+                split.numbers = array
+                continue
+            if SUFFIX in name:
+                return None
+            out[name] = array
+        for name, value in out.items():
+            if isinstance(value, Split):
+                if not (pa.types.is_int64(value.numbers.type) or pa.types.is_null(value.numbers.type)):
+                    return None  # floats beside strings: 3 and 3.0 are told apart only in Python
+                if value.numbers.null_count == len(value.numbers) == value.texts.null_count:
+                    out[name] = pa.nulls(len(value.texts))  # only nulls: the reference reads a null column
+                elif value.numbers.null_count == len(value.numbers):
+                    out[name] = value.texts  # no number on this page
+                elif value.texts.null_count == len(value.texts):
+                    out[name] = value.numbers
+        return out
+
+
+def _json_key(name: str) -> bytes:
+    """``name`` as it is written between the quotes of a plain JSON key."""
+    import json
+
+    return json.dumps(name, ensure_ascii=False)[1:-1].encode()
+
+
+def _is_time(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_time(kind))
+
+
+def _timestamp_names(schema: Iterable[pa.Field]) -> Iterable[str]:
+    """Names of the object fields (at any depth outside lists) read as times."""
+    for fld in schema:
+        if _is_time(fld.type):
+            yield fld.name
+        elif pa.types.is_struct(fld.type):
+            yield from _timestamp_names(fld.type)
+        elif pa.types.is_list(fld.type) or pa.types.is_large_list(fld.type):
+            yield from _timestamp_names(
+                f for f in _struct_fields(fld.type.value_type))
+
+
+def _struct_fields(kind: pa.DataType) -> list[pa.Field]:
+    return list(kind) if pa.types.is_struct(kind) else []
+
+
+def _timestamp_in_list(kind: pa.DataType, in_list: bool = False) -> bool:
+    """Whether a list holds times directly (not as an object's field, which a rewrite reaches)."""
+    if _is_time(kind):
+        return in_list
+    if pa.types.is_struct(kind):
+        return any(_timestamp_in_list(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _timestamp_in_list(kind.value_type, True)
+    return False
+
+
+def _unprefix(array: pa.Array, name: str, prefixed: set[str]) -> pa.Array | None:
+    """``array`` with the prefix cut from the strings of every prefixed field in it (at any struct
+    depth); None when a value lacks the prefix or a prefixed field sits inside a list."""
+    kind = array.type
+    if pa.types.is_string(kind) and name in prefixed | {n + SUFFIX for n in prefixed}:
+        present = array.drop_null()
+        if len(present) and not pc.all(pc.starts_with(present, PREFIX)).as_py():
+            return None
+        return pc.utf8_slice_codeunits(array, 1)
+    if pa.types.is_struct(kind):
+        children = []
+        changed = False
+        for fld, child in zip(kind, _children(array), strict=True):
+            restored = _unprefix(child, fld.name, prefixed)
+            if restored is None:
+                return None
+            changed |= restored is not child
+            children.append(restored)
+        if not changed:
+            return array
+        return pa.StructArray.from_arrays(children, fields=list(kind), mask=array.is_null())
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _mentions(kind, prefixed):
+        return None
+    return array
+
+
+def _children(array: pa.StructArray) -> list[pa.Array]:
+    """The struct's child arrays, sliced to the struct's rows (parent nulls not merged in)."""
+    return [array.field(i) for i in range(array.type.num_fields)]
+
+
+def _mentions(kind: pa.DataType, names: set[str]) -> bool:
+    if pa.types.is_struct(kind):
+        return any(f.name in names or _mentions(f.type, names) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _mentions(kind.value_type, names)
+    return False
+
+
+def _restore_body(value: Any, prefixed: set[str], renamed: set[str]) -> Any:
+    """The body's Python values with rewrites undone; None when one cannot be (a value without
+    the prefix)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            name = key[: -len(SUFFIX)] if key.endswith(SUFFIX) and key[: -len(SUFFIX)] in renamed else key
+            if isinstance(item, str) and name in prefixed:
+                if not item.startswith(PREFIX):
+                    return None
+                item = item[1:]
+            else:
+                item = _restore_body(item, prefixed, renamed)
+                if item is None and value[key] is not None:
+                    return None
+            if name in out and out[name] is not None:
+                return None
+            out[name] = item
+        return out
+    if isinstance(value, list):
+        items = [_restore_body(v, prefixed, renamed) for v in value]
+        return None if any(i is None and v is not None for i, v in zip(items, value, strict=True)) else items
+    return value
+
+
+def pages_to_batch(pages: Sequence[ArrowPage], flatten_sep: str | None) -> Batch:
+    """The batch :func:`~scheduler.kinds.ingest.columns.from_records` builds from the pages'
+    records, or :class:`NotExact`."""
+    total = sum(p.rows for p in pages)
+    order: dict[str, None] = {}
+    for page in pages:
+        order.update(dict.fromkeys(page.columns))
+    columns: dict[str, Column] = {}
+    for name in order:
+        parts = [(p.columns.get(name), p.rows) for p in pages if p.rows]
+        _merge_into(columns, name, parts, flatten_sep)
+    return Batch(columns, np.arange(total))
+
+
+def _merge_into(columns: dict[str, Column], name: str, parts: list[tuple[pa.Array | Split | None, int]],
+                sep: str | None) -> None:
+    kinds = {p.type for p, _ in parts if isinstance(p, pa.Array) and not pa.types.is_null(p.type)}
+    if any(isinstance(p, Split) for p, _ in parts) or kinds == {pa.int64(), pa.string()}:
+        if not kinds <= {pa.int64(), pa.string()}:
+            raise NotExact(f"field {name!r} mixes strings with {sorted(map(str, kinds))}")
+        numbers = unify([p.numbers if isinstance(p, Split) else p if _is(p, pa.int64()) else pa.nulls(n)
+                         for p, n in parts])
+        texts = unify([p.texts if isinstance(p, Split) else p if _is(p, pa.string()) else pa.nulls(n)
+                       for p, n in parts])
+        values = [t if t is not None else v for v, t in zip(numbers.to_pylist(), texts.to_pylist(), strict=True)]
+        columns[name] = Column(values, OBJECT, parts=(numbers.cast(pa.int64()), texts.cast(pa.string())))
+        return
+    add_column(columns, name, unify([p if isinstance(p, pa.Array) else pa.nulls(n) for p, n in parts]), sep)
+
+
+def _is(part: pa.Array | Split | None, kind: pa.DataType) -> bool:
+    return isinstance(part, pa.Array) and part.type == kind
+
+
+def unify(arrays: list[pa.Array]) -> pa.Array:
+    """The arrays as one, typed as Arrow's inference over all their values types it: nulls take
+    the others' type, integers beside floats become floats, objects take the union of their
+    fields (in order of first appearance); any other difference is :class:`NotExact`."""
+    kinds = list(dict.fromkeys(a.type for a in arrays if not pa.types.is_null(a.type)))
+    if not kinds:
+        kind = pa.null()
+    elif len(kinds) == 1:
+        kind = kinds[0]
+    elif set(kinds) <= {pa.int64(), pa.float64()}:
+        kind = pa.float64()
+    elif all(pa.types.is_struct(k) for k in kinds):
+        return _unify_structs(arrays)
+    else:
+        raise NotExact(f"{kinds[0]} beside {kinds[1]}")
+    try:
+        parts = [pa.nulls(len(a), kind) if pa.types.is_null(a.type) else a if a.type == kind else a.cast(kind)
+                 for a in arrays]
+    except pa.ArrowInvalid:
+        raise NotExact(f"{kinds} do not combine exactly") from None
+    return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
+
+
+def _unify_structs(arrays: list[pa.Array]) -> pa.Array:
+    names = list(dict.fromkeys(f.name for a in arrays if pa.types.is_struct(a.type) for f in a.type))
+    children = []
+    for name in names:
+        children.append(unify([a.field(name) if pa.types.is_struct(a.type) and a.type.get_field_index(name) >= 0
+                               else pa.nulls(len(a)) for a in arrays]))
+    missing = pa.concat_arrays([a.is_null() for a in arrays])
+    return pa.StructArray.from_arrays(children, names=names, mask=missing)
