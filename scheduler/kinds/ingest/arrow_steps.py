@@ -62,6 +62,59 @@ def _is_null(col: Column) -> np.ndarray:
     return _mask(col.data.is_null(nan_is_null=True))
 
 
+def _mixed_ints(numbers: pa.Array, texts: pa.Array) -> pa.Array | None:
+    """What :meth:`ArrowSteps._ints` makes of the Python values of a mixed column, from its two halves."""
+    if not pa.types.is_int64(numbers.type) or not pa.types.is_string(texts.type):
+        return None
+    if numbers.null_count < len(numbers):
+        bounds = pc.min_max(numbers).as_py()
+        if max(-bounds["min"], bounds["max"]) > _EXACT:
+            return None
+    present = texts.drop_null()
+    if len(present) and not pc.all(pc.match_substring_regex(present, _PLAIN_INT)).as_py():
+        return None
+    return pc.coalesce(numbers, pc.cast(texts, pa.int64()))
+
+
+_ISO_DIGITS = np.array([0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18])
+_ISO_MARKS = {4: ord("-"), 7: ord("-"), 10: ord("T"), 13: ord(":"), 16: ord(":"), 19: ord("Z")}
+
+
+def _iso_utc_exact(text: pa.Array, parsed: pa.Array) -> np.ndarray:
+    """Rows whose text is ``YYYY-MM-DDTHH:MM:SSZ`` (years 1900-2199, what :data:`_ISO_UTC`
+    matches) and whose ``parsed`` time has the day and second written: the strptime kernel rolls an
+    invalid day or second over (Feb 30 -> Mar 2, :60 -> :00), pandas rejects them.  Checked on
+    the fixed-width bytes with numpy."""
+    n = len(text)
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + n + 1]
+    lengths = np.diff(offsets)
+    plain: np.ndarray = lengths == 20
+    if text.null_count:
+        plain &= ~_mask(text.is_null())
+    rows = np.flatnonzero(plain)
+    if not len(rows):
+        return plain
+    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
+    chars = data[offsets[rows][:, None] + np.arange(20)]  # one row of 20 bytes per candidate
+    digits = chars[:, _ISO_DIGITS]
+    ok = ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
+    for at, mark in _ISO_MARKS.items():
+        ok &= chars[:, at] == mark
+    value = chars.astype(np.int64) - ord("0")
+    century = value[:, 0] * 10 + value[:, 1]
+    ok &= (century >= 19) & (century <= 21)
+    day = value[:, 8] * 10 + value[:, 9]
+    second = value[:, 17] * 10 + value[:, 18]
+    taken = parsed.take(pa.array(rows, type=pa.int64()))
+    read_day = pc.day(taken).to_numpy(zero_copy_only=False)
+    read_second = pc.second(taken).to_numpy(zero_copy_only=False)
+    valid = ~_mask(taken.is_null())
+    ok &= valid & (np.nan_to_num(read_day.astype(np.float64), nan=-1) == day)
+    ok &= np.nan_to_num(read_second.astype(np.float64), nan=-1) == second
+    plain[rows] = ok
+    return plain
+
+
 class ArrowSteps:
     """Runs the steps it can on a :class:`Batch`; ``warn(column, step)`` reports a missing column."""
 
@@ -166,19 +219,9 @@ class ArrowSteps:
     @staticmethod
     def _ints(col: Column) -> pa.Array | None:
         """The column as int64 when every value is null, an int or a plain integer string, all exact."""
+        if col.parts is not None:
+            return _mixed_ints(*col.parts)
         data = col.data
-        if col.parts is not None and isinstance(data, list):
-            numbers, texts = col.parts
-            if not pa.types.is_int64(numbers.type) or not pa.types.is_string(texts.type):
-                return None
-            if numbers.null_count < len(numbers):
-                bounds = pc.min_max(numbers).as_py()
-                if max(-bounds["min"], bounds["max"]) > _EXACT:
-                    return None
-            present = texts.drop_null()
-            if len(present) and not pc.all(pc.match_substring_regex(present, _PLAIN_INT)).as_py():
-                return None
-            return pc.coalesce(numbers, pc.cast(texts, pa.int64()))
         if isinstance(data, list):
             kinds = np.fromiter(map(type, data), dtype=object, count=len(data))
             # elementwise over an array of types (numpy ==), not a type check of one value
@@ -217,14 +260,8 @@ class ArrowSteps:
         if col.dtype != STR or target.format is not None or (target.timezone or "UTC") != "UTC":
             return None
         text: pa.Array = col.data
-        plain = _mask(pc.match_substring_regex(text, _ISO_UTC))
         parsed = pc.strptime(text, format=_ISO_FORMAT, unit="s", error_is_null=True)
-        # the strptime kernel rolls an invalid day or second over (Feb 30 -> Mar 2, :60 -> :00), pandas
-        # rejects them: the day and second read back must be the ones written
-        for start, part in ((8, pc.day), (17, pc.second)):
-            written = pc.cast(pc.if_else(pa.array(plain), pc.utf8_slice_codeunits(text, start, start + 2),
-                                         pa.scalar(None, pa.string())), pa.int64())
-            plain &= _mask(pc.equal(part(parsed), written))
+        plain = _iso_utc_exact(text, parsed)
         result = parsed.cast(pa.timestamp("us")).to_numpy(zero_copy_only=False).astype("datetime64[us]")
         others = np.flatnonzero(~plain & ~_mask(text.is_null()))
         if len(others):
@@ -284,7 +321,7 @@ class ArrowSteps:
     def _flatten_done(self, batch: Batch) -> Batch | None:
         """Nested records were flattened while building the batch; objects left over are for pandas."""
         for col in batch.columns.values():
-            if col.dtype != OBJECT:
+            if col.dtype != OBJECT or col.parts is not None:  # integers and strings: no objects
                 continue
             if isinstance(col.data, list):
                 if dict in set(map(type, col.data)):

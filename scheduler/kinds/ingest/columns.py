@@ -45,17 +45,39 @@ class RecordsError(JobFailed):
     """The page records are not JSON objects."""
 
 
-@dataclass
 class Column:
     """One column: an Arrow array (or a list of mixed Python values) and its pandas dtype.
 
     ``parts``, when set on a list column of integers and strings, holds the same values as two
     Arrow arrays (``int64`` and ``string``, each null where the other holds the row's value), for
-    kernels that read them without the Python values."""
+    kernels that read them without the Python values; :meth:`mixed` builds such a column, whose
+    list of values is made on first use of :attr:`data`."""
 
-    data: pa.Array | list[Any]
-    dtype: Any
-    parts: tuple[pa.Array, pa.Array] | None = None
+    __slots__ = ("_data", "dtype", "parts")
+
+    def __init__(self, data: pa.Array | list[Any], dtype: Any, parts: tuple[pa.Array, pa.Array] | None = None) -> None:
+        self._data: pa.Array | list[Any] | None = data
+        self.dtype = dtype
+        self.parts = parts
+
+    @classmethod
+    def mixed(cls, numbers: pa.Array, texts: pa.Array) -> Column:
+        """An object column of integers (``numbers``) and strings (``texts``), one of them null per row."""
+        col = cls([], OBJECT, (numbers, texts))
+        col._data = None
+        return col
+
+    @property
+    def data(self) -> pa.Array | list[Any]:
+        if self._data is None:
+            assert self.parts is not None
+            numbers, texts = self.parts
+            self._data = [t if t is not None else v
+                          for v, t in zip(numbers.to_pylist(), texts.to_pylist(), strict=True)]
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"Column(dtype={self.dtype!r}, data={self.data!r})"
 
     @property
     def arrow(self) -> pa.Array | None:

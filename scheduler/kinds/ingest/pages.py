@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from scheduler.kinds.ingest.columns import OBJECT, Batch, Column, add_column
+from scheduler.kinds.ingest.columns import Batch, Column, add_column
 from scheduler.kinds.ingest.http import parse_json
 
 PREFIX = "\x01"
@@ -351,8 +351,7 @@ def _merge_into(columns: dict[str, Column], name: str, parts: list[tuple[pa.Arra
                          for p, n in parts])
         texts = unify([p.texts if isinstance(p, Split) else p if _is(p, pa.string()) else pa.nulls(n)
                        for p, n in parts])
-        values = [t if t is not None else v for v, t in zip(numbers.to_pylist(), texts.to_pylist(), strict=True)]
-        columns[name] = Column(values, OBJECT, parts=(numbers.cast(pa.int64()), texts.cast(pa.string())))
+        columns[name] = Column.mixed(numbers.cast(pa.int64()), texts.cast(pa.string()))
         return
     add_column(columns, name, unify([p if isinstance(p, pa.Array) else pa.nulls(n) for p, n in parts]), sep)
 
