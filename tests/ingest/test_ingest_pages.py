@@ -13,7 +13,8 @@ import pytest
 
 from scheduler.kinds.ingest.columns import Batch, from_records
 from scheduler.kinds.ingest.http import parse_json
-from scheduler.kinds.ingest.pages import NotExact, PageReader, pages_to_batch
+from scheduler.kinds.ingest.page_batch import NotExact, pages_to_batch
+from scheduler.kinds.ingest.pages import PageReader
 
 
 def _typed(values: list[Any]) -> list[tuple[type, Any]]:

@@ -7,7 +7,8 @@ rejects see), ``arrow_steps`` (the cleaning steps as ``pyarrow.compute`` kernels
 (the steps in pandas, for hooks and whatever the kernels leave to it), ``results`` (a batch's
 outcome and reject records), ``keys`` (compact key sets for dedupe, unique and merge),
 ``checks`` (gates before publishing), ``sink`` (atomic Parquet publishing) and ``pipeline``
-(the run: a fetch thread feeding batches to transform and write).
+(the run: batches transformed and written), fed by ``prefetch`` (the fetch thread) with pages
+that ``pages`` reads straight into Arrow columns and ``page_batch`` combines into batches.
 
 Importing this package is cheap: pandas, pyarrow and requests are imported only when a run
 starts, so the daemon can load ingest specs without them.
@@ -23,10 +24,18 @@ if TYPE_CHECKING:
 
 
 def execute(spec: IngestJob, ctx: RunContext) -> dict[str, Any]:
-    """Run one ingest attempt; see :func:`scheduler.kinds.ingest.pipeline.run` for the result keys."""
-    from scheduler.kinds.ingest.pipeline import run
+    """Run one ingest attempt; see :func:`scheduler.kinds.ingest.pipeline.run` for the result keys.
 
-    return run(spec, ctx)
+    Fetching starts first: the first pages arrive while the transform side (pandas) imports."""
+    from scheduler.kinds.ingest.prefetch import start_fetching
+
+    prefetch = start_fetching(spec, ctx)
+    try:
+        from scheduler.kinds.ingest.pipeline import run
+    except BaseException:
+        prefetch.close()
+        raise
+    return run(spec, ctx, prefetch)
 
 
 __all__ = ["execute"]

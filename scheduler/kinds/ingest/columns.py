@@ -143,9 +143,41 @@ class Batch:
         """The batch (or some rows, some columns) as a DataFrame, columns in order, original index."""
         index = self.pandas_index(positions)
         names = list(self.columns) if names is None else names
+        # columns whose dtype is what Arrow's own conversion gives go over in one call
+        plain = [n for n in names if _converts_plainly(self.columns[n])]
+        if len(plain) < 2:
+            plain = []
+        series: dict[str, pd.Series] = {}
+        if plain:
+            taken = pa.array(positions, type=pa.int64()) if positions is not None else None
+            arrays: list[pa.Array] = [self.columns[n].data for n in plain]  # Arrow, as _converts_plainly says
+            table = pa.table([a.take(taken) if taken is not None else a for a in arrays], names=plain)
+            converted = table.to_pandas(types_mapper=_PLAIN_TYPES.get, split_blocks=True)
+            for name in plain:
+                column = converted[name]
+                column.index = index
+                series[name] = column
+        for name in names:
+            if name not in series:
+                series[name] = to_series(self.columns[name], index, positions, name)
         # the Series are new, so the frame may hold them as they are (pandas copies on write)
-        return pd.DataFrame({n: to_series(self.columns[n], index, positions, n) for n in names}, index=index,
-                            columns=names, copy=False)
+        return pd.DataFrame({n: series[n] for n in names}, index=index, columns=names, copy=False)
+
+
+_PLAIN_TYPES = {pa.string(): STR}
+
+
+def _converts_plainly(col: Column) -> bool:
+    """Whether Arrow's conversion of the whole table gives this column its dtype as it is."""
+    data, dtype = col.data, col.dtype
+    if not isinstance(data, pa.Array):
+        return False
+    kind = data.type
+    return bool((dtype == STR and pa.types.is_string(kind))
+                or (dtype == INT64 and pa.types.is_int64(kind) and not data.null_count)
+                or (dtype == FLOAT64 and (pa.types.is_float64(kind) or pa.types.is_int64(kind)))
+                or (dtype == BOOL and pa.types.is_boolean(kind) and not data.null_count)
+                or (dtype == UTC_US and kind == pa.timestamp("us", tz="UTC")))
 
 
 _FROM_FRAME = (INT64, FLOAT64, BOOL, STR, NULLABLE_INT, NULLABLE_FLOAT, NULLABLE_BOOL, UTC_US)

@@ -2,10 +2,12 @@
 
 The reference path parses a page into Python objects (:func:`~scheduler.kinds.ingest.http.parse_json`)
 and builds a batch from the records (:func:`~scheduler.kinds.ingest.columns.from_records`).  Here
-Arrow's JSON reader parses the page in C, without the GIL, and :func:`pages_to_batch` builds the
-same :class:`~scheduler.kinds.ingest.columns.Batch` from the pages of a batch.  Where the reader
-would read a value differently, a page or a batch is declined (``read`` returns None,
-:class:`NotExact` is raised) and the caller takes the reference path from the page's bytes.
+Arrow's JSON reader parses the page in C, without the GIL, and
+:func:`~scheduler.kinds.ingest.page_batch.pages_to_batch` builds the same batch from the pages of
+a batch.  Where the reader would read a value differently, a page or a batch is declined
+(``read`` returns None, ``NotExact`` is raised) and the caller takes the reference path from the
+page's bytes.  This module imports no pandas: the fetch thread reads pages with it while the
+rest of a run is still importing.
 
 What the reader does differently, and how each is met:
 
@@ -33,16 +35,14 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from scheduler.kinds.ingest.columns import Batch, Column, add_column
 from scheduler.kinds.ingest.http import parse_json
 
 PREFIX = "\x01"
@@ -55,10 +55,6 @@ _MAX_BLOCK = 2**31 - 2
 _WRAPPED = "r"
 _CHANGED = re.compile(r"Column\((/[^)]*)\) changed from (number|string) to (number|string)")
 _MAX_LEARN = 32  # rewrites learnt per page before it is declined
-
-
-class NotExact(Exception):
-    """The pages cannot be read into Arrow exactly as the reference path reads them."""
 
 
 @dataclass
@@ -325,69 +321,3 @@ def _restore_body(value: Any, prefixed: set[str], renamed: set[str]) -> Any:
         items = [_restore_body(v, prefixed, renamed) for v in value]
         return None if any(i is None and v is not None for i, v in zip(items, value, strict=True)) else items
     return value
-
-
-def pages_to_batch(pages: Sequence[ArrowPage], flatten_sep: str | None) -> Batch:
-    """The batch :func:`~scheduler.kinds.ingest.columns.from_records` builds from the pages'
-    records, or :class:`NotExact`."""
-    total = sum(p.rows for p in pages)
-    order: dict[str, None] = {}
-    for page in pages:
-        order.update(dict.fromkeys(page.columns))
-    columns: dict[str, Column] = {}
-    for name in order:
-        parts = [(p.columns.get(name), p.rows) for p in pages if p.rows]
-        _merge_into(columns, name, parts, flatten_sep)
-    return Batch(columns, np.arange(total))
-
-
-def _merge_into(columns: dict[str, Column], name: str, parts: list[tuple[pa.Array | Split | None, int]],
-                sep: str | None) -> None:
-    kinds = {p.type for p, _ in parts if isinstance(p, pa.Array) and not pa.types.is_null(p.type)}
-    if any(isinstance(p, Split) for p, _ in parts) or kinds == {pa.int64(), pa.string()}:
-        if not kinds <= {pa.int64(), pa.string()}:
-            raise NotExact(f"field {name!r} mixes strings with {sorted(map(str, kinds))}")
-        numbers = unify([p.numbers if isinstance(p, Split) else p if _is(p, pa.int64()) else pa.nulls(n)
-                         for p, n in parts])
-        texts = unify([p.texts if isinstance(p, Split) else p if _is(p, pa.string()) else pa.nulls(n)
-                       for p, n in parts])
-        columns[name] = Column.mixed(numbers.cast(pa.int64()), texts.cast(pa.string()))
-        return
-    add_column(columns, name, unify([p if isinstance(p, pa.Array) else pa.nulls(n) for p, n in parts]), sep)
-
-
-def _is(part: pa.Array | Split | None, kind: pa.DataType) -> bool:
-    return isinstance(part, pa.Array) and part.type == kind
-
-
-def unify(arrays: list[pa.Array]) -> pa.Array:
-    """The arrays as one, typed as Arrow's inference over all their values types it: nulls take
-    the others' type, integers beside floats become floats, objects take the union of their
-    fields (in order of first appearance); any other difference is :class:`NotExact`."""
-    kinds = list(dict.fromkeys(a.type for a in arrays if not pa.types.is_null(a.type)))
-    if not kinds:
-        kind = pa.null()
-    elif len(kinds) == 1:
-        kind = kinds[0]
-    elif set(kinds) <= {pa.int64(), pa.float64()}:
-        kind = pa.float64()
-    elif all(pa.types.is_struct(k) for k in kinds):
-        return _unify_structs(arrays)
-    else:
-        raise NotExact(f"{kinds[0]} beside {kinds[1]}")
-    try:
-        parts = [pa.nulls(len(a), kind) if pa.types.is_null(a.type) else a if a.type == kind else a.cast(kind)
-                 for a in arrays]
-    except pa.ArrowInvalid:
-        raise NotExact(f"{kinds} do not combine exactly") from None
-    return parts[0] if len(parts) == 1 else pa.concat_arrays(parts)
-
-
-def _unify_structs(arrays: list[pa.Array]) -> pa.Array:
-    names = list(dict.fromkeys(f.name for a in arrays if pa.types.is_struct(a.type) for f in a.type))
-    children = []
-    for name in names:
-        children.append(unify([a.field(name) if pa.types.is_struct(a.type) and a.type.get_field_index(name) >= 0
-                               else pa.nulls(len(a)) for a in arrays]))
-    missing = pa.concat_arrays([a.is_null() for a in arrays])
-    return pa.StructArray.from_arrays(children, names=names, mask=missing)

@@ -1,8 +1,9 @@
-"""One ingest run: a fetch thread feeds pages to batch transforms that stream into Parquet row groups.
+"""One ingest run: a fetch thread (:mod:`~scheduler.kinds.ingest.prefetch`) feeds pages to batch
+transforms that stream into Parquet row groups.
 
 Invariants:
-- Memory is bounded by the page queue (``PREFETCH_PAGES`` pages), one batch of ``batch_rows``
-  raw records, one buffered row group per partition, and 8 bytes per distinct dedupe/unique key.
+- Memory is bounded by the page queue (a few pages, see ``prefetch``), one batch of ``batch_rows``
+  records, one buffered row group per partition, and 8 bytes per distinct dedupe/unique key.
 - Nothing is published unless every page was fetched, every batch transformed, and every check
   passed; on any failure the temp files are removed and the previous partition stays as it was.
 - The returned ``watermark`` covers exactly the published rows; the runner stores it only after
@@ -16,10 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import gc
-import queue
-import threading
 import time
 import traceback
 from collections.abc import Iterator
@@ -28,16 +26,15 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import structlog
 
 from scheduler.errors import JobFailed
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.columns import Batch
-from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
+from scheduler.kinds.ingest.http import FetchError, source_redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
-from scheduler.kinds.ingest.pages import ArrowPage, PageReader
-from scheduler.kinds.ingest.paginate import Paginator, Request, extract_records
+from scheduler.kinds.ingest.pages import ArrowPage
+from scheduler.kinds.ingest.prefetch import Prefetch, run_log, start_fetching
 from scheduler.kinds.ingest.results import TransformError, reject_frame
 from scheduler.kinds.ingest.sink import (
     REJECTS_SCHEMA,
@@ -50,51 +47,38 @@ from scheduler.kinds.ingest.sink import (
     to_table,
 )
 from scheduler.kinds.ingest.spec import IngestJob
-from scheduler.kinds.ingest.spec_source import Source
 from scheduler.kinds.ingest.transform import Transformer
 from scheduler.redaction import Redactor
 from scheduler.stopping import Deferral, sigterm_deferred
 
-PREFETCH_PAGES = 4
 GC_THRESHOLDS = (50_000, 20, 20)  # young collections per container allocations (default 700, 10, 10)
 _EXPECTED = (FetchError, CheckFailed, SchemaError, TransformError)
-
-
-def page_reader(source: Source) -> PageReader | None:
-    """The Arrow page reader for ``source``, or None where pages take the reference path: records
-    under a dotted path, pagination reading a value under the records' key, or a body that is the
-    list of records while pagination reads the body."""
-    reader = PageReader(source.records)
-    paths = [p for p in (getattr(source.pagination, name, None) for name in
-                         ("total_pages_path", "total_path", "cursor_path", "next_url_path")) if p is not None]
-    if source.records is None:
-        usable = not paths
-    else:
-        usable = reader.usable and not any(p.split(".")[0] == source.records for p in paths)
-    return reader if usable else None
 
 
 class IngestFailed(JobFailed):
     """The run failed; the message is the recorded reason, secrets redacted."""
 
 
-def run(spec: IngestJob, ctx: RunContext) -> dict[str, Any]:
+def run(spec: IngestJob, ctx: RunContext, prefetch: Prefetch | None = None) -> dict[str, Any]:
     """Fetch, transform, check and publish.  Result keys: ``pages``, ``requests``, ``rows_fetched``,
     ``rows_written``, ``rows_rejected``, ``rows_duplicate``, ``rows_filtered``, ``bytes``,
     ``bytes_fetched``, ``duration``, ``partitions``, ``rejects_partitions`` and, for incremental
-    jobs, ``watermark``."""
-    log = ctx.log if ctx.log is not None else structlog.get_logger().bind(job=ctx.job, run_id=ctx.run_id)
-    # Runs execute in a worker process of their own.  The system allocator hands freed batch
-    # buffers back at once; Arrow's default mimalloc pool caches them (about +20 MB of RSS here).
-    pa.set_memory_pool(pa.system_memory_pool())
+    jobs, ``watermark``.  ``prefetch``, made by :func:`start_fetching` and already fetching, is
+    closed here whatever happens; without one, fetching starts here."""
+    log = run_log(ctx)
     redact = source_redactor(spec.source)
     try:
         with _frozen_heap():
-            return _Run(spec, ctx, log, redact).execute()
+            if prefetch is None:
+                prefetch = start_fetching(spec, ctx)
+            return _Run(spec, ctx, log, redact, prefetch).execute()
     except Exception as exc:  # noqa: BLE001 - every failure becomes one redacted, unchained error
         message = redact(str(exc) if isinstance(exc, _EXPECTED) else f"{type(exc).__name__}: {exc}")
         if not isinstance(exc, _EXPECTED):
             log.error("ingest.crashed", traceback=redact("".join(traceback.format_exception(exc))))
+    finally:
+        if prefetch is not None:
+            prefetch.close()
     log.error("ingest.failed", error=message)
     raise IngestFailed(message)
 
@@ -125,68 +109,10 @@ def _frozen_heap() -> Iterator[None]:
 
 
 class _Run:
-    def __init__(self, spec: IngestJob, ctx: RunContext, log: Any, redact: Redactor) -> None:
-        self.spec, self.ctx, self.log, self.redact = spec, ctx, log, redact
-        self.params = {**spec.params, **ctx.params}
-        self.counts = dict(pages=0, rows_fetched=0, rows_written=0, rows_rejected=0, rows_duplicate=0,
-                           rows_filtered=0, bytes_fetched=0)
+    def __init__(self, spec: IngestJob, ctx: RunContext, log: Any, redact: Redactor, prefetch: Prefetch) -> None:
+        self.spec, self.ctx, self.log, self.redact, self.prefetch = spec, ctx, log, redact, prefetch
+        self.counts = dict(rows_fetched=0, rows_written=0, rows_rejected=0, rows_duplicate=0, rows_filtered=0)
         self._warned: set[tuple[str, str]] = set()
-        self._stop = threading.Event()
-
-    # --- requests ---------------------------------------------------------------------------------
-
-    def _template(self, text: str) -> str:
-        values = {k: str(v) for k, v in self.params.items()} | self.ctx.template_vars()
-        if self.spec.incremental is not None and not self.ctx.watermark:
-            values["watermark"] = self.spec.incremental.initial
-        return text.format_map(values)
-
-    def _paginator(self) -> tuple[Paginator, dict[str, str]]:
-        src = self.spec.source
-        url = src.base_url.rstrip("/") + ("/" + self._template(src.path).lstrip("/") if src.path else "")
-        query = {k: self._template(v) for k, v in src.params.items()}
-        for key in query.keys() & self.params.keys():  # run params override query params by name
-            query[key] = str(self.params[key])
-        size_param = getattr(src.pagination, "size_param", None)
-        override = self.params.get("page_size", self.params.get(size_param) if size_param else None)
-        return Paginator(src.pagination, url, query, int(override) if override else None), {
-            k: self._template(v) for k, v in src.headers.items()}
-
-    def _produce(self, fetcher: Fetcher, pages: queue.Queue[tuple[str, Any]]) -> None:
-        """Fetch thread: pages go to the queue as ``("page", records)``, then ``("end", None)`` or
-        ``("error", exc)``."""
-        max_pages = int(self.params.get("max_pages", self.spec.source.max_pages))
-        reader = page_reader(self.spec.source)
-        try:
-            paginator, headers = self._paginator()
-            request: Request | None = paginator.first()
-            while request is not None and not self._stop.is_set():
-                if self.counts["pages"] >= max_pages:
-                    raise FetchError(f"more than max_pages={max_pages} pages: stopping (raise max_pages if expected)")
-                page = fetcher.fetch(request.url, request.params, headers)
-                read = reader.read(page.body) if reader is not None else None
-                if read is not None:  # records as Arrow columns, parsed without holding the GIL
-                    item: ArrowPage | list[Any] = read
-                    page, rows = dataclasses.replace(page, body=read.body), read.rows
-                else:
-                    page = fetcher.parsed(page)
-                    item = extract_records(page.body, self.spec.source.records)
-                    rows = len(item)
-                request = paginator.next(page, rows)
-                self.counts["pages"] += 1
-                self.counts["bytes_fetched"] += page.nbytes
-                self._put(pages, ("page", item))
-            self._put(pages, ("end", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            self._put(pages, ("error", exc))
-
-    def _put(self, pages: queue.Queue[tuple[str, Any]], item: tuple[str, Any]) -> None:
-        while not self._stop.is_set():
-            try:
-                pages.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
 
     # --- the run ------------------------------------------------------------------------------------
 
@@ -224,28 +150,24 @@ class _Run:
         self.day = ctx.logical_date.isoformat()
         published = False
         held: Deferral | None = None
-        pages: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=PREFETCH_PAGES)
-        fetcher = Fetcher(spec.source, self.redact, self.log)
-        thread = threading.Thread(target=self._produce, args=(fetcher, pages), name=f"ingest-fetch-{ctx.job}",
-                                  daemon=True)
+        prefetch = self.prefetch
         self.log.info("ingest.start", dataset=sink.dataset, partition=self.day, mode=sink.mode,
                       stale_temp_removed=self.out.stale_removed + self.rejects.stale_removed)
-        thread.start()
+        prefetch.consuming()
         try:
-            self._consume(pages)
+            self._consume(prefetch)
             self._finish()
             with sigterm_deferred() as held:  # from the first rename on, a SIGTERM must not split the publish
                 published_out, published_rejects = self._publish()
             published = True
         finally:
-            self._stop.set()
-            thread.join(timeout=5)
-            fetcher.close()
+            prefetch.close()
             if not published:
                 self.out.abort()
                 self.rejects.abort()
         result: dict[str, Any] = {
-            **self.counts, "requests": fetcher.requests, "bytes": self.out.bytes + self.rejects.bytes,
+            "pages": prefetch.pages, **self.counts, "bytes_fetched": prefetch.bytes_fetched,
+            "requests": prefetch.fetcher.requests, "bytes": self.out.bytes + self.rejects.bytes,
             "duration": round(time.monotonic() - started, 3),
             "partitions": [str(p.relative_to(root)) for p in published_out],
             "rejects_partitions": [str(p.relative_to(root)) for p in published_rejects],
@@ -257,12 +179,12 @@ class _Run:
             self.log.warning("ingest.stop_deferred", reason="SIGTERM while publishing: the run completes")
         return result
 
-    def _consume(self, pages: queue.Queue[tuple[str, Any]]) -> None:
+    def _consume(self, prefetch: Prefetch) -> None:
         batch: list[ArrowPage | list[Any]] = []
         rows = batch_no = 0
         limit = self.spec.sink.batch_rows
         while True:
-            kind, payload = pages.get()
+            kind, payload = prefetch.get()
             if kind == "error":
                 raise payload
             if kind == "page":
@@ -324,7 +246,7 @@ class _Run:
                               else pa.Table.from_pandas(rejected, schema=REJECTS_SCHEMA, preserve_index=False))
             self.rejects.write(self.day, rejected_table, batch_no)
         self.log.info("ingest.batch", batch=batch_no, rows=len(frame.index), rejected=sum(len(r) for r in rejects),
-                      pages=self.counts["pages"])
+                      pages=self.prefetch.pages)
 
     def _finish(self) -> None:
         sink = self.spec.sink

@@ -27,7 +27,8 @@ from scheduler.kinds.ingest import spec as s
 from scheduler.kinds.ingest.arrow_steps import ArrowSteps
 from scheduler.kinds.ingest.columns import Batch, RecordsError, from_frame, from_records
 from scheduler.kinds.ingest.expr import parse_expression
-from scheduler.kinds.ingest.pages import ArrowPage, NotExact, pages_to_batch
+from scheduler.kinds.ingest.page_batch import NotExact, pages_to_batch
+from scheduler.kinds.ingest.pages import ArrowPage
 from scheduler.kinds.ingest.parsing import as_text, is_stringy, parse_numbers, parse_timestamps
 from scheduler.kinds.ingest.results import BatchResult, TransformError, reject_frame
 from scheduler.kinds.registry import resolve
