@@ -76,6 +76,21 @@ class Column:
                           for v, t in zip(numbers.to_pylist(), texts.to_pylist(), strict=True)]
         return self._data
 
+    @property
+    def is_list(self) -> bool:
+        """Whether the values are Python objects (a list), without building a mixed column's list."""
+        return self._data is None or isinstance(self._data, list)
+
+    def values_at(self, positions: np.ndarray) -> list[Any]:
+        """The Python values at ``positions`` of a list column (a mixed one's list is not built)."""
+        if self._data is None and self.parts is not None:
+            indices = pa.array(positions, type=pa.int64())
+            numbers, texts = (part.take(indices).to_pylist() for part in self.parts)
+            return [t if t is not None else v for v, t in zip(numbers, texts, strict=True)]
+        data = self.data
+        assert isinstance(data, list)
+        return [data[i] for i in positions]
+
     def __repr__(self) -> str:
         return f"Column(dtype={self.dtype!r}, data={self.data!r})"
 
@@ -98,8 +113,9 @@ class Batch:
     def take(self, positions: np.ndarray) -> Batch:
         """The rows at ``positions`` (sorted, within range)."""
         indices = pa.array(positions, type=pa.int64())
-        columns = {n: Column(c.data.take(indices) if isinstance(c.data, pa.Array) else [c.data[i] for i in positions],
-                             c.dtype) for n, c in self.columns.items()}
+        columns = {n: Column(c.data.take(indices), c.dtype) if c.parts is None and isinstance(c.data, pa.Array)
+                   else Column.mixed(*(part.take(indices) for part in c.parts)) if c.parts is not None
+                   else Column(c.values_at(positions), c.dtype) for n, c in self.columns.items()}
         return Batch(columns, self.index[positions])
 
     def keep(self, mask: np.ndarray) -> Batch:
@@ -107,8 +123,9 @@ class Batch:
         if mask.all():
             return self
         selector = pa.array(mask, type=pa.bool_())
-        columns = {n: Column(c.data.filter(selector) if isinstance(c.data, pa.Array) else list(compress(c.data, mask)),
-                             c.dtype) for n, c in self.columns.items()}
+        columns = {n: Column.mixed(*(part.filter(selector) for part in c.parts)) if c.parts is not None
+                   else Column(c.data.filter(selector) if isinstance(c.data, pa.Array) else list(compress(c.data, mask)),
+                               c.dtype) for n, c in self.columns.items()}
         return Batch(columns, self.index[mask])
 
     def pandas_index(self, positions: np.ndarray | None = None) -> pd.Index:
@@ -215,10 +232,11 @@ def from_frame(frame: pd.DataFrame) -> Batch | None:
 def to_series(col: Column, index: pd.Index, positions: np.ndarray | None, name: str | None = None) -> pd.Series:
     """``col`` (or its rows at ``positions``) as a Series of ``col.dtype``; Arrow buffers are reused where
     pandas can."""
-    data, dtype = col.data, col.dtype
-    if isinstance(data, list):
-        values = data if positions is None else [data[i] for i in positions]
+    if col.is_list:
+        values = col.data if positions is None else col.values_at(positions)
         return pd.Series(values, dtype=OBJECT, index=index, name=name)
+    data, dtype = col.data, col.dtype
+    assert isinstance(data, pa.Array)
     if positions is not None:
         data = data.take(pa.array(positions, type=pa.int64()))
     if dtype == OBJECT:
@@ -240,9 +258,10 @@ def _plain_values(col: Column, positions: np.ndarray) -> list[Any] | None:
     record makes of them (null as None; a masked integer as its text, as ``json.dumps(default=str)``
     writes the numpy integer there); None for dtypes left to pandas (timestamps, masked floats
     and bools, rare types)."""
+    if col.is_list:
+        return col.values_at(positions)
     data, dtype = col.data, col.dtype
-    if isinstance(data, list):
-        return [data[i] for i in positions]
+    assert isinstance(data, pa.Array)
     if dtype not in (STR, INT64, FLOAT64, NULLABLE_INT, BOOL, OBJECT):
         return None
     taken = data.take(pa.array(positions, type=pa.int64()))
