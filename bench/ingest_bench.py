@@ -7,7 +7,9 @@ generator and then served as stored bytes, so the client is the bottleneck, as w
 on a fast network.  ``--server sample`` uses the bundled sample API, which builds each page on
 request and is itself the bottleneck: its floor is slow, and ratios to it flatter the client.
 
-Each leg runs in a child process; we record its wall time, the peak RSS of its whole process
+The package and the shipped hooks are byte-compiled first (untimed), as an install leaves them.
+Each leg runs in a child process (``--repeat N``: N times, the legs interleaved, each figure the
+median of its N runs); we record its wall time, the peak RSS of its whole process
 tree (psutil, polled every 20 ms) and CPU seconds (user+sys, ``RUSAGE_CHILDREN``: every waited-for
 descendant, the worker included), with the 1-minute load average at its end (other work on the
 machine skews wall-clock ratios, CPU seconds much less):
@@ -31,6 +33,7 @@ Usage (README snippet)::
     python bench/ingest_bench.py --records 200000          # quick
     python bench/ingest_bench.py --records 1000000         # the full run
     python bench/ingest_bench.py --records 1000000 --legs floor,ours --json results.json
+    python bench/ingest_bench.py --records 1000000 --legs floor,ours --repeat 3   # medians of 3, interleaved
 
 Goals at 1,000,000 records: ours within 1.5x the floor's CPU seconds and 1.2x its wall time, peak
 RSS <= 250 MB and flat from 200,000 to 1,000,000 records; at 200,000 records, start-up included,
@@ -43,6 +46,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -172,6 +176,19 @@ def bench_config(directory: Path) -> Path:
     return path
 
 
+def compile_bytecode() -> None:
+    """Byte-compile the package and the shipped hooks (untimed), as an install does: with
+    ``PYTHONDONTWRITEBYTECODE`` set, every run would otherwise compile them from source."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "scheduler"), str(ROOT / "jobs")], env=env,
+                   check=True, capture_output=True)
+
+
+def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the runs (the load average too)."""
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
@@ -182,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dlt-python", default=None, help="interpreter with dlt installed, for the dlt leg")
     parser.add_argument("--cold-config", action="store_true",
                         help="measure ours without a cached compiled config (the first call for a config)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the legs this many times, interleaved, and report each leg's median run")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
     legs = args.legs.split(",")
@@ -190,36 +209,39 @@ def main(argv: list[str] | None = None) -> int:
     if "dlt" in legs and dlt is None:
         print("dlt leg skipped: dlt is not importable (pip install 'dlt[parquet,filesystem]' in a bench venv, "
               "then pass --dlt-python VENV/bin/python)", file=sys.stderr)
+    compile_bytecode()
     api, url = start_api(args.server, args.records, args.per_page)
-    results: dict[str, dict[str, float]] = {}
+    runs: dict[str, list[dict[str, float]]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
             work = Path(tmp)
             common = [url, str(pages), str(args.per_page), DAY]
-            if "floor" in legs or "ours" in legs:
-                results["floor"] = measure([sys.executable, "-c", FLOOR, *common])
-            if "naive" in legs:
-                results["naive"] = measure([sys.executable, "-c", NAIVE, *common, str(work / "naive.parquet")])
-            if "ours" in legs:
-                env = {**os.environ, "SALES_API_URL": url, "PYTHONPATH": str(ROOT)}
-                env.pop("SALES_API_TOKEN", None)
-                config = bench_config(work)
-                if not args.cold_config:  # untimed: the compiled config is then cached, as on any later call
-                    subprocess.run([sys.executable, "-m", "scheduler", "validate", "--config", str(config),
-                                    "--data-dir", str(work / "data")], env=env, cwd=ROOT, check=True,
-                                   capture_output=True)
-                results["ours"] = measure([sys.executable, "-m", "scheduler", "run-job", "daily_sales", "--date", DAY,
-                                           "--config", str(config), "--data-dir", str(work / "data"),
-                                           "--log-level", "warning"], env)
-            if dlt is not None:
-                results["dlt"] = measure([dlt, "-c", DLT, *common, str(work / "dlt")])
+            env = {**os.environ, "SALES_API_URL": url, "PYTHONPATH": str(ROOT)}
+            env.pop("SALES_API_TOKEN", None)
+            config = bench_config(work)
+            if "ours" in legs and not args.cold_config:  # untimed: the compiled config is then cached
+                subprocess.run([sys.executable, "-m", "scheduler", "validate", "--config", str(config),
+                                "--data-dir", str(work / "data")], env=env, cwd=ROOT, check=True, capture_output=True)
+            for _ in range(args.repeat):
+                if "floor" in legs or "ours" in legs:
+                    runs.setdefault("floor", []).append(measure([sys.executable, "-c", FLOOR, *common]))
+                if "naive" in legs:
+                    runs.setdefault("naive", []).append(
+                        measure([sys.executable, "-c", NAIVE, *common, str(work / "naive.parquet")]))
+                if "ours" in legs:
+                    runs.setdefault("ours", []).append(measure(
+                        [sys.executable, "-m", "scheduler", "run-job", "daily_sales", "--date", DAY, "--config",
+                         str(config), "--data-dir", str(work / "data"), "--log-level", "warning"], env))
+                if dlt is not None:
+                    runs.setdefault("dlt", []).append(measure([dlt, "-c", DLT, *common, str(work / "dlt")]))
     finally:
         api.terminate()
         api.wait(timeout=10)
+    results = {leg: median_run(leg_runs) for leg, leg_runs in runs.items()}
     floor = results.get("floor", {}).get("seconds")
     floor_cpu = results.get("floor", {}).get("cpu_seconds")
     print(f"records={args.records} per_page={args.per_page} pages={pages} server={args.server} cpus={os.cpu_count()} "
-          f"config={'cold' if args.cold_config else 'cached'}")
+          f"config={'cold' if args.cold_config else 'cached'} repeat={args.repeat} (medians)")
     print(f"{'leg':<6} {'seconds':>8} {'x floor':>8} {'cpu s':>8} {'x floor':>8} {'peak RSS MB':>12} {'load 1m':>8}")
     for leg, r in results.items():
         r["x_floor"] = round(r["seconds"] / floor, 2) if floor else None  # type: ignore[assignment]
