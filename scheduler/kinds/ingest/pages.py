@@ -19,8 +19,8 @@ What the reader does differently, and how each is met:
   column of their own; the two halves become the one mixed column (``dtype`` object, the same
   Python values) the reference path builds, carrying both halves (``Column.parts``) for kernels.
 - Integers beyond 64 bits become doubles, and integers beyond 2**53 beside floats are rounded
-  into a float column (the reference path keeps them as Python objects): pages with a run of 16
-  or more digits are declined.
+  into a float column (the reference path keeps them as Python objects): a page read with a float
+  column and a run of 16 or more digits is declined.
 - A key given twice in one object, ``NaN`` and other oddities: errors or values the reference
   path reads alike are left to it (any reader error declines the page).
 
@@ -100,8 +100,6 @@ class PageReader:
         """The page as Arrow columns, or None where only the reference path reads it exactly."""
         if not self.usable or len(content) + 16 > _MAX_BLOCK:
             return None
-        if _LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO):
-            return None
         spaced = b'": ' in content  # only a key's colon can be followed by a space outside strings
         for _ in range(_MAX_LEARN):
             try:
@@ -114,6 +112,8 @@ class PageReader:
                 return None
             if table.num_rows != 1:
                 return None  # several JSON values: the reference parser's error is the answer
+            if _has_floats(table.schema) and _LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO):
+                return None  # a float column that may hold a rounded big integer
             if any(_timestamp_in_list(f.type) for f in table.schema):
                 return None  # text read as times inside a list: no key to rewrite
             stamps = set(_timestamp_names(table.schema)) - self.prefixed
@@ -226,6 +226,18 @@ def _json_key(name: str) -> bytes:
     import json
 
     return json.dumps(name, ensure_ascii=False)[1:-1].encode()
+
+
+def _has_floats(schema: Iterable[pa.Field]) -> bool:
+    for fld in schema:
+        kind = fld.type
+        if pa.types.is_floating(kind):
+            return True
+        if pa.types.is_struct(kind) and _has_floats(kind):
+            return True
+        if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _has_floats([kind.value_field]):
+            return True
+    return False
 
 
 def _is_time(kind: pa.DataType) -> bool:
