@@ -126,11 +126,12 @@ class ConnectBudget:
     ``backoff_max``, plus up to ``jitter``).  The plan, :attr:`attempts`, is as many attempts as
     fit when the waits alone (without jitter) add up to at most ``budget``; a name that does not
     resolve gets two at most (a resolver hiccup, not an outage).  A retry also needs the budget not
-    yet spent in wall time, measured from the first attempt: slow failures (connect timeouts) end
-    the plan early.
+    yet spent in wall time, measured from the first attempt (``started``, a ``time.monotonic()``
+    reading; now by default): slow failures (connect timeouts) end the plan early.
     """
 
-    def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float) -> None:
+    def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float,
+                 started: float | None = None) -> None:
         self.budget, self.backoff, self.backoff_max, self.jitter = budget, backoff, backoff_max, jitter
         self._backoff = Backoff(backoff, backoff_max, jitter=jitter)
         self.waits: list[float] = []
@@ -143,7 +144,7 @@ class ConnectBudget:
             self.waits.append(wait)
         self.attempts = len(self.waits) + 1
         self.made = 0
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
 
     def planned(self, failure: Failure) -> int:
         """The most attempts this request makes for ``failure``."""

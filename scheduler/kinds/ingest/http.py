@@ -1,4 +1,4 @@
-"""HTTP for ingest: one requests ``Session`` with urllib3 ``Retry``, a rate limit, a deadline, redaction.
+"""HTTP for ingest: urllib3 driven directly, with its ``Retry``, a rate limit, a deadline, redaction.
 
 Invariants:
 - 429, the configured 5xx and read errors are retried by urllib3's ``Retry`` with exponential
@@ -11,9 +11,15 @@ Invariants:
 - Every retry logs one line: ``retrying GET host/path: REASON (attempt N/M, next in Ws)``, and a
   transport failure ends in one :class:`FetchError` line such as ``cannot connect to
   host:443: name does not resolve (2 attempts in 1.0s)``; neither holds a query string.
-- No request starts sooner than ``1 / rate_limit`` seconds after the previous one, retries included.
+- No request starts sooner than ``1 / rate_limit`` seconds after the previous one, retries and
+  redirects included.
 - Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
   shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
+- Redirects (301, 302, 303, 307, 308 with a ``Location``) are followed, at most
+  :data:`MAX_REDIRECTS` per page, each hop a request of its own; ``Authorization`` is not sent on
+  to another origin; a page's ``url`` is the last one fetched.
+- Only the spec says where to go: no proxy, ``.netrc`` or CA bundle is taken from the
+  environment; with ``verify_tls`` certificates are checked against certifi's bundle.
 - Secret values (and their URL-quoted and base64 forms) never appear in log records of this
   module or urllib3, nor in the text or the chained context of the errors raised here: every
   such text passes the one :class:`~scheduler.redaction.Redactor`.  Secrets are the ``auth:``
@@ -26,27 +32,35 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPException
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus, urlencode, urljoin, urlsplit
 
+import certifi
 import orjson
-import requests
-from requests.adapters import HTTPAdapter
+import urllib3
+from requests.utils import parse_header_links
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
+from urllib3.util import make_headers
 from urllib3.util.retry import Retry
 
-from scheduler.errors import JobFailed
+from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
-from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
+from scheduler.neterrors import DEFAULT_PORTS, ConnectBudget, Failure, classify, endpoint, target
 from scheduler.redaction import PLAIN_HEADERS, Redactor
 
-_URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
-_CHUNK = 256 * 1024
+__all__ = ["DeadlineExceeded", "FetchError", "Fetcher", "Page", "RateLimiter", "RawPage", "parse_json",
+           "source_redactor", "source_secrets"]
+
+_URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                    "urllib3.util.retry", "urllib3.response")
+_CHUNK = 64 * 1024
+MAX_REDIRECTS = 30
+_TRANSPORT_ERRORS = (Urllib3Error, OSError, HTTPException)
 # orjson reads an integer of 2**64 or more as a lossy float where the standard library keeps an
 # exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
@@ -66,14 +80,6 @@ def parse_json(body: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(body)
-
-
-class FetchError(JobFailed):
-    """The source could not deliver a page; the message is redacted and safe to record."""
-
-
-class DeadlineExceeded(FetchError):
-    """The overall fetch deadline passed."""
 
 
 def source_secrets(source: Source) -> list[str]:
@@ -113,73 +119,6 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-class RateLimiter:
-    """Spaces request starts at least ``1 / per_second`` apart (thread safe)."""
-
-    def __init__(self, per_second: float | None) -> None:
-        self._interval = 1.0 / per_second if per_second else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def acquire(self, deadline: float) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            if start > deadline:
-                raise DeadlineExceeded("deadline reached while waiting for the rate limit")
-            self._next = start + self._interval
-        if start > now:
-            time.sleep(start - now)
-
-
-OnRetry = Callable[[str | BaseException, int, int, float], None]  # (reason, next attempt, attempts at most, wait)
-
-
-class _Retry(Retry):
-    """urllib3 ``Retry`` that also respects the run deadline and the rate limit between attempts,
-    and reports each retry (``on_retry``) before waiting for it."""
-
-    deadline: float = float("inf")
-    limiter: RateLimiter | None = None
-    on_retry: OnRetry | None = None
-    attempts: int = 1  # the most attempts one request may make (``total`` + 1)
-
-    def new(self, **kw: Any) -> _Retry:
-        retry = super().new(**kw)
-        retry.deadline, retry.limiter, retry.on_retry, retry.attempts = (
-            self.deadline, self.limiter, self.on_retry, self.attempts)
-        return retry
-
-    def sleep(self, response: Any = None) -> None:
-        wait = None
-        if self.respect_retry_after_header and response is not None:
-            wait = self.get_retry_after(response) or None
-        if wait is None:
-            wait = self.get_backoff_time()  # jitter drawn once: the wait logged is the wait slept
-        if time.monotonic() + wait > self.deadline:
-            raise DeadlineExceeded(f"deadline reached: the next retry would wait {wait:.1f}s")
-        if self.on_retry is not None and self.history:
-            last = self.history[-1]
-            reason: str | BaseException = f"HTTP {last.status}" if last.status else last.error or "retry"
-            self.on_retry(reason, len(self.history) + 1, self.attempts, wait)
-        if wait > 0:
-            time.sleep(wait)
-        if self.limiter is not None:
-            self.limiter.acquire(self.deadline)
-
-
-class _Adapter(HTTPAdapter):
-    def __init__(self, limiter: RateLimiter, retry: _Retry) -> None:
-        self._limiter = limiter
-        super().__init__(max_retries=retry, pool_connections=1, pool_maxsize=2)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self._limiter.acquire(self.max_retries.deadline)  # type: ignore[attr-defined]
-        return super().send(request, **kwargs)
-
-
 @dataclass(frozen=True)
 class Page:
     """One fetched page: parsed JSON ``body``, response ``headers``, final ``url`` (unredacted)."""
@@ -192,6 +131,51 @@ class Page:
     nbytes: int
 
 
+@dataclass(frozen=True)
+class RawPage:
+    """One fetched page before parsing: ``content`` is the response body as received (decoded
+    from its ``Content-Encoding``), ``nbytes`` its length; the other fields are :class:`Page`'s."""
+
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    links: Mapping[str, Mapping[str, str]]
+    content: bytes
+    nbytes: int
+
+    def page(self, body: Any) -> Page:
+        """This page with its parsed ``body``."""
+        return Page(url=self.url, status=self.status, headers=self.headers, links=self.links, body=body,
+                    nbytes=self.nbytes)
+
+
+def header_links(value: str | None) -> dict[str, dict[str, str]]:
+    """RFC 8288 ``Link`` header as ``{rel: {"url": ..., "rel": ..., ...}}`` (keyed by URL without rel)."""
+    if not value:
+        return {}
+    return {link.get("rel") or link["url"]: link for link in parse_header_links(value)}
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme)
+
+
+def _keeps_authorization(old: str, new: str) -> bool:
+    """Whether a redirect from ``old`` to ``new`` may carry ``Authorization`` on: the same origin,
+    or the upgrade of an origin from http to https on the default ports."""
+    before, after = _origin(old), _origin(new)
+    return before == after or (before[1] == after[1] and before[0::2] == ("http", 80) and after[0::2] == ("https", 443))
+
+
+def _merged(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``base`` updated with ``extra``, header names compared without case (one value each)."""
+    if not extra:
+        return dict(base)
+    names = {name.lower() for name in extra}
+    return {**{k: v for k, v in base.items() if k.lower() not in names}, **extra}
+
+
 class Fetcher:
     """Fetches pages of one source until :meth:`close`; the deadline starts at construction."""
 
@@ -200,27 +184,27 @@ class Fetcher:
         self.deadline = deadline if deadline is not None else time.monotonic() + source.deadline.total_seconds()
         self.requests = 0
         policy = source.retries
-        # connect=0: urllib3 hands connection failures straight back; :class:`ConnectBudget` paces them
-        self._retry = _Retry(
+        # connect=0: urllib3 hands connection failures straight back; :class:`ConnectBudget` paces them.
+        # redirect=False: urllib3 returns a redirect as it is; the fetcher follows it (see _fetch).
+        self._retry = PacedRetry(
             total=policy.total, connect=0, read=policy.total, status=policy.total, other=0,
-            redirect=5, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
+            redirect=False, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
             backoff_factor=policy.backoff.total_seconds(), backoff_max=policy.backoff_max.total_seconds(),
             backoff_jitter=policy.jitter.total_seconds(),
             # typed int by urllib3, which only compares it: a fractional cap stays as configured
             retry_after_max=policy.retry_after_max.total_seconds(),  # type: ignore[arg-type]
-            respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=True,
+            respect_retry_after_header=True, raise_on_status=False,
         )
+        self._limiter = RateLimiter(source.rate_limit)
         self._retry.deadline = self.deadline
-        self._retry.limiter = RateLimiter(source.rate_limit)
+        self._retry.limiter = self._limiter
         self._retry.on_retry = self._log_retry
         self._retry.attempts = policy.total + 1
+        self._timeouts = (source.connect_timeout.total_seconds(), source.read_timeout.total_seconds())
         self._endpoint = ""  # host/path of the request in flight, for retry lines (no query: keys live there)
-        self.session = requests.Session()
-        self.session.verify = source.verify_tls
-        self.session.trust_env = False  # no proxy or .netrc surprises: the spec says where to go
-        adapter = _Adapter(self._retry.limiter, self._retry)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        tls: dict[str, Any] = ({"cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()} if source.verify_tls
+                               else {"cert_reqs": "CERT_NONE"})
+        self._pools = urllib3.PoolManager(num_pools=4, maxsize=2, **tls)
         self._headers, self._auth_params = self._auth_headers(source)
         self._filter = _RedactFilter(redact)
         for name in _URLLIB3_LOGGERS:
@@ -229,7 +213,9 @@ class Fetcher:
     @staticmethod
     def _auth_headers(source: Source) -> tuple[dict[str, str], dict[str, str]]:
         auth = source.auth
-        headers: dict[str, str] = {"Accept": "application/json"}
+        # what a requests Session sent, less its User-Agent (urllib3 names itself)
+        encodings = make_headers(accept_encoding=True)["accept-encoding"]  # gzip, deflate (br, zstd if installed)
+        headers = {"Accept": "application/json", "Accept-Encoding": encodings}
         params: dict[str, str] = {}
         if isinstance(auth, BearerAuth) and auth.token:
             headers["Authorization"] = f"Bearer {auth.token}"
@@ -241,7 +227,7 @@ class Fetcher:
         return headers, params
 
     def close(self) -> None:
-        self.session.close()
+        self._pools.clear()
         for name in _URLLIB3_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
 
@@ -263,56 +249,79 @@ class Fetcher:
                          url=self.redact(self._endpoint), reason=reason, request_attempt=attempt,
                          request_attempts=attempts, wait=round(wait, 3))
 
-    def _budget(self) -> ConnectBudget:
+    def _budget(self, started: float) -> ConnectBudget:
         policy = self.source.retries
         return ConnectBudget(policy.connect_budget.total_seconds(), policy.backoff.total_seconds(),
-                             policy.backoff_max.total_seconds(), policy.jitter.total_seconds())
+                             policy.backoff_max.total_seconds(), policy.jitter.total_seconds(), started=started)
 
     def _failure(self, exc: BaseException) -> Failure:
-        return classify(exc, self.source.connect_timeout.total_seconds(), self.source.read_timeout.total_seconds())
+        return classify(exc, *self._timeouts)
 
     def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
-        """GET one page and parse it as JSON; raises :class:`FetchError` (redacted, no chained context)."""
+        """GET one page and parse it as JSON (:func:`parse_json`); raises :class:`FetchError`
+        (redacted, no chained context), for a body that is not JSON too."""
+        raw = self.fetch(url, params, headers)
+        try:
+            return raw.page(parse_json(raw.content))
+        except ValueError as exc:
+            error = f"invalid JSON from {raw.url} ({raw.nbytes} bytes): {exc}"
+        # raised outside the except block so the unredacted original is not chained as __context__
+        raise FetchError(self.redact(error))
+
+    def fetch(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> RawPage:
+        """GET one page, its body unparsed; raises :class:`FetchError` (redacted, no chained context).
+
+        ``params`` are added to ``url``'s query; ``None`` means ``url`` is a next URL the server
+        gave, which keeps its own query (the API key is added unless the server echoed it)."""
         error: str | None = None
         error_type: type[FetchError] = FetchError
         try:
-            return self._get(url, params, headers)
-        except DeadlineExceeded as exc:
-            error, error_type = str(exc), DeadlineExceeded
+            return self._fetch(self._url(url, params), _merged(self._headers, headers))
         except FetchError as exc:
             error, error_type = str(exc), type(exc)
-        except (requests.RequestException, Urllib3Error, OSError) as exc:
+        except (*_TRANSPORT_ERRORS, ValueError) as exc:  # ValueError: a URL urllib3 cannot parse
             error = f"GET {endpoint(url)} failed: {self._failure(exc).reason}"
         # raised outside the except blocks so the unredacted original is not chained as __context__
         raise error_type(self.redact(error))
 
-    def _get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
+    def _url(self, url: str, params: Mapping[str, str] | None) -> str:
         if params is not None:
-            merged_params: dict[str, str] | None = {**params, **self._auth_params}
+            query = {**params, **self._auth_params}
         else:  # a next URL carries its own query; add the API key unless the server echoed it
-            query = urlsplit(url).query
-            merged_params = {k: v for k, v in self._auth_params.items() if f"{quote_plus(k)}=" not in query} or None
+            own = urlsplit(url).query
+            query = {k: v for k, v in self._auth_params.items() if f"{quote_plus(k)}=" not in own}
+        if not query:
+            return url
+        url = url.partition("#")[0]
+        separator = "" if url.endswith(("?", "&")) else "&" if "?" in url else "?"
+        return f"{url}{separator}{urlencode(query)}"
+
+    def _fetch(self, url: str, headers: dict[str, str]) -> RawPage:
         retry: Retry = self._retry
         self._endpoint = endpoint(url)
-        budget = self._budget()
+        started = time.monotonic()
+        budget: ConnectBudget | None = None
+        redirects = 0
+        hop = False  # the request follows a redirect: one more request of the same attempt
         while True:
-            left = self.remaining()
+            left = self.deadline - time.monotonic()
             if left <= 0:
                 raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {self._endpoint}")
-            timeout = (min(self.source.connect_timeout.total_seconds(), left),
-                       min(self.source.read_timeout.total_seconds(), left))
-            self.requests += 1
+            if not hop:
+                self.requests += 1
+            hop = False
+            self._limiter.acquire(self.deadline)
             try:
-                resp = self.session.get(url, params=merged_params, headers={**self._headers, **headers}, stream=True,
-                                        timeout=timeout)
-            except requests.exceptions.RetryError:
-                raise FetchError(f"GET {self._endpoint} failed: too many redirects or retries") from None
-            except requests.exceptions.ConnectionError as exc:  # connect, DNS, TLS, reads after urllib3's retries
+                resp = self._pools.urlopen(
+                    "GET", url, headers=headers, retries=retry, redirect=False, preload_content=False,
+                    timeout=urllib3.Timeout(connect=min(self._timeouts[0], left), read=min(self._timeouts[1], left)))
+            except MaxRetryError as exc:  # connect, DNS, TLS, or reads and statuses after urllib3's retries
                 failure = self._failure(exc)
                 if not failure.before_request:
                     what = "after retries" if failure.phase == "read" and self.source.retries.total else ""
                     failed = f"GET {self._endpoint} failed: {failure.reason}"
                     raise FetchError(" ".join(filter(None, [failed, what]))) from None
+                budget = budget or self._budget(started)
                 wait = budget.next_wait(failure)
                 if wait is None:
                     attempts = "1 attempt" if budget.made == 1 else f"{budget.made} attempts"
@@ -324,18 +333,27 @@ class Fetcher:
                 self._log_retry(failure.reason, budget.made + 1, budget.planned(failure), wait)
                 time.sleep(wait)
                 continue
-            except requests.exceptions.RequestException as exc:  # a read timeout raised without retries
-                raise FetchError(f"GET {self._endpoint} failed: {self._failure(exc).reason}") from None
             try:
-                if resp.status_code >= 400:
-                    snippet = self._read(resp, limit=500).decode("utf-8", "replace")
-                    retried = resp.status_code in self.source.retries.statuses
+                location = resp.get_redirect_location()
+                if location:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise FetchError(f"GET {self._endpoint} failed: more than {MAX_REDIRECTS} redirects")
+                    resp.drain_conn()
+                    following = urljoin(url, location)
+                    if "Authorization" in headers and not _keeps_authorization(url, following):
+                        headers = {k: v for k, v in headers.items() if k != "Authorization"}
+                    url, self._endpoint, retry, hop = following, endpoint(following), self._retry, True
+                    continue
+                if resp.status >= 400:
+                    snippet = self._read(resp, url, limit=500).decode("utf-8", "replace")
+                    retried = resp.status in self.source.retries.statuses
                     what = f"after {self.source.retries.total} retries" if retried else "(not retried)"
                     body_line = " ".join(snippet.split())[:300]  # one line, whatever the server sent
-                    raise FetchError(f"HTTP {resp.status_code} from {resp.url} {what}: {body_line}")
+                    raise FetchError(f"HTTP {resp.status} from {url} {what}: {body_line}")
                 try:
-                    body = self._read(resp)
-                except (requests.RequestException, Urllib3Error, OSError) as exc:
+                    body = self._read(resp, url)
+                except _TRANSPORT_ERRORS as exc:
                     try:
                         retry = retry.increment(method="GET", url=url, error=exc)
                     except MaxRetryError:
@@ -344,23 +362,20 @@ class Fetcher:
                     retry.sleep()  # logs the retry line
                     continue
             finally:
-                resp.close()
-            try:
-                parsed = parse_json(body)
-            except ValueError as exc:
-                raise FetchError(f"invalid JSON from {resp.url} ({len(body)} bytes): {exc}") from None
-            return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links,
-                        body=parsed, nbytes=len(body))
+                resp.close()  # a body read to its end has already handed the connection back
+                resp.release_conn()
+            return RawPage(url=url, status=resp.status, headers=dict(resp.headers),
+                           links=header_links(resp.headers.get("link")), content=body, nbytes=len(body))
 
-    def _read(self, resp: requests.Response, limit: int | None = None) -> bytes:
+    def _read(self, resp: urllib3.BaseHTTPResponse, url: str, limit: int | None = None) -> bytes:
         """Read the body chunk by chunk so the deadline can end a trickling response."""
         chunks: list[bytes] = []
         size = 0
-        raw = resp.raw
+        deadline = self.deadline
         while limit is None or size < limit:
-            if time.monotonic() > self.deadline:
-                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {resp.url}")
-            chunk = raw.read1(_CHUNK, decode_content=True)
+            if time.monotonic() > deadline:
+                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {url}")
+            chunk = resp.read1(_CHUNK)
             if not chunk:
                 break
             chunks.append(chunk)
