@@ -45,10 +45,10 @@ import urllib3
 from requests.utils import parse_header_links
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
-from urllib3.util import make_headers
+from urllib3.util import make_headers, parse_url
 from urllib3.util.retry import Retry
 
-from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter
+from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter, Watchdog
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.neterrors import DEFAULT_PORTS, ConnectBudget, Failure, classify, endpoint, target
 from scheduler.redaction import PLAIN_HEADERS, Redactor
@@ -58,8 +58,8 @@ __all__ = ["DeadlineExceeded", "FetchError", "Fetcher", "Page", "RateLimiter", "
 
 _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
                     "urllib3.util.retry", "urllib3.response")
-_CHUNK = 64 * 1024
 MAX_REDIRECTS = 30
+_ORIGINS = 8  # connection pools kept (one per scheme, host and port)
 _TRANSPORT_ERRORS = (Urllib3Error, OSError, HTTPException)
 # orjson reads an integer of 2**64 or more as a lossy float where the standard library keeps an
 # exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
@@ -201,10 +201,12 @@ class Fetcher:
         self._retry.on_retry = self._log_retry
         self._retry.attempts = policy.total + 1
         self._timeouts = (source.connect_timeout.total_seconds(), source.read_timeout.total_seconds())
-        self._endpoint = ""  # host/path of the request in flight, for retry lines (no query: keys live there)
+        self._in_flight = ""  # URL of the request in flight (its query may hold a key: log only _endpoint)
         tls: dict[str, Any] = ({"cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()} if source.verify_tls
                                else {"cert_reqs": "CERT_NONE"})
-        self._pools = urllib3.PoolManager(num_pools=4, maxsize=2, **tls)
+        self._pools = urllib3.PoolManager(num_pools=_ORIGINS, maxsize=2, **tls)
+        self._by_origin: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
+        self._watchdog = Watchdog(self.deadline)
         self._headers, self._auth_params = self._auth_headers(source)
         self._filter = _RedactFilter(redact)
         for name in _URLLIB3_LOGGERS:
@@ -227,6 +229,8 @@ class Fetcher:
         return headers, params
 
     def close(self) -> None:
+        self._watchdog.cancel()
+        self._by_origin.clear()
         self._pools.clear()
         for name in _URLLIB3_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
@@ -236,6 +240,25 @@ class Fetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def _endpoint(self) -> str:
+        """host/path of the request in flight, for retry lines and errors (no query: keys live there)."""
+        return endpoint(self._in_flight)
+
+    def _pool(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The connection pool for ``url``'s origin and the request target to send it."""
+        parts = parse_url(url)  # also percent-encodes what may not travel as is (a space in a Location)
+        if parts.scheme not in DEFAULT_PORTS or not parts.host:
+            raise FetchError(f"not an http(s) URL: {url}")
+        key = (parts.scheme, parts.host, parts.port)
+        pool = self._by_origin.get(key)
+        if pool is None:
+            if len(self._by_origin) >= _ORIGINS:  # both forget them at once: no pool is closed behind our back
+                self._by_origin.clear()
+                self._pools.clear()
+            pool = self._by_origin[key] = self._pools.connection_from_host(parts.host, parts.port, parts.scheme)
+        return pool, parts.request_uri
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -298,7 +321,7 @@ class Fetcher:
 
     def _fetch(self, url: str, headers: dict[str, str]) -> RawPage:
         retry: Retry = self._retry
-        self._endpoint = endpoint(url)
+        self._in_flight = url
         started = time.monotonic()
         budget: ConnectBudget | None = None
         redirects = 0
@@ -312,8 +335,10 @@ class Fetcher:
             hop = False
             self._limiter.acquire(self.deadline)
             try:
-                resp = self._pools.urlopen(
-                    "GET", url, headers=headers, retries=retry, redirect=False, preload_content=False,
+                pool, target_uri = self._pool(url)
+                resp = pool.urlopen(
+                    "GET", target_uri, headers=headers, retries=retry, redirect=False, assert_same_host=False,
+                    preload_content=False,
                     timeout=urllib3.Timeout(connect=min(self._timeouts[0], left), read=min(self._timeouts[1], left)))
             except MaxRetryError as exc:  # connect, DNS, TLS, or reads and statuses after urllib3's retries
                 failure = self._failure(exc)
@@ -343,7 +368,8 @@ class Fetcher:
                     following = urljoin(url, location)
                     if "Authorization" in headers and not _keeps_authorization(url, following):
                         headers = {k: v for k, v in headers.items() if k != "Authorization"}
-                    url, self._endpoint, retry, hop = following, endpoint(following), self._retry, True
+                    url = self._in_flight = following
+                    retry, hop = self._retry, True
                     continue
                 if resp.status >= 400:
                     snippet = self._read(resp, url, limit=500).decode("utf-8", "replace")
@@ -368,16 +394,18 @@ class Fetcher:
                            links=header_links(resp.headers.get("link")), content=body, nbytes=len(body))
 
     def _read(self, resp: urllib3.BaseHTTPResponse, url: str, limit: int | None = None) -> bytes:
-        """Read the body chunk by chunk so the deadline can end a trickling response."""
-        chunks: list[bytes] = []
-        size = 0
-        deadline = self.deadline
-        while limit is None or size < limit:
-            if time.monotonic() > deadline:
-                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {url}")
-            chunk = resp.read1(_CHUNK)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        """The body (its first ``limit`` bytes) in one read, which :class:`Watchdog` ends at the deadline."""
+        self._watchdog.watch(resp)
+        try:
+            if time.monotonic() > self.deadline:
+                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before reading {url}")
+            body = resp.read(limit)
+        except _TRANSPORT_ERRORS:
+            if not self._watchdog.fired:
+                raise
+            body = b""
+        finally:
+            self._watchdog.watch(None)
+        if self._watchdog.fired:
+            raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {url}")
+        return body

@@ -1,4 +1,5 @@
-"""When the ingest fetcher may send its next request: the rate limit and urllib3's ``Retry`` state.
+"""When the ingest fetcher may send its next request (the rate limit, urllib3's ``Retry`` state) and
+when it must stop reading (the deadline's watchdog).
 
 Invariants:
 - :class:`RateLimiter`: no two request starts are closer than ``1 / per_second`` seconds, across
@@ -7,6 +8,8 @@ Invariants:
   ``retry_after_max``, else exponential backoff with jitter drawn once, so the wait logged is the
   wait slept), but never past the deadline, then takes its turn with the rate limiter; each
   retry is reported (``on_retry``) before its wait.
+- :class:`Watchdog`: once the deadline passes, the body being read (if any) is cut off at once, so
+  a read blocked on a server that trickles bytes returns; :attr:`Watchdog.fired` then says why.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from urllib3 import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
 from scheduler.errors import JobFailed
@@ -84,3 +88,38 @@ class PacedRetry(Retry):
             time.sleep(wait)
         if self.limiter is not None:
             self.limiter.acquire(self.deadline)
+
+
+class Watchdog:
+    """Cuts off the body being read when ``deadline`` (a ``time.monotonic()`` reading) passes.
+
+    One timer thread (a daemon) per watchdog, until :meth:`cancel`.  The reader registers the
+    response (:meth:`watch`), checks the deadline, reads in one blocking call, unregisters
+    (``watch(None)``) and then checks :attr:`fired`: a timer that fires before the registration is
+    caught by the reader's own check, one that fires after it shuts the socket down
+    (``HTTPResponse.shutdown``), which ends the read with an error or a short body.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.fired = False
+        self._lock = threading.Lock()
+        self._watched: BaseHTTPResponse | None = None
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, response: BaseHTTPResponse | None) -> None:
+        with self._lock:
+            self._watched = response
+
+    def _fire(self) -> None:
+        with self._lock:
+            self.fired = True
+            if self._watched is not None:
+                try:
+                    self._watched.shutdown()
+                except (OSError, RuntimeError, ValueError):
+                    pass  # already released or closed: no read left to end
+
+    def cancel(self) -> None:
+        self._timer.cancel()
