@@ -16,8 +16,8 @@ Invariants:
 - Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
   shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
 - Redirects (301, 302, 303, 307, 308 with a ``Location``) are followed, at most
-  :data:`MAX_REDIRECTS` per page, each hop a request of its own; ``Authorization`` is not sent on
-  to another origin; a page's ``url`` is the last one fetched.
+  :data:`MAX_REDIRECTS` per page, each hop a request of its own; ``Authorization`` (whatever the
+  case of its name) is not sent on to another origin; a page's ``url`` is the last one fetched.
 - Only the spec says where to go: no proxy, ``.netrc`` or CA bundle is taken from the
   environment; with ``verify_tls`` certificates are checked against certifi's bundle.
 - Secret values (and their URL-quoted and base64 forms) never appear in log records of this
@@ -60,6 +60,7 @@ _URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "
                     "urllib3.util.retry", "urllib3.response")
 MAX_REDIRECTS = 30
 _ORIGINS = 8  # connection pools kept (one per scheme, host and port)
+_ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie"})  # not sent on to another origin
 _TRANSPORT_ERRORS = (Urllib3Error, OSError, HTTPException)
 # orjson reads an integer of 2**64 or more as a lossy float where the standard library keeps an
 # exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
@@ -366,8 +367,8 @@ class Fetcher:
                         raise FetchError(f"GET {self._endpoint} failed: more than {MAX_REDIRECTS} redirects")
                     resp.drain_conn()
                     following = urljoin(url, location)
-                    if "Authorization" in headers and not _keeps_authorization(url, following):
-                        headers = {k: v for k, v in headers.items() if k != "Authorization"}
+                    if not _keeps_authorization(url, following):
+                        headers = {k: v for k, v in headers.items() if k.lower() not in _ORIGIN_BOUND}
                     url = self._in_flight = following
                     retry, hop = self._retry, True
                     continue
