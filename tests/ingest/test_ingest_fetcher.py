@@ -12,6 +12,9 @@ import gzip
 import ipaddress
 import json
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +30,7 @@ from scheduler.kinds.ingest.http import MAX_REDIRECTS, DeadlineExceeded, Fetcher
 from scheduler.kinds.ingest.spec_source import Source
 
 KEY = "canary-K3Y-fetcher-9d41"
+REPO = Path(__file__).resolve().parents[2]
 Reply = tuple[int, dict[str, str], bytes]
 
 
@@ -232,11 +236,12 @@ def test_proxy_netrc_and_ca_settings_of_the_environment_are_ignored(
     api: Callable[..., Api], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server = api(lambda path, _: (200, {}, records([1])))
+    proxy = api(lambda path, _: (502, {}, b"a proxy was used"))  # answers anything sent its way
     netrc = tmp_path / "netrc"
     netrc.write_text(f"machine 127.0.0.1 login svc password {KEY}\n")
     netrc.chmod(0o600)
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.setenv(name, "http://127.0.0.1:9")  # discard port: nothing answers there
+        monkeypatch.setenv(name, proxy.url)
     monkeypatch.setenv("NO_PROXY", "")
     monkeypatch.setenv("NETRC", str(netrc))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -245,7 +250,7 @@ def test_proxy_netrc_and_ca_settings_of_the_environment_are_ignored(
     with fetcher(server.url) as f:
         assert f.get(server.url + "/items", None, {}).body == {"items": [{"id": 1}]}
     [seen] = server.seen
-    assert seen.path == "/items" and seen.values("Authorization") == []
+    assert seen.path == "/items" and seen.values("Authorization") == [] and proxy.seen == []
 
 
 @pytest.fixture(scope="module")
@@ -305,3 +310,28 @@ def test_a_body_without_length_trickling_past_the_deadline_is_abandoned(raw_serv
             pytest.raises(DeadlineExceeded, match=r"deadline of .* reached while reading http://\S+/items"):
         f.fetch(server.url + "/items", None, {})
     assert not finished.is_set()  # abandoned mid-body, not read to its end and then refused
+
+
+def test_fetching_loads_urllib3_but_not_requests() -> None:
+    code = textwrap.dedent("""
+        import socket, sys, structlog
+        from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
+        from scheduler.kinds.ingest.spec_source import Source
+        from scheduler.sample.api import start_server
+
+        server, url = start_server(records_per_day=10, per_page=5)
+        source = Source.model_validate({"base_url": url, "retries": {"total": 0, "connect_budget": "0s"}})
+        with Fetcher(source, source_redactor(source), structlog.get_logger()) as f:
+            assert len(f.get(url + "/v1/sales", {"date": "2026-11-05"}, {}).body["data"]) == 5
+            held = socket.socket()
+            held.bind(("127.0.0.1", 0))  # bound, not listening: refused, and the error classified
+            try:
+                f.get(f"http://127.0.0.1:{held.getsockname()[1]}/", None, {})
+            except FetchError as exc:
+                assert "connection refused" in str(exc), exc
+        server.shutdown()
+        print(sorted(m for m in ("requests", "urllib3") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['urllib3']"

@@ -11,8 +11,9 @@ sets for dedupe, unique and merge), ``checks`` (gates before publishing), ``sink
 Parquet publishing) and ``pipeline`` (the run: a fetch thread feeding batches to transform and
 write).
 
-Importing this package is cheap: pandas, pyarrow and requests are imported only when a run
-starts, so the daemon can load ingest specs without them.
+Importing this package is cheap: pandas, pyarrow and urllib3 are imported only when a run
+starts, so the daemon can load ingest specs without them; a run loads requests only for its
+``Link`` header parser.
 """
 
 from __future__ import annotations

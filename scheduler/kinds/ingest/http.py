@@ -42,7 +42,6 @@ from urllib.parse import quote_plus, urlencode, urljoin, urlsplit
 import certifi
 import orjson
 import urllib3
-from requests.utils import parse_header_links
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
 from urllib3.util import make_headers, parse_url
@@ -154,6 +153,8 @@ def header_links(value: str | None) -> dict[str, dict[str, str]]:
     """RFC 8288 ``Link`` header as ``{rel: {"url": ..., "rel": ..., ...}}`` (keyed by URL without rel)."""
     if not value:
         return {}
+    from requests.utils import parse_header_links  # requests' parser, loaded by the sources that send links
+
     return {link.get("rel") or link["url"]: link for link in parse_header_links(value)}
 
 
