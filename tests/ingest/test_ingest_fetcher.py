@@ -7,6 +7,7 @@ connections open (as an API behind a load balancer does) and records what each r
 
 from __future__ import annotations
 
+import base64
 import datetime
 import gzip
 import ipaddress
@@ -220,6 +221,17 @@ def test_authorization_stays_with_its_origin(api: Callable[..., Api]) -> None:
         f.get(server.url + "/away", None, {"authorization": f"Token {KEY}"})
     assert [s.values("Authorization") for s in server.seen] == [[f"Bearer {KEY}"]] * 3 + [[f"Token {KEY}"]]
     assert [(s.values("Authorization"), s.values("X-Tenant")) for s in other.seen] == [([], ["acme"]), ([], [])]
+
+
+def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(api: Callable[..., Api]) -> None:
+    server = api(lambda path, _: (401, {}, b"who are you"))
+    password = "pw@" + KEY
+    url = server.url.replace("://", f"://svc:{password.replace('@', '%40')}@")
+    with fetcher(url) as f, pytest.raises(FetchError, match=r"^HTTP 401 from http://svc:\*\*\*@127") as caught:
+        f.get(url + "/items", None, {"Authorization": "Bearer other"})
+    assert KEY not in str(caught.value)
+    basic = base64.b64encode(f"svc:{password}".encode()).decode()
+    assert [s.values("Authorization") for s in server.seen] == [[f"Basic {basic}"]]
 
 
 def test_spec_headers_replace_defaults_whatever_their_case(api: Callable[..., Api]) -> None:

@@ -18,8 +18,9 @@ Invariants:
 - Redirects (301, 302, 303, 307, 308 with a ``Location``) are followed, at most
   :data:`MAX_REDIRECTS` per page, each hop a request of its own; ``Authorization`` (whatever the
   case of its name) is not sent on to another origin; a page's ``url`` is the last one fetched.
-- Only the spec says where to go: no proxy, ``.netrc`` or CA bundle is taken from the
-  environment; with ``verify_tls`` certificates are checked against certifi's bundle.
+- Only the spec says where to go and how to sign in: no proxy, ``.netrc`` or CA bundle is taken
+  from the environment; with ``verify_tls`` certificates are checked against certifi's bundle;
+  ``user:password@`` in a URL is sent as basic auth.
 - Secret values (and their URL-quoted and base64 forms) never appear in log records of this
   module or urllib3, nor in the text or the chained context of the errors raised here: every
   such text passes the one :class:`~scheduler.redaction.Redactor`.  Secrets are the ``auth:``
@@ -37,7 +38,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Any
-from urllib.parse import quote_plus, urlencode, urljoin, urlsplit
+from urllib.parse import quote_plus, unquote, urlencode, urljoin, urlsplit
 
 import certifi
 import orjson
@@ -178,6 +179,18 @@ def _merged(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]
     return {**{k: v for k, v in base.items() if k.lower() not in names}, **extra}
 
 
+def _with_userinfo(url: str, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with basic auth from ``user:password@`` in ``url``, when it has some (what
+    requests did with such a URL: it replaces any other ``Authorization``)."""
+    if "@" not in url:
+        return headers
+    parts = urlsplit(url)
+    if parts.username is None:
+        return headers
+    token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+    return {**{k: v for k, v in headers.items() if k.lower() != "authorization"}, "Authorization": f"Basic {token}"}
+
+
 class Fetcher:
     """Fetches pages of one source until :meth:`close`; the deadline starts at construction."""
 
@@ -301,7 +314,7 @@ class Fetcher:
         error: str | None = None
         error_type: type[FetchError] = FetchError
         try:
-            return self._fetch(self._url(url, params), _merged(self._headers, headers))
+            return self._fetch(self._url(url, params), _with_userinfo(url, _merged(self._headers, headers)))
         except FetchError as exc:
             error, error_type = str(exc), type(exc)
         except (*_TRANSPORT_ERRORS, ValueError) as exc:  # ValueError: a URL urllib3 cannot parse
