@@ -31,17 +31,14 @@ Invariants:
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from http.client import HTTPException
 from typing import Any
 from urllib.parse import quote_plus, unquote, urlencode, urljoin, urlsplit
 
 import certifi
-import orjson
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
@@ -49,6 +46,7 @@ from urllib3.util import make_headers, parse_url
 from urllib3.util.retry import Retry
 
 from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter, Watchdog
+from scheduler.kinds.ingest.pages import Page, RawPage, header_links, parse_json
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.neterrors import DEFAULT_PORTS, ConnectBudget, Failure, classify, endpoint, target
 from scheduler.redaction import PLAIN_HEADERS, Redactor
@@ -62,25 +60,6 @@ MAX_REDIRECTS = 30
 _ORIGINS = 8  # connection pools kept (one per scheme, host and port)
 _ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie"})  # not sent on to another origin
 _TRANSPORT_ERRORS = (Urllib3Error, OSError, HTTPException)
-# orjson reads an integer of 2**64 or more as a lossy float where the standard library keeps an
-# exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGIT_RUN = b"0" * 19
-
-
-def parse_json(body: bytes) -> Any:
-    """``json.loads(body)``, the same values and errors, about twice as fast for ordinary bodies.
-
-    orjson parses what it can represent exactly; bodies it rejects (NaN, a BOM, UTF-16, lone
-    surrogates, ...) or that hold long digit runs go to the standard library, whose result or error
-    is the answer.
-    """
-    if _LONG_DIGIT_RUN not in body.translate(_DIGITS_TO_ZERO):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
 
 
 def source_secrets(source: Source) -> list[str]:
@@ -118,45 +97,6 @@ class _RedactFilter(logging.Filter):
             return False  # urllib3's repr of the Retry state: the fetcher logs its own one-line retry
         record.msg, record.args = self._redact(record.getMessage()), ()
         return True
-
-
-@dataclass(frozen=True)
-class Page:
-    """One fetched page: parsed JSON ``body``, response ``headers``, final ``url`` (unredacted)."""
-
-    url: str
-    status: int
-    headers: Mapping[str, str]
-    links: Mapping[str, Mapping[str, str]]
-    body: Any
-    nbytes: int
-
-
-@dataclass(frozen=True)
-class RawPage:
-    """One fetched page before parsing: ``content`` is the response body as received (decoded
-    from its ``Content-Encoding``), ``nbytes`` its length; the other fields are :class:`Page`'s."""
-
-    url: str
-    status: int
-    headers: Mapping[str, str]
-    links: Mapping[str, Mapping[str, str]]
-    content: bytes
-    nbytes: int
-
-    def page(self, body: Any) -> Page:
-        """This page with its parsed ``body``."""
-        return Page(url=self.url, status=self.status, headers=self.headers, links=self.links, body=body,
-                    nbytes=self.nbytes)
-
-
-def header_links(value: str | None) -> dict[str, dict[str, str]]:
-    """RFC 8288 ``Link`` header as ``{rel: {"url": ..., "rel": ..., ...}}`` (keyed by URL without rel)."""
-    if not value:
-        return {}
-    from requests.utils import parse_header_links  # requests' parser, loaded by the sources that send links
-
-    return {link.get("rel") or link["url"]: link for link in parse_header_links(value)}
 
 
 def _origin(url: str) -> tuple[str, str | None, int | None]:
