@@ -352,7 +352,7 @@ class Fetcher:
         """The body (its first ``limit`` bytes) in one read, which :class:`Watchdog` ends at the deadline."""
         self._watchdog.watch(resp)
         try:
-            if time.monotonic() > self.deadline:
+            if self._watchdog.fired or time.monotonic() > self.deadline:
                 raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before reading {url}")
             body = resp.read(limit)
         except _TRANSPORT_ERRORS:

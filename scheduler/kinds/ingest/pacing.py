@@ -93,11 +93,11 @@ class PacedRetry(Retry):
 class Watchdog:
     """Cuts off the body being read when ``deadline`` (a ``time.monotonic()`` reading) passes.
 
-    One timer thread (a daemon) per watchdog, until :meth:`cancel`.  The reader registers the
-    response (:meth:`watch`), checks the deadline, reads in one blocking call, unregisters
-    (``watch(None)``) and then checks :attr:`fired`: a timer that fires before the registration is
-    caught by the reader's own check, one that fires after it shuts the socket down
-    (``HTTPResponse.shutdown``), which ends the read with an error or a short body.
+    One timer thread (a daemon) per watchdog, until :meth:`cancel` ends it.  The reader registers
+    the response (:meth:`watch`), checks :attr:`fired` and the deadline, reads in one blocking
+    call, unregisters (``watch(None)``) and checks :attr:`fired` again: a timer that fires before
+    the registration is caught by the reader's first check, one that fires after it shuts the
+    socket down (``HTTPResponse.shutdown``), which ends the read with an error or a short body.
     """
 
     def __init__(self, deadline: float) -> None:
@@ -105,7 +105,7 @@ class Watchdog:
         self._lock = threading.Lock()
         self._watched: BaseHTTPResponse | None = None
         self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
+        self._timer.name, self._timer.daemon = "ingest-deadline", True
         self._timer.start()
 
     def watch(self, response: BaseHTTPResponse | None) -> None:
@@ -122,4 +122,7 @@ class Watchdog:
                     pass  # already released or closed: no read left to end
 
     def cancel(self) -> None:
+        """Stop the timer; its thread has ended when this returns."""
         self._timer.cancel()
+        if self._timer is not threading.current_thread():
+            self._timer.join(5.0)
