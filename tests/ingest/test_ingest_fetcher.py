@@ -140,6 +140,16 @@ def test_invalid_json_names_the_url_and_size_without_the_key(api: Callable[..., 
     assert server.seen[0].path == f"/items?api_key={KEY}"
 
 
+def test_the_query_api_key_goes_with_every_request_once(api: Callable[..., Api]) -> None:
+    server = api(lambda path, _: (200, {}, b"[]"))
+    with fetcher(server.url, auth={"type": "api_key", "key": KEY, "in": "query", "name": "api key"}) as f:
+        f.fetch(server.url + "/items", {"page": "1"}, {})  # the first request: its params and the key
+        f.fetch(server.url + "/items?cursor=b%2Fc#top", None, {})  # a next URL: its own query, the key added
+        f.fetch(server.url + f"/items?cursor=d&api+key={KEY}", None, {})  # the server echoed the key: as is
+    assert [s.path for s in server.seen] == [f"/items?page=1&api+key={KEY}", f"/items?cursor=b%2Fc&api+key={KEY}",
+                                             f"/items?cursor=d&api+key={KEY}"]
+
+
 def test_a_compressed_body_is_decoded(api: Callable[..., Api]) -> None:
     body = records(list(range(500)))
 
