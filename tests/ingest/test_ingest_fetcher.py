@@ -244,6 +244,26 @@ def test_credentials_in_the_url_are_sent_as_basic_auth_and_never_shown(api: Call
     assert [s.values("Authorization") for s in server.seen] == [[f"Basic {basic}"]]
 
 
+def test_cookies_the_source_sets_are_sent_back(api: Callable[..., Api]) -> None:
+    def handler(path: str, _: Seen) -> Reply:
+        if path == "/login":  # a redirect that sets a cookie: the next hop carries it already
+            return 302, {"Set-Cookie": "node=b7; Path=/", "Location": "/items"}, b""
+        return 200, {"Set-Cookie": "page=2; Path=/items"}, b"[]"
+
+    server = api(handler)
+    with fetcher(server.url) as f:
+        f.get(server.url + "/login", None, {})
+        f.get(server.url + "/items", None, {})
+        f.get(server.url + "/other", None, {})  # outside the second cookie's path
+        f.get(server.url + "/items", None, {"cookie": "mine=1"})  # a Cookie header of the spec's own wins
+    assert [(s.path, s.values("Cookie")) for s in server.seen] == [
+        ("/login", []), ("/items", ["node=b7"]), ("/items", ["page=2; node=b7"]), ("/other", ["node=b7"]),
+        ("/items", ["mine=1"])]
+    with fetcher(server.url) as f:  # cookies live as long as their fetcher: one run
+        f.get(server.url + "/other", None, {})
+    assert server.seen[-1].values("Cookie") == []
+
+
 def test_spec_headers_replace_defaults_whatever_their_case(api: Callable[..., Api]) -> None:
     server = api(lambda path, _: (200, {}, b"[]"))
     headers = {"accept": "application/vnd.api+json", "User-Agent": "sales-ingest/1.0", "ACCEPT-ENCODING": "identity"}

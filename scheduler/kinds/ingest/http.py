@@ -18,6 +18,7 @@ Invariants:
 - Redirects (301, 302, 303, 307, 308 with a ``Location``) are followed, at most
   :data:`MAX_REDIRECTS` per page, each hop a request of its own; ``Authorization`` (whatever the
   case of its name) is not sent on to another origin; a page's ``url`` is the last one fetched.
+- Cookies the source sets are sent back (:class:`~scheduler.kinds.ingest.cookies.Cookies`).
 - Only the spec says where to go and how to sign in: no proxy, ``.netrc`` or CA bundle is taken
   from the environment; with ``verify_tls`` certificates are checked against certifi's bundle;
   ``user:password@`` in a URL is sent as basic auth.
@@ -45,6 +46,7 @@ from urllib3.exceptions import MaxRetryError
 from urllib3.util import make_headers, parse_url
 from urllib3.util.retry import Retry
 
+from scheduler.kinds.ingest.cookies import Cookies
 from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter, Watchdog
 from scheduler.kinds.ingest.pages import Page, RawPage, header_links, parse_json
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
@@ -162,6 +164,7 @@ class Fetcher:
         self._pools = urllib3.PoolManager(num_pools=_ORIGINS, maxsize=2, **tls)
         self._by_origin: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
         self._watchdog = Watchdog(self.deadline)
+        self._cookies = Cookies()
         self._headers, self._auth_params = self._auth_headers(source)
         self._filter = _RedactFilter(redact)
         for name in _URLLIB3_LOGGERS:
@@ -292,8 +295,8 @@ class Fetcher:
             try:
                 pool, target_uri = self._pool(url)
                 resp = pool.urlopen(
-                    "GET", target_uri, headers=headers, retries=retry, redirect=False, assert_same_host=False,
-                    preload_content=False,
+                    "GET", target_uri, headers=self._cookies.add(url, headers), retries=retry, redirect=False,
+                    assert_same_host=False, preload_content=False,
                     timeout=urllib3.Timeout(connect=min(self._timeouts[0], left), read=min(self._timeouts[1], left)))
             except MaxRetryError as exc:  # connect, DNS, TLS, or reads and statuses after urllib3's retries
                 failure = self._failure(exc)
@@ -314,6 +317,7 @@ class Fetcher:
                 time.sleep(wait)
                 continue
             try:
+                self._cookies.store(url, resp.headers)
                 location = resp.get_redirect_location()
                 if location:
                     redirects += 1
