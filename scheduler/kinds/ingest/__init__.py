@@ -2,14 +2,15 @@
 
 Modules, one job each: ``spec`` (the frozen config model), ``http`` (the fetcher on urllib3:
 redirects, retries, deadline, redaction), ``pacing`` (the rate limit, urllib3's ``Retry`` held
-to the deadline, the watchdog that ends a body read at it), ``pages`` (what a fetch returns: raw
-bytes or parsed JSON), ``paginate`` (which request comes next), ``expr`` (safe column
-expressions), ``columns`` (a batch of records as Arrow columns, with the pandas view hooks and
-rejects see), ``arrow_steps`` (the cleaning steps as ``pyarrow.compute`` kernels),
-``transform`` (the steps in pandas, for hooks and whatever the kernels leave to it),
-``results`` (a batch's outcome and reject records), ``keys`` (compact key sets for dedupe,
-unique and merge), ``checks`` (gates before publishing), ``sink`` (atomic Parquet publishing)
-and ``pipeline`` (the run: a fetch thread feeding batches to transform and write).
+to the deadline, the watchdog that ends a body read at it), ``cookies`` (what the source sets,
+sent back), ``pages`` (what a fetch returns: raw bytes or parsed JSON), ``paginate`` (which
+request comes next), ``expr`` (safe column expressions), ``columns`` (a batch of records as
+Arrow columns, with the pandas view hooks and rejects see), ``arrow_steps`` (the cleaning steps
+as ``pyarrow.compute`` kernels), ``transform`` (the steps in pandas, for hooks and whatever the
+kernels leave to it), ``results`` (a batch's outcome and reject records), ``keys`` (compact key
+sets for dedupe, unique and merge), ``checks`` (gates before publishing), ``sink`` (atomic
+Parquet publishing) and ``pipeline`` (the run: a fetch thread feeding batches to transform and
+write).
 
 Importing this package is cheap: pandas, pyarrow and urllib3 are imported only when a run
 starts, so the daemon can load ingest specs without them; a run loads requests only for its
