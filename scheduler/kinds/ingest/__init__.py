@@ -3,7 +3,7 @@
 Modules, one job each: ``spec`` (the frozen config model), ``http`` (the fetcher on urllib3:
 redirects, retries, deadline, redaction), ``pacing`` (the rate limit, urllib3's ``Retry`` held
 to the deadline, the watchdog that ends a body read at it), ``cookies`` (what the source sets,
-sent back), ``pages`` (what a fetch returns: raw bytes or parsed JSON), ``paginate`` (which
+sent back), ``responses`` (what a fetch returns: raw bytes or parsed JSON), ``paginate`` (which
 request comes next), ``expr`` (safe column expressions), ``columns`` (a batch of records as
 Arrow columns, with the pandas view hooks and rejects see), ``arrow_steps`` (the cleaning steps
 as ``pyarrow.compute`` kernels), ``transform`` (the steps in pandas, for hooks and whatever the

@@ -48,7 +48,7 @@ from urllib3.util.retry import Retry
 
 from scheduler.kinds.ingest.cookies import Cookies
 from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter, Watchdog
-from scheduler.kinds.ingest.pages import Page, RawPage, header_links, parse_json
+from scheduler.kinds.ingest.responses import Page, RawPage, header_links, parse_json
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
 from scheduler.neterrors import DEFAULT_PORTS, ConnectBudget, Failure, classify, endpoint, target
 from scheduler.redaction import PLAIN_HEADERS, Redactor
@@ -241,7 +241,11 @@ class Fetcher:
     def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
         """GET one page and parse it as JSON (:func:`parse_json`); raises :class:`FetchError`
         (redacted, no chained context), for a body that is not JSON too."""
-        raw = self.fetch(url, params, headers)
+        return self.parsed(self.fetch(url, params, headers))
+
+    def parsed(self, raw: RawPage) -> Page:
+        """``raw`` with its body parsed as JSON (:func:`parse_json`), or :class:`FetchError`
+        (redacted, no chained context)."""
         try:
             return raw.page(parse_json(raw.content))
         except ValueError as exc:
