@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import requests
 from urllib3 import exceptions as u3
 
 from scheduler.retry import Backoff
@@ -62,6 +62,13 @@ def _strerror(error: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
+def _requests_errors(*names: str) -> tuple[type[BaseException], ...]:
+    """requests' exception classes of these names, or none while requests is not imported (then no
+    error can be one of them): the ingest fetcher drives urllib3 alone and need not load requests."""
+    module = sys.modules.get("requests.exceptions")
+    return tuple(getattr(module, name) for name in names) if module is not None else ()
+
+
 def classify(exc: BaseException, connect_timeout: float | None = None, read_timeout: float | None = None) -> Failure:
     """The phase and a short reason for a transport error raised by requests/urllib3 (or a socket)."""
     chain = list(causes(exc))
@@ -71,14 +78,15 @@ def classify(exc: BaseException, connect_timeout: float | None = None, read_time
 
     # the innermost plain socket error; requests' exceptions are OSErrors too, urllib3's are not
     os_error = next((e for e in reversed(chain) if isinstance(e, OSError)
-                     and not isinstance(e, (requests.RequestException, TimeoutError, ssl.SSLError))), None)
-    connect_timed_out = find(u3.ConnectTimeoutError, requests.exceptions.ConnectTimeout) is not None
+                     and not isinstance(e, (*_requests_errors("RequestException"), TimeoutError, ssl.SSLError))),
+                    None)
+    connect_timed_out = find(u3.ConnectTimeoutError, *_requests_errors("ConnectTimeout")) is not None
     if find(socket.gaierror, u3.NameResolutionError):
         return Failure("dns", "name does not resolve")
     if (cert := find(ssl.SSLCertVerificationError)) is not None:
         detail = getattr(cert, "verify_message", None) or "certificate verify failed"
         return Failure("tls", f"TLS certificate not trusted: {detail}")
-    if find(ssl.SSLError, u3.SSLError, requests.exceptions.SSLError) is not None:
+    if find(ssl.SSLError, u3.SSLError, *_requests_errors("SSLError")) is not None:
         inner = find(ssl.SSLError)
         detail = getattr(inner, "reason", None) or "handshake failed"
         return Failure("tls", f"TLS handshake failed: {str(detail).lower().replace('_', ' ')}")
@@ -87,12 +95,12 @@ def classify(exc: BaseException, connect_timeout: float | None = None, read_time
     if connect_timed_out:
         after = f" after {_seconds(connect_timeout)}" if connect_timeout else ""
         return Failure("connect", f"connect timed out{after}")
-    if find(u3.ReadTimeoutError, requests.exceptions.ReadTimeout, TimeoutError) is not None:
+    if find(u3.ReadTimeoutError, *_requests_errors("ReadTimeout"), TimeoutError) is not None:
         after = f" within {_seconds(read_timeout)}" if read_timeout else ""
         return Failure("read", f"no response{after} (read timeout)")
     if isinstance(os_error, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)):
         return Failure("read", f"connection broken: {_strerror(os_error)}")
-    if find(u3.ProtocolError, u3.IncompleteRead, requests.exceptions.ChunkedEncodingError) is not None:
+    if find(u3.ProtocolError, u3.IncompleteRead, *_requests_errors("ChunkedEncodingError")) is not None:
         return Failure("read", "connection closed before the response was complete")
     if isinstance(os_error, OSError):
         return Failure("other", _strerror(os_error))
@@ -126,11 +134,12 @@ class ConnectBudget:
     ``backoff_max``, plus up to ``jitter``).  The plan, :attr:`attempts`, is as many attempts as
     fit when the waits alone (without jitter) add up to at most ``budget``; a name that does not
     resolve gets two at most (a resolver hiccup, not an outage).  A retry also needs the budget not
-    yet spent in wall time, measured from the first attempt: slow failures (connect timeouts) end
-    the plan early.
+    yet spent in wall time, measured from the first attempt (``started``, a ``time.monotonic()``
+    reading; now by default): slow failures (connect timeouts) end the plan early.
     """
 
-    def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float) -> None:
+    def __init__(self, budget: float, backoff: float, backoff_max: float, jitter: float,
+                 started: float | None = None) -> None:
         self.budget, self.backoff, self.backoff_max, self.jitter = budget, backoff, backoff_max, jitter
         self._backoff = Backoff(backoff, backoff_max, jitter=jitter)
         self.waits: list[float] = []
@@ -143,7 +152,7 @@ class ConnectBudget:
             self.waits.append(wait)
         self.attempts = len(self.waits) + 1
         self.made = 0
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
 
     def planned(self, failure: Failure) -> int:
         """The most attempts this request makes for ``failure``."""

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pytest
 
 from scheduler.kinds.ingest.columns import Batch, from_records
-from scheduler.kinds.ingest.http import parse_json
 from scheduler.kinds.ingest.page_batch import NotExact, pages_to_batch
 from scheduler.kinds.ingest.pages import PageReader
+from scheduler.kinds.ingest.responses import parse_json
 
 
 def _typed(values: list[Any]) -> list[tuple[type, Any]]:

@@ -1,17 +1,21 @@
 """The ``ingest`` job kind: an HTTP API, page by page, to a cleaned, checked Parquet partition.
 
-Modules, one job each: ``spec`` (the frozen config model), ``http`` (session, retries, rate
-limit, deadline, redaction), ``paginate`` (which request comes next), ``expr`` (safe column
+Modules, one job each: ``spec`` (the frozen config model), ``http`` (the fetcher on urllib3:
+redirects, retries, deadline, redaction), ``pacing`` (the rate limit, urllib3's ``Retry`` held
+to the deadline, the watchdog that ends a body read at it), ``cookies`` (what the source sets,
+sent back), ``responses`` (what a fetch returns: raw bytes or parsed JSON), ``paginate`` (which
+request comes next), ``prefetch`` (the fetch thread), ``pages`` (a page's records read straight
+into Arrow columns), ``page_batch`` (the pages of a batch as one batch), ``expr`` (safe column
 expressions), ``columns`` (a batch of records as Arrow columns, with the pandas view hooks and
 rejects see), ``arrow_steps`` (the cleaning steps as ``pyarrow.compute`` kernels), ``transform``
 (the steps in pandas, for hooks and whatever the kernels leave to it), ``results`` (a batch's
 outcome and reject records), ``keys`` (compact key sets for dedupe, unique and merge),
 ``checks`` (gates before publishing), ``sink`` (atomic Parquet publishing) and ``pipeline``
-(the run: batches transformed and written), fed by ``prefetch`` (the fetch thread) with pages
-that ``pages`` reads straight into Arrow columns and ``page_batch`` combines into batches.
+(the run: batches transformed and written).
 
-Importing this package is cheap: pandas, pyarrow and requests are imported only when a run
-starts, so the daemon can load ingest specs without them.
+Importing this package is cheap: pandas, pyarrow and urllib3 are imported only when a run
+starts, so the daemon can load ingest specs without them; a run loads requests only for its
+``Link`` header parser.
 """
 
 from __future__ import annotations

@@ -124,8 +124,8 @@ class Batch:
             return self
         selector = pa.array(mask, type=pa.bool_())
         columns = {n: Column.mixed(*(part.filter(selector) for part in c.parts)) if c.parts is not None
-                   else Column(c.data.filter(selector) if isinstance(c.data, pa.Array) else list(compress(c.data, mask)),
-                               c.dtype) for n, c in self.columns.items()}
+                   else Column(c.data.filter(selector), c.dtype) if isinstance(c.data, pa.Array)
+                   else Column(list(compress(c.data, mask)), c.dtype) for n, c in self.columns.items()}
         return Batch(columns, self.index[mask])
 
     def pandas_index(self, positions: np.ndarray | None = None) -> pd.Index:

@@ -1,4 +1,4 @@
-"""HTTP for ingest: one requests ``Session`` with urllib3 ``Retry``, a rate limit, a deadline, redaction.
+"""HTTP for ingest: urllib3 driven directly, with its ``Retry``, a rate limit, a deadline, redaction.
 
 Invariants:
 - 429, the configured 5xx and read errors are retried by urllib3's ``Retry`` with exponential
@@ -11,9 +11,17 @@ Invariants:
 - Every retry logs one line: ``retrying GET host/path: REASON (attempt N/M, next in Ws)``, and a
   transport failure ends in one :class:`FetchError` line such as ``cannot connect to
   host:443: name does not resolve (2 attempts in 1.0s)``; neither holds a query string.
-- No request starts sooner than ``1 / rate_limit`` seconds after the previous one, retries included.
+- No request starts sooner than ``1 / rate_limit`` seconds after the previous one, retries and
+  redirects included.
 - Nothing waits past the deadline: a retry sleep that would cross it fails at once, read timeouts
   shrink to the time left, and a body that trickles in is abandoned when the deadline passes.
+- Redirects (301, 302, 303, 307, 308 with a ``Location``) are followed, at most
+  :data:`MAX_REDIRECTS` per page, each hop a request of its own; ``Authorization`` (whatever the
+  case of its name) is not sent on to another origin; a page's ``url`` is the last one fetched.
+- Cookies the source sets are sent back (:class:`~scheduler.kinds.ingest.cookies.Cookies`).
+- Only the spec says where to go and how to sign in: no proxy, ``.netrc`` or CA bundle is taken
+  from the environment; with ``verify_tls`` certificates are checked against certifi's bundle;
+  ``user:password@`` in a URL is sent as basic auth.
 - Secret values (and their URL-quoted and base64 forms) never appear in log records of this
   module or urllib3, nor in the text or the chained context of the errors raised here: every
   such text passes the one :class:`~scheduler.redaction.Redactor`.  Secrets are the ``auth:``
@@ -24,57 +32,36 @@ Invariants:
 from __future__ import annotations
 
 import base64
-import dataclasses
-import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from http.client import HTTPException
 from typing import Any
-from urllib.parse import quote_plus, urlsplit
+from urllib.parse import quote_plus, unquote, urlencode, urljoin, urlsplit
 
-import orjson
-import requests
-from requests.adapters import HTTPAdapter
+import certifi
+import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError
+from urllib3.util import make_headers, parse_url
 from urllib3.util.retry import Retry
 
-from scheduler.errors import JobFailed
+from scheduler.kinds.ingest.cookies import Cookies
+from scheduler.kinds.ingest.pacing import DeadlineExceeded, FetchError, PacedRetry, RateLimiter, Watchdog
+from scheduler.kinds.ingest.responses import Page, RawPage, header_links, parse_json
 from scheduler.kinds.ingest.spec_source import ApiKeyAuth, BasicAuth, BearerAuth, Source
-from scheduler.neterrors import ConnectBudget, Failure, classify, endpoint, target
+from scheduler.neterrors import DEFAULT_PORTS, ConnectBudget, Failure, classify, endpoint, target
 from scheduler.redaction import PLAIN_HEADERS, Redactor
 
-_URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry", "urllib3.response")
-_CHUNK = 256 * 1024
-# orjson reads an integer of 2**64 or more as a lossy float where the standard library keeps an
-# exact int; any run of 19+ digits (2**63 has 19) sends the body to the standard library instead.
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGIT_RUN = b"0" * 19
+__all__ = ["DeadlineExceeded", "FetchError", "Fetcher", "Page", "RateLimiter", "RawPage", "parse_json",
+           "source_redactor", "source_secrets"]
 
-
-def parse_json(body: bytes) -> Any:
-    """``json.loads(body)``, the same values and errors, about twice as fast for ordinary bodies.
-
-    orjson parses what it can represent exactly; bodies it rejects (NaN, a BOM, UTF-16, lone
-    surrogates, ...) or that hold long digit runs go to the standard library, whose result or error
-    is the answer.
-    """
-    if _LONG_DIGIT_RUN not in body.translate(_DIGITS_TO_ZERO):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(body)
-
-
-class FetchError(JobFailed):
-    """The source could not deliver a page; the message is redacted and safe to record."""
-
-
-class DeadlineExceeded(FetchError):
-    """The overall fetch deadline passed."""
+_URLLIB3_LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.connection", "urllib3.poolmanager",
+                    "urllib3.util.retry", "urllib3.response")
+MAX_REDIRECTS = 30
+_ORIGINS = 8  # connection pools kept (one per scheme, host and port)
+_ORIGIN_BOUND = frozenset({"authorization", "proxy-authorization", "cookie"})  # not sent on to another origin
+_TRANSPORT_ERRORS = (Urllib3Error, OSError, HTTPException)
 
 
 def source_secrets(source: Source) -> list[str]:
@@ -114,83 +101,36 @@ class _RedactFilter(logging.Filter):
         return True
 
 
-class RateLimiter:
-    """Spaces request starts at least ``1 / per_second`` apart (thread safe)."""
-
-    def __init__(self, per_second: float | None) -> None:
-        self._interval = 1.0 / per_second if per_second else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def acquire(self, deadline: float) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            if start > deadline:
-                raise DeadlineExceeded("deadline reached while waiting for the rate limit")
-            self._next = start + self._interval
-        if start > now:
-            time.sleep(start - now)
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme)
 
 
-OnRetry = Callable[[str | BaseException, int, int, float], None]  # (reason, next attempt, attempts at most, wait)
+def _keeps_authorization(old: str, new: str) -> bool:
+    """Whether a redirect from ``old`` to ``new`` may carry ``Authorization`` on: the same origin,
+    or the upgrade of an origin from http to https on the default ports."""
+    before, after = _origin(old), _origin(new)
+    return before == after or (before[1] == after[1] and before[0::2] == ("http", 80) and after[0::2] == ("https", 443))
 
 
-class _Retry(Retry):
-    """urllib3 ``Retry`` that also respects the run deadline and the rate limit between attempts,
-    and reports each retry (``on_retry``) before waiting for it."""
-
-    deadline: float = float("inf")
-    limiter: RateLimiter | None = None
-    on_retry: OnRetry | None = None
-    attempts: int = 1  # the most attempts one request may make (``total`` + 1)
-
-    def new(self, **kw: Any) -> _Retry:
-        retry = super().new(**kw)
-        retry.deadline, retry.limiter, retry.on_retry, retry.attempts = (
-            self.deadline, self.limiter, self.on_retry, self.attempts)
-        return retry
-
-    def sleep(self, response: Any = None) -> None:
-        wait = None
-        if self.respect_retry_after_header and response is not None:
-            wait = self.get_retry_after(response) or None
-        if wait is None:
-            wait = self.get_backoff_time()  # jitter drawn once: the wait logged is the wait slept
-        if time.monotonic() + wait > self.deadline:
-            raise DeadlineExceeded(f"deadline reached: the next retry would wait {wait:.1f}s")
-        if self.on_retry is not None and self.history:
-            last = self.history[-1]
-            reason: str | BaseException = f"HTTP {last.status}" if last.status else last.error or "retry"
-            self.on_retry(reason, len(self.history) + 1, self.attempts, wait)
-        if wait > 0:
-            time.sleep(wait)
-        if self.limiter is not None:
-            self.limiter.acquire(self.deadline)
+def _merged(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
+    """``base`` updated with ``extra``, header names compared without case (one value each)."""
+    if not extra:
+        return dict(base)
+    names = {name.lower() for name in extra}
+    return {**{k: v for k, v in base.items() if k.lower() not in names}, **extra}
 
 
-class _Adapter(HTTPAdapter):
-    def __init__(self, limiter: RateLimiter, retry: _Retry) -> None:
-        self._limiter = limiter
-        super().__init__(max_retries=retry, pool_connections=1, pool_maxsize=2)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self._limiter.acquire(self.max_retries.deadline)  # type: ignore[attr-defined]
-        return super().send(request, **kwargs)
-
-
-@dataclass(frozen=True)
-class Page:
-    """One fetched page: parsed JSON ``body``, response ``headers``, final ``url`` (unredacted)."""
-
-    url: str
-    status: int
-    headers: Mapping[str, str]
-    links: Mapping[str, Mapping[str, str]]
-    body: Any
-    nbytes: int
+def _with_userinfo(url: str, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with basic auth from ``user:password@`` in ``url``, when it has some (what
+    requests did with such a URL: it replaces any other ``Authorization``)."""
+    if "@" not in url:
+        return headers
+    parts = urlsplit(url)
+    if parts.username is None:
+        return headers
+    token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()).decode()
+    return {**{k: v for k, v in headers.items() if k.lower() != "authorization"}, "Authorization": f"Basic {token}"}
 
 
 class Fetcher:
@@ -201,27 +141,30 @@ class Fetcher:
         self.deadline = deadline if deadline is not None else time.monotonic() + source.deadline.total_seconds()
         self.requests = 0
         policy = source.retries
-        # connect=0: urllib3 hands connection failures straight back; :class:`ConnectBudget` paces them
-        self._retry = _Retry(
+        # connect=0: urllib3 hands connection failures straight back; :class:`ConnectBudget` paces them.
+        # redirect=False: urllib3 returns a redirect as it is; the fetcher follows it (see _fetch).
+        self._retry = PacedRetry(
             total=policy.total, connect=0, read=policy.total, status=policy.total, other=0,
-            redirect=5, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
+            redirect=False, allowed_methods=frozenset({"GET"}), status_forcelist=frozenset(policy.statuses),
             backoff_factor=policy.backoff.total_seconds(), backoff_max=policy.backoff_max.total_seconds(),
             backoff_jitter=policy.jitter.total_seconds(),
             # typed int by urllib3, which only compares it: a fractional cap stays as configured
             retry_after_max=policy.retry_after_max.total_seconds(),  # type: ignore[arg-type]
-            respect_retry_after_header=True, raise_on_status=False, raise_on_redirect=True,
+            respect_retry_after_header=True, raise_on_status=False,
         )
+        self._limiter = RateLimiter(source.rate_limit)
         self._retry.deadline = self.deadline
-        self._retry.limiter = RateLimiter(source.rate_limit)
+        self._retry.limiter = self._limiter
         self._retry.on_retry = self._log_retry
         self._retry.attempts = policy.total + 1
-        self._endpoint = ""  # host/path of the request in flight, for retry lines (no query: keys live there)
-        self.session = requests.Session()
-        self.session.verify = source.verify_tls
-        self.session.trust_env = False  # no proxy or .netrc surprises: the spec says where to go
-        adapter = _Adapter(self._retry.limiter, self._retry)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
+        self._timeouts = (source.connect_timeout.total_seconds(), source.read_timeout.total_seconds())
+        self._in_flight = ""  # URL of the request in flight (its query may hold a key: log only _endpoint)
+        tls: dict[str, Any] = ({"cert_reqs": "CERT_REQUIRED", "ca_certs": certifi.where()} if source.verify_tls
+                               else {"cert_reqs": "CERT_NONE"})
+        self._pools = urllib3.PoolManager(num_pools=_ORIGINS, maxsize=2, **tls)
+        self._by_origin: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
+        self._watchdog = Watchdog(self.deadline)
+        self._cookies = Cookies()
         self._headers, self._auth_params = self._auth_headers(source)
         self._filter = _RedactFilter(redact)
         for name in _URLLIB3_LOGGERS:
@@ -230,7 +173,9 @@ class Fetcher:
     @staticmethod
     def _auth_headers(source: Source) -> tuple[dict[str, str], dict[str, str]]:
         auth = source.auth
-        headers: dict[str, str] = {"Accept": "application/json"}
+        # what a requests Session sent, less its User-Agent (urllib3 names itself)
+        encodings = make_headers(accept_encoding=True)["accept-encoding"]  # gzip, deflate (br, zstd if installed)
+        headers = {"Accept": "application/json", "Accept-Encoding": encodings}
         params: dict[str, str] = {}
         if isinstance(auth, BearerAuth) and auth.token:
             headers["Authorization"] = f"Bearer {auth.token}"
@@ -242,7 +187,9 @@ class Fetcher:
         return headers, params
 
     def close(self) -> None:
-        self.session.close()
+        self._watchdog.cancel()
+        self._by_origin.clear()
+        self._pools.clear()
         for name in _URLLIB3_LOGGERS:
             logging.getLogger(name).removeFilter(self._filter)
 
@@ -251,6 +198,25 @@ class Fetcher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def _endpoint(self) -> str:
+        """host/path of the request in flight, for retry lines and errors (no query: keys live there)."""
+        return endpoint(self._in_flight)
+
+    def _pool(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The connection pool for ``url``'s origin and the request target to send it."""
+        parts = parse_url(url)  # also percent-encodes what may not travel as is (a space in a Location)
+        if parts.scheme not in DEFAULT_PORTS or not parts.host:
+            raise FetchError(f"not an http(s) URL: {url}")
+        key = (parts.scheme, parts.host, parts.port)
+        pool = self._by_origin.get(key)
+        if pool is None:
+            if len(self._by_origin) >= _ORIGINS:  # both forget them at once: no pool is closed behind our back
+                self._by_origin.clear()
+                self._pools.clear()
+            pool = self._by_origin[key] = self._pools.connection_from_host(parts.host, parts.port, parts.scheme)
+        return pool, parts.request_uri
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -264,69 +230,85 @@ class Fetcher:
                          url=self.redact(self._endpoint), reason=reason, request_attempt=attempt,
                          request_attempts=attempts, wait=round(wait, 3))
 
-    def _budget(self) -> ConnectBudget:
+    def _budget(self, started: float) -> ConnectBudget:
         policy = self.source.retries
         return ConnectBudget(policy.connect_budget.total_seconds(), policy.backoff.total_seconds(),
-                             policy.backoff_max.total_seconds(), policy.jitter.total_seconds())
+                             policy.backoff_max.total_seconds(), policy.jitter.total_seconds(), started=started)
 
     def _failure(self, exc: BaseException) -> Failure:
-        return classify(exc, self.source.connect_timeout.total_seconds(), self.source.read_timeout.total_seconds())
+        return classify(exc, *self._timeouts)
 
     def get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
-        """GET one page and parse it as JSON; raises :class:`FetchError` (redacted, no chained context)."""
+        """GET one page and parse it as JSON (:func:`parse_json`); raises :class:`FetchError`
+        (redacted, no chained context), for a body that is not JSON too."""
         return self.parsed(self.fetch(url, params, headers))
 
-    def parsed(self, page: Page) -> Page:
-        """``page`` (as :meth:`fetch` returns it) with its body parsed as JSON, or :class:`FetchError`."""
+    def parsed(self, raw: RawPage) -> Page:
+        """``raw`` with its body parsed as JSON (:func:`parse_json`), or :class:`FetchError`
+        (redacted, no chained context)."""
         try:
-            body = parse_json(page.body)
+            return raw.page(parse_json(raw.content))
         except ValueError as exc:
-            raise FetchError(self.redact(f"invalid JSON from {page.url} ({page.nbytes} bytes): {exc}")) from None
-        return dataclasses.replace(page, body=body)
+            error = f"invalid JSON from {raw.url} ({raw.nbytes} bytes): {exc}"
+        # raised outside the except block so the unredacted original is not chained as __context__
+        raise FetchError(self.redact(error))
 
-    def fetch(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
-        """GET one page; its ``body`` is the response's bytes.  Raises :class:`FetchError` (redacted,
-        no chained context)."""
+    def fetch(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> RawPage:
+        """GET one page, its body unparsed; raises :class:`FetchError` (redacted, no chained context).
+
+        ``params`` are added to ``url``'s query; ``None`` means ``url`` is a next URL the server
+        gave, which keeps its own query (the API key is added unless the server echoed it)."""
         error: str | None = None
         error_type: type[FetchError] = FetchError
         try:
-            return self._get(url, params, headers)
-        except DeadlineExceeded as exc:
-            error, error_type = str(exc), DeadlineExceeded
+            return self._fetch(self._url(url, params), _with_userinfo(url, _merged(self._headers, headers)))
         except FetchError as exc:
             error, error_type = str(exc), type(exc)
-        except (requests.RequestException, Urllib3Error, OSError) as exc:
+        except (*_TRANSPORT_ERRORS, ValueError) as exc:  # ValueError: a URL urllib3 cannot parse
             error = f"GET {endpoint(url)} failed: {self._failure(exc).reason}"
         # raised outside the except blocks so the unredacted original is not chained as __context__
         raise error_type(self.redact(error))
 
-    def _get(self, url: str, params: Mapping[str, str] | None, headers: Mapping[str, str]) -> Page:
+    def _url(self, url: str, params: Mapping[str, str] | None) -> str:
         if params is not None:
-            merged_params: dict[str, str] | None = {**params, **self._auth_params}
+            query = {**params, **self._auth_params}
         else:  # a next URL carries its own query; add the API key unless the server echoed it
-            query = urlsplit(url).query
-            merged_params = {k: v for k, v in self._auth_params.items() if f"{quote_plus(k)}=" not in query} or None
+            own = urlsplit(url).query
+            query = {k: v for k, v in self._auth_params.items() if f"{quote_plus(k)}=" not in own}
+        if not query:
+            return url
+        url = url.partition("#")[0]
+        separator = "" if url.endswith(("?", "&")) else "&" if "?" in url else "?"
+        return f"{url}{separator}{urlencode(query)}"
+
+    def _fetch(self, url: str, headers: dict[str, str]) -> RawPage:
         retry: Retry = self._retry
-        self._endpoint = endpoint(url)
-        budget = self._budget()
+        self._in_flight = url
+        started = time.monotonic()
+        budget: ConnectBudget | None = None
+        redirects = 0
+        hop = False  # the request follows a redirect: one more request of the same attempt
         while True:
-            left = self.remaining()
+            left = self.deadline - time.monotonic()
             if left <= 0:
                 raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {self._endpoint}")
-            timeout = (min(self.source.connect_timeout.total_seconds(), left),
-                       min(self.source.read_timeout.total_seconds(), left))
-            self.requests += 1
+            if not hop:
+                self.requests += 1
+            hop = False
+            self._limiter.acquire(self.deadline)
             try:
-                resp = self.session.get(url, params=merged_params, headers={**self._headers, **headers}, stream=True,
-                                        timeout=timeout)
-            except requests.exceptions.RetryError:
-                raise FetchError(f"GET {self._endpoint} failed: too many redirects or retries") from None
-            except requests.exceptions.ConnectionError as exc:  # connect, DNS, TLS, reads after urllib3's retries
+                pool, target_uri = self._pool(url)
+                resp = pool.urlopen(
+                    "GET", target_uri, headers=self._cookies.add(url, headers), retries=retry, redirect=False,
+                    assert_same_host=False, preload_content=False,
+                    timeout=urllib3.Timeout(connect=min(self._timeouts[0], left), read=min(self._timeouts[1], left)))
+            except MaxRetryError as exc:  # connect, DNS, TLS, or reads and statuses after urllib3's retries
                 failure = self._failure(exc)
                 if not failure.before_request:
                     what = "after retries" if failure.phase == "read" and self.source.retries.total else ""
                     failed = f"GET {self._endpoint} failed: {failure.reason}"
                     raise FetchError(" ".join(filter(None, [failed, what]))) from None
+                budget = budget or self._budget(started)
                 wait = budget.next_wait(failure)
                 if wait is None:
                     attempts = "1 attempt" if budget.made == 1 else f"{budget.made} attempts"
@@ -338,18 +320,29 @@ class Fetcher:
                 self._log_retry(failure.reason, budget.made + 1, budget.planned(failure), wait)
                 time.sleep(wait)
                 continue
-            except requests.exceptions.RequestException as exc:  # a read timeout raised without retries
-                raise FetchError(f"GET {self._endpoint} failed: {self._failure(exc).reason}") from None
             try:
-                if resp.status_code >= 400:
-                    snippet = self._read(resp, limit=500).decode("utf-8", "replace")
-                    retried = resp.status_code in self.source.retries.statuses
+                self._cookies.store(url, resp.headers)
+                location = resp.get_redirect_location()
+                if location:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise FetchError(f"GET {self._endpoint} failed: more than {MAX_REDIRECTS} redirects")
+                    resp.drain_conn()
+                    following = urljoin(url, location)
+                    if not _keeps_authorization(url, following):
+                        headers = {k: v for k, v in headers.items() if k.lower() not in _ORIGIN_BOUND}
+                    url = self._in_flight = following
+                    retry, hop = self._retry, True
+                    continue
+                if resp.status >= 400:
+                    snippet = self._read(resp, url, limit=500).decode("utf-8", "replace")
+                    retried = resp.status in self.source.retries.statuses
                     what = f"after {self.source.retries.total} retries" if retried else "(not retried)"
                     body_line = " ".join(snippet.split())[:300]  # one line, whatever the server sent
-                    raise FetchError(f"HTTP {resp.status_code} from {resp.url} {what}: {body_line}")
+                    raise FetchError(f"HTTP {resp.status} from {url} {what}: {body_line}")
                 try:
-                    body = self._read(resp)
-                except (requests.RequestException, Urllib3Error, OSError) as exc:
+                    body = self._read(resp, url)
+                except _TRANSPORT_ERRORS as exc:
                     try:
                         retry = retry.increment(method="GET", url=url, error=exc)
                     except MaxRetryError:
@@ -358,21 +351,24 @@ class Fetcher:
                     retry.sleep()  # logs the retry line
                     continue
             finally:
-                resp.close()
-            return Page(url=resp.url, status=resp.status_code, headers=dict(resp.headers), links=resp.links,
-                        body=body, nbytes=len(body))
+                resp.close()  # a body read to its end has already handed the connection back
+                resp.release_conn()
+            return RawPage(url=url, status=resp.status, headers=dict(resp.headers),
+                           links=header_links(resp.headers.get("link")), content=body, nbytes=len(body))
 
-    def _read(self, resp: requests.Response, limit: int | None = None) -> bytes:
-        """Read the body chunk by chunk so the deadline can end a trickling response."""
-        chunks: list[bytes] = []
-        size = 0
-        raw = resp.raw
-        while limit is None or size < limit:
-            if time.monotonic() > self.deadline:
-                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {resp.url}")
-            chunk = raw.read1(_CHUNK, decode_content=True)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+    def _read(self, resp: urllib3.BaseHTTPResponse, url: str, limit: int | None = None) -> bytes:
+        """The body (its first ``limit`` bytes) in one read, which :class:`Watchdog` ends at the deadline."""
+        self._watchdog.watch(resp)
+        try:
+            if self._watchdog.fired or time.monotonic() > self.deadline:
+                raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before reading {url}")
+            body = resp.read(limit)
+        except _TRANSPORT_ERRORS:
+            if not self._watchdog.fired:
+                raise
+            body = b""
+        finally:
+            self._watchdog.watch(None)
+        if self._watchdog.fired:
+            raise DeadlineExceeded(f"deadline of {self.source.deadline} reached while reading {url}")
+        return body

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from scheduler.kinds.ingest.http import parse_json
+from scheduler.kinds.ingest.responses import parse_json
 
 PREFIX = "\x01"
 SUFFIX = "\x00s"

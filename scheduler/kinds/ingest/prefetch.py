@@ -14,7 +14,6 @@ Invariants:
 
 from __future__ import annotations
 
-import dataclasses
 import queue
 import threading
 from typing import Any
@@ -131,13 +130,13 @@ class Prefetch:
             while request is not None and not self._stop.is_set():
                 if self.pages >= max_pages:
                     raise FetchError(f"more than max_pages={max_pages} pages: stopping (raise max_pages if expected)")
-                page = fetcher.fetch(request.url, request.params, headers)
-                read = reader.read(page.body) if reader is not None else None
+                raw = fetcher.fetch(request.url, request.params, headers)
+                read = reader.read(raw.content) if reader is not None else None
                 if read is not None:  # records as Arrow columns, parsed without holding the GIL
                     item: ArrowPage | list[Any] = read
-                    page, rows = dataclasses.replace(page, body=read.body), read.rows
+                    page, rows = raw.page(read.body), read.rows
                 else:
-                    page = fetcher.parsed(page)
+                    page = fetcher.parsed(raw)
                     item = extract_records(page.body, self.spec.source.records)
                     rows = len(item)
                 request = paginator.next(page, rows)
