@@ -90,6 +90,9 @@ CASES: dict[str, tuple[list[list[dict[str, Any]]], bool]] = {
     "unicode and escapes": ([[{"s": "é😀\"\\\n\u0001", "k\u00e9y": "v"}]], True),
     "empty page": ([[]], True),
     "nested field mixing types": ([[{"c": {"q": 1}}, {"c": {"q": "1"}}]], False),
+    "a mixed record field's name inside an object": ([[{"q": 1, "c": {"q": "x"}}, {"q": "2", "c": {"q": "y"}}]],
+                                                     False),
+    "a timestamp field's name inside an object": ([[{"t": "2026-11-05", "c": {"t": "2026-11-06"}}]], True),
     "an object beside text": ([[{"c": {"q": 1}}, {"c": "x"}]], False),
 }
 
@@ -105,6 +108,15 @@ def test_arrow_pages_match_the_reference_batch(case: str, sep: str | None) -> No
 @pytest.mark.parametrize("key", ["data", None])
 def test_a_body_that_is_the_list_and_one_under_a_key(key: str | None) -> None:
     check([body([{"q": 1}, {"q": "2"}, {"t": "2026-11-05"}], key=key)], key=key)
+
+
+def test_a_key_the_rewrite_cannot_reach_declines_the_page() -> None:
+    reader = PageReader("data")
+    reader.prefixed.add("t")  # learnt from an earlier page
+    page = b'{"data":[{"t":"2026-11-05"},{"\\u0074":"2026-11-06"}]}'  # the second key written escaped
+    assert reader.read(body([{"t": "2026-11-05"}])) is not None
+    assert reader.read(page) is None
+    assert reader.read(b'{"data":[{"\\u0074":"2026-11-06"}]}') is None  # read as a time, not as text
 
 
 def test_spaced_json_is_rewritten_too() -> None:

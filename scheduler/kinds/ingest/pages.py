@@ -116,7 +116,9 @@ class PageReader:
                 return None  # a float column that may hold a rounded big integer
             if any(_timestamp_in_list(f.type) for f in table.schema):
                 return None  # text read as times inside a list: no key to rewrite
-            stamps = set(_timestamp_names(table.schema)) - self.prefixed
+            stamps = set(_timestamp_names(table.schema))
+            if stamps & self.prefixed:
+                return None  # a value the rewrite did not reach (a key written another way)
             if stamps:
                 self.prefixed |= stamps
                 continue
@@ -167,6 +169,8 @@ class PageReader:
         if pa.types.is_null(values.type) and len(values) == 0:
             columns: dict[str, pa.Array | Split] = {}
         elif pa.types.is_struct(values.type) and values.null_count == 0:
+            if any(_suffixed(f.type) for f in values.type):
+                return None  # a string renamed inside a nested object: only record fields are split
             restored = self._columns(values)
             if restored is None:
                 return None
@@ -237,6 +241,15 @@ def _has_floats(schema: Iterable[pa.Field]) -> bool:
             return True
         if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _has_floats([kind.value_field]):
             return True
+    return False
+
+
+def _suffixed(kind: pa.DataType) -> bool:
+    """Whether a nested field (inside an object or a list) carries the rename suffix."""
+    if pa.types.is_struct(kind):
+        return any(SUFFIX in f.name or _suffixed(f.type) for f in kind)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _suffixed(kind.value_type)
     return False
 
 
