@@ -25,7 +25,6 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from scheduler.kinds.ingest.http import Fetcher, source_redactor  # noqa: E402 - after the path set-up above
 from scheduler.kinds.ingest.spec_source import Source  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from ingest_bench import start_api  # noqa: E402 - the same memory-served API
 
 DAY = "2026-11-05"
 Leg = Callable[[int], int]  # fetch page N, return its size in bytes
@@ -101,18 +103,6 @@ def legs(url: str, per_page: int) -> tuple[dict[str, Leg], list[Callable[[], Non
             "fetch": fetch, "get": get}, closers
 
 
-def start_api(records: int, per_page: int) -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, str(ROOT / "bench" / "memory_api.py"), "--records", str(records),
-            "--per-page", str(per_page), "--date", DAY]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url.startswith("http://"):
-        proc.kill()
-        raise SystemExit(f"the memory API did not start (exit code {proc.wait()})")
-    return proc, url
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pages", type=int, default=200)
@@ -120,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    api, url = start_api(args.pages * args.per_page, args.per_page)
+    api, url = start_api("memory", args.pages * args.per_page, args.per_page)
     per_page: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     try:
