@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from scheduler.kinds.ingest import keys as keys_module
 from scheduler.kinds.ingest.keys import KeySet
 
 
-def test_first_seen_marks_each_key_once_across_batches() -> None:
+@pytest.mark.parametrize("filter_from", [50_000, 100])  # as shipped (no filter here) and with the filter
+@pytest.mark.parametrize("spread", ["small values", "full 64-bit digests"])
+def test_first_seen_marks_each_key_once_across_batches(spread: str, filter_from: int,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(keys_module, "_FILTER_FROM", filter_from)
     rng = np.random.default_rng(7)
+    pool = (np.arange(5_000, dtype=np.uint64) if spread == "small values"
+            else rng.integers(0, 2**64 - 1, 5_000, dtype=np.uint64, endpoint=True))
     keys, seen = KeySet(), set()
     for size in [0, 1, 5, 400, 3, 1000, 0, 250] * 20:
-        probe = rng.integers(0, 5_000, size, dtype=np.uint64)
+        probe = pool[rng.integers(0, len(pool), size)]
         expected = np.zeros(size, dtype=bool)
         for i, key in enumerate(probe.tolist()):  # the plain rule, row by row
             if key not in seen:
@@ -20,4 +28,6 @@ def test_first_seen_marks_each_key_once_across_batches() -> None:
         assert keys.first_seen(probe).tolist() == expected.tolist()
         assert len(keys) == len(seen)
     assert keys.contains(np.array(sorted(seen), dtype=np.uint64)).all()
-    assert not keys.contains(np.array([5_000, 2**63], dtype=np.uint64)).any()
+    absent = np.array(sorted(set(rng.integers(0, 2**64 - 1, 1_000, dtype=np.uint64, endpoint=True).tolist()) - seen),
+                      dtype=np.uint64)
+    assert not keys.contains(absent).any()
