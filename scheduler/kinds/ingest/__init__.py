@@ -31,13 +31,18 @@ def execute(spec: IngestJob, ctx: RunContext) -> dict[str, Any]:
     """Run one ingest attempt; see :func:`scheduler.kinds.ingest.pipeline.run` for the result keys.
 
     Fetching starts first: the first pages arrive while the transform side (pandas) imports."""
-    from scheduler.kinds.ingest.prefetch import start_fetching
+    from scheduler.kinds.ingest.prefetch import Prefetch, start_fetching
 
-    prefetch = start_fetching(spec, ctx)
+    prefetch: Prefetch | None
+    try:
+        prefetch = start_fetching(spec, ctx)
+    except Exception:  # noqa: BLE001 - run() tries again and reports it as the run's (redacted) failure
+        prefetch = None
     try:
         from scheduler.kinds.ingest.pipeline import run
     except BaseException:
-        prefetch.close()
+        if prefetch is not None:
+            prefetch.close()
         raise
     return run(spec, ctx, prefetch)
 
