@@ -192,7 +192,7 @@ def _converts_plainly(col: Column) -> bool:
     kind = data.type
     return bool((dtype == STR and pa.types.is_string(kind))
                 or (dtype == INT64 and pa.types.is_int64(kind) and not data.null_count)
-                or (dtype == FLOAT64 and (pa.types.is_float64(kind) or pa.types.is_int64(kind)))
+                or (dtype == FLOAT64 and pa.types.is_float64(kind))
                 or (dtype == BOOL and pa.types.is_boolean(kind) and not data.null_count)
                 or (dtype == UTC_US and kind == pa.timestamp("us", tz="UTC")))
 

@@ -87,7 +87,8 @@ def text_digests(text: pa.Array) -> np.ndarray:
             at = word * 8 + _BYTE
             chunk = data[np.minimum(starts[:, None] + at, len(data) - 1)]
             chunk[at >= lengths[:, None]] = 0
-            h = _mix(h ^ chunk.view("<u8")[:, 0])
+            # only a key's own words: a shorter key's digest must not depend on a longer one beside it
+            h = np.where(lengths > word * 8, _mix(h ^ chunk.view("<u8")[:, 0]), h)
     if text.null_count:
         h[np.asarray(text.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _NULL
     return h

@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -98,8 +99,14 @@ class PageReader:
 
     def read(self, content: bytes) -> ArrowPage | None:
         """The page as Arrow columns, or None where only the reference path reads it exactly."""
-        if not self.usable or len(content) + 16 > _MAX_BLOCK:
+        if not self.usable or len(content) + 16 > _MAX_BLOCK or _too_deep(content):
             return None
+        try:
+            return self._read(content)
+        except RecursionError:  # a deeply nested page: the reference path reads it (or says why not)
+            return None
+
+    def _read(self, content: bytes) -> ArrowPage | None:
         spaced = b'": ' in content  # only a key's colon can be followed by a space outside strings
         for _ in range(_MAX_LEARN):
             try:
@@ -110,20 +117,38 @@ class PageReader:
                 continue
             except (pa.ArrowException, UnicodeDecodeError, ValueError):
                 return None
-            if table.num_rows != 1:
-                return None  # several JSON values: the reference parser's error is the answer
-            if _has_floats(table.schema) and _LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO):
-                return None  # a float column that may hold a rounded big integer
-            if any(_timestamp_in_list(f.type) for f in table.schema):
-                return None  # text read as times inside a list: no key to rewrite
-            stamps = set(_timestamp_names(table.schema))
-            if stamps & self.prefixed:
+            if table.num_rows != 1 or (self.records is None and table.column_names != [_WRAPPED]):
+                return None  # several JSON values, or a list body that was no JSON: the reference path's error
+            if _nested_lists(table.schema, self.records or _WRAPPED):
+                return None  # lists other than the records': Arrow misreads some (apache/arrow#51305)
+            if _has_floats(table.schema) and (_LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO)
+                                              or _MINUS_ZERO.search(content)):
+                return None  # a float column that may hold a rounded big integer, or -0 read as -0.0
+            # a renamed field's text half read as times: the rename and the prefix go together
+            stamps = {n[: -len(SUFFIX)] if n.endswith(SUFFIX) and n[: -len(SUFFIX)] in self.renamed else n
+                      for n in _timestamp_names(table.schema)}
+            if stamps & self.prefixed or any(SUFFIX in name for name in stamps):
                 return None  # a value the rewrite did not reach (a key written another way)
             if stamps:
                 self.prefixed |= stamps
                 continue
+            if not self._rewrites_took(content, table, spaced):
+                return None
             return self._page(content, table)
         return None
+
+    def _rewrites_took(self, content: bytes, table: pa.Table, spaced: bool) -> bool:
+        """Whether each rewrite reached exactly the values read under its name: as many string
+        values under the (renamed) name as the rewritten pattern occurs in the page.  A key that
+        merely ends like the pattern (``"a\\"t":"``), one written with escapes, or a real key
+        named like a renamed one makes the counts differ."""
+        for name in self.prefixed | self.renamed:
+            key = b'"' + _json_key(name) + b'":'
+            written = content.count(key + b'"') + (content.count(key + b' "') if spaced else 0)
+            read_name = name + SUFFIX if name in self.renamed else name
+            if written != _strings_named(table.schema, table.columns, read_name):
+                return False
+        return True
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -216,6 +241,8 @@ class PageReader:
             if isinstance(value, Split):
                 if not (pa.types.is_int64(value.numbers.type) or pa.types.is_null(value.numbers.type)):
                     return None  # floats beside strings: 3 and 3.0 are told apart only in Python
+                if pc.any(pc.and_(value.numbers.is_valid(), value.texts.is_valid())).as_py():
+                    return None  # a record holding both halves: a repeated key, whose last value Python keeps
                 if value.numbers.null_count == len(value.numbers) == value.texts.null_count:
                     out[name] = pa.nulls(len(value.texts))  # only nulls: the reference reads a null column
                 elif value.numbers.null_count == len(value.numbers):
@@ -242,6 +269,56 @@ def _has_floats(schema: Iterable[pa.Field]) -> bool:
         if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _has_floats([kind.value_field]):
             return True
     return False
+
+
+_MINUS_ZERO = re.compile(rb"[:\[,]\s*-0(?![.0-9eE])")
+_DEPTH_LIMIT = 256  # brackets open at once, counted on the bytes: deeper pages take the reference path
+_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+
+
+def _too_deep(content: bytes) -> bool:
+    """Whether the page may nest deeper than :data:`_DEPTH_LIMIT` (Arrow's reader overflows the
+    stack on very deep nesting).  Brackets inside strings count too, so this may say yes too often."""
+    brackets = np.frombuffer(content.translate(None, _BRACKETS), dtype=np.uint8)
+    if len(brackets) < _DEPTH_LIMIT:
+        return False
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return bool(np.cumsum(steps).max() > _DEPTH_LIMIT)
+
+
+def _nested_lists(schema: pa.Schema, records: str) -> bool:
+    """Whether any list sits anywhere but as the records' own list (of objects)."""
+    for fld in schema:
+        kind = fld.type
+        if fld.name == records and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            kind = kind.value_type
+        if _has_list(kind):
+            return True
+    return False
+
+
+def _has_list(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return True
+    return pa.types.is_struct(kind) and any(_has_list(f.type) for f in kind)
+
+
+def _strings_named(fields: Iterable[pa.Field], arrays: Iterable[Any], name: str) -> int:
+    """Non-null string values of the fields called ``name``, at any depth of objects (lists are
+    declined before this is asked), the records' list included."""
+    count = 0
+    for fld, array in zip(fields, arrays, strict=True):
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        kind = fld.type
+        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            array, kind = array.flatten(), kind.value_type
+            fld = pa.field(fld.name, kind)
+        if fld.name == name and pa.types.is_string(kind):
+            count += len(array) - array.null_count
+        if pa.types.is_struct(kind):
+            count += _strings_named(list(kind), _children(array), name)
+    return count
 
 
 def _suffixed(kind: pa.DataType) -> bool:

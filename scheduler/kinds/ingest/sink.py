@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from scheduler.errors import JobFailed
-from scheduler.kinds.ingest.columns import OBJECT, Batch
+from scheduler.kinds.ingest.columns import FLOAT64, OBJECT, Batch
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
 from scheduler.process import host_tag, pid_alive
 
@@ -131,6 +131,8 @@ def batch_table(batch: Batch, schema: pa.Schema) -> pa.Table:
             continue
         if not _fits(col.dtype, f.type):
             raise SchemaError(f"column {f.name!r} has type {col.dtype}, the schema says {f.type}: add a cast step")
+        if col.dtype == FLOAT64 and pa.types.is_floating(data.type) and pc.any(pc.is_nan(data)).as_py():
+            data = pc.if_else(pc.is_nan(data), pa.scalar(None, data.type), data)  # NaN is null there, as in pandas
         try:
             arrays.append(data.cast(f.type, safe=not pa.types.is_timestamp(f.type)))
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
