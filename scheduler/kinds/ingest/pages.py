@@ -107,10 +107,13 @@ class PageReader:
             return None
 
     def _read(self, content: bytes) -> ArrowPage | None:
-        spaced = b'": ' in content  # only a key's colon can be followed by a space outside strings
+        # only a key's colon can be followed by a space outside strings; a spaced page is told by its
+        # first keys (one spaced further on is caught by the count of what the rewrites reached)
+        spaced = content.find(b'": ', 0, 4096) >= 0
         for _ in range(_MAX_LEARN):
             try:
-                table = self._parse(self._rewrite(content, spaced))
+                text, reached = self._rewrite(content, spaced)
+                table = self._parse(text)
             except pa.ArrowInvalid as exc:
                 if not self._learn_mixed(str(exc)):
                     return None
@@ -132,37 +135,37 @@ class PageReader:
             if stamps:
                 self.prefixed |= stamps
                 continue
-            if not self._rewrites_took(content, table, spaced):
+            if not self._rewrites_took(table, reached):
                 return None
             return self._page(content, table)
         return None
 
-    def _rewrites_took(self, content: bytes, table: pa.Table, spaced: bool) -> bool:
+    def _rewrites_took(self, table: pa.Table, reached: dict[str, int]) -> bool:
         """Whether each rewrite reached exactly the values read under its name: as many string
-        values under the (renamed) name as the rewritten pattern occurs in the page.  A key that
-        merely ends like the pattern (``"a\\"t":"``), one written with escapes, or a real key
-        named like a renamed one makes the counts differ."""
-        for name in self.prefixed | self.renamed:
-            key = b'"' + _json_key(name) + b'":'
-            written = content.count(key + b'"') + (content.count(key + b' "') if spaced else 0)
+        values under the (renamed) name as the pattern was rewritten in the page.  A key that
+        merely ends like the pattern (``"a\\"t":"``), one written with escapes or other spacing, or
+        a real key named like a renamed one makes the counts differ."""
+        for name, count in reached.items():
             read_name = name + SUFFIX if name in self.renamed else name
-            if written != _strings_named(table.schema, table.columns, read_name):
+            if count != _strings_named(table.schema, table.columns, read_name):
                 return False
         return True
 
-    # --- reading ---------------------------------------------------------------------------------
-
-    def _rewrite(self, content: bytes, spaced: bool) -> bytes:
+    def _rewrite(self, content: bytes, spaced: bool) -> tuple[bytes, dict[str, int]]:
+        """The page with the learnt rewrites made, and how many values each reached."""
+        reached: dict[str, int] = {}
         for name in sorted(self.prefixed | self.renamed):
             key = _json_key(name)
             target = key + (_SUFFIX_JSON if name in self.renamed else b"")
             lead = _PREFIX_JSON if name in self.prefixed else b""
+            before = len(content)
             content = content.replace(b'"' + key + b'":"', b'"' + target + b'":"' + lead)
             if spaced:
                 content = content.replace(b'"' + key + b'": "', b'"' + target + b'": "' + lead)
+            reached[name] = (len(content) - before) // (len(target) + len(lead) - len(key))  # bytes added each
         if self.records is None:
             content = b'{"' + _WRAPPED.encode() + b'":' + content + b"}"
-        return content
+        return content, reached
 
     @staticmethod
     def _parse(text: bytes) -> pa.Table:
@@ -308,8 +311,8 @@ def _strings_named(fields: Iterable[pa.Field], arrays: Iterable[Any], name: str)
     declined before this is asked), the records' list included."""
     count = 0
     for fld, array in zip(fields, arrays, strict=True):
-        if isinstance(array, pa.ChunkedArray):
-            array = array.combine_chunks()
+        if isinstance(array, pa.ChunkedArray):  # a one-row table: one chunk (no copy)
+            array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
         kind = fld.type
         if pa.types.is_list(kind) or pa.types.is_large_list(kind):
             array, kind = array.flatten(), kind.value_type
