@@ -18,17 +18,21 @@ What the reader does differently, and how each is met:
   values are renamed in the bytes (``"name":"`` -> ``"name<SUFFIX>":"``) so they land in a
   column of their own; the two halves become the one mixed column (``dtype`` object, the same
   Python values) the reference path builds, carrying both halves (``Column.parts``) for kernels.
-- Integers beyond 64 bits become doubles, and integers beyond 2**53 beside floats are rounded
-  into a float column (the reference path keeps them as Python objects): a page read with a float
-  column and a run of 16 or more digits is declined.
-- A key given twice in one object, ``NaN`` and other oddities: errors or values the reference
-  path reads alike are left to it (any reader error declines the page).
+- Integers beyond 64 bits become doubles, and integers beyond 2**53 (or ``-0``) beside floats
+  are rounded into a float column (the reference path keeps them as Python ints): a page read
+  with a float column and a run of 16 or more digits, or an integer ``-0``, is declined.
+- A list that starts with null is misread (apache/arrow#51305): pages with any list but the
+  records' own are declined.  Very deep nesting overflows the reader's stack: pages whose
+  brackets may nest deeper than 256 are declined before reading.
+- A key given twice in one object, several JSON values in one body, and other oddities: any
+  reader error declines the page, and the reference path reads it or names the error.
 
-Both rewrites match only ``"name":"`` (or ``"name": "``): inside a JSON string every quote is
-escaped, so the pattern can only be a key followed by a string value.  A value the rewrite
-missed (a key written with escapes) is detected (a prefixed column not all prefixed, a mixed
-field still in error) and declines the page.  The rewrite set is learnt per run, from the
-reader's own errors and types, so a run pays a second read only when it meets a new field.
+The rewrites match ``"name":"`` (or ``"name": "``), which is a key followed by a string value
+when the quote before the name opens the key; it may also close an earlier string (the key
+``a\"name``), and a key may be written with escapes or other spacing.  So each rewrite is
+counted (the bytes it added) against the string values read under its name, and any difference
+declines the page.  The rewrite set is learnt per run, from the reader's own errors and types,
+so a run pays a second read only when it meets a new field.
 """
 
 from __future__ import annotations
