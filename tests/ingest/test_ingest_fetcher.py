@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import structlog
+from polling import wait_for
 
 from scheduler.kinds.ingest.http import MAX_REDIRECTS, DeadlineExceeded, Fetcher, FetchError, source_redactor
 from scheduler.kinds.ingest.spec_source import Source
@@ -377,3 +378,30 @@ def test_fetching_loads_urllib3_but_not_requests() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['urllib3']"
+
+
+def test_close_ends_the_retries_of_a_source_that_is_down() -> None:
+    """A run that fails elsewhere closes its fetcher: the fetch thread stops retrying at once."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now: every connect is refused
+    f = fetcher(f"http://127.0.0.1:{port}", retries={"connect_budget": "60s", "backoff": "5s"})
+    outcome: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            f.fetch(f"http://127.0.0.1:{port}/x", {}, {})
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    wait_for(lambda: f.requests >= 1, what="the first attempt")  # refused at once, then a 5 s retry wait
+    started = time.monotonic()
+    f.close()
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 2
+    assert isinstance(outcome[0], FetchError) and "closed" in str(outcome[0])

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from http.client import HTTPException
@@ -164,6 +165,7 @@ class Fetcher:
         self._pools = urllib3.PoolManager(num_pools=_ORIGINS, maxsize=2, **tls)
         self._by_origin: dict[tuple[str, str, int | None], urllib3.HTTPConnectionPool] = {}
         self._watchdog = Watchdog(self.deadline)
+        self._closed = threading.Event()  # set by close(): no further request, no retry wait
         self._cookies = Cookies()
         self._headers, self._auth_params = self._auth_headers(source)
         self._filter = _RedactFilter(redact)
@@ -187,6 +189,7 @@ class Fetcher:
         return headers, params
 
     def close(self) -> None:
+        self._closed.set()
         self._watchdog.cancel()
         self._by_origin.clear()
         self._pools.clear()
@@ -289,6 +292,8 @@ class Fetcher:
         redirects = 0
         hop = False  # the request follows a redirect: one more request of the same attempt
         while True:
+            if self._closed.is_set():
+                raise FetchError(f"GET {self._endpoint} stopped: the fetcher was closed")
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise DeadlineExceeded(f"deadline of {self.source.deadline} reached before fetching {self._endpoint}")
@@ -318,7 +323,7 @@ class Fetcher:
                     raise DeadlineExceeded(
                         f"deadline reached: cannot connect to {target(url)}: {failure.reason}") from None
                 self._log_retry(failure.reason, budget.made + 1, budget.planned(failure), wait)
-                time.sleep(wait)
+                self._closed.wait(wait)  # a close() ends the wait; the loop then stops
                 continue
             try:
                 self._cookies.store(url, resp.headers)
