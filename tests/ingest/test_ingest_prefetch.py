@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from polling import wait_for
 
 from scheduler.kinds.base import RunContext
@@ -18,18 +18,11 @@ from scheduler.kinds.ingest.spec import IngestJob
 from scheduler.sample.api import start_server
 
 
-def _settled(count: Callable[[], int]) -> int:
-    """The count once it has stopped growing for half a second (the thread is waiting for room)."""
-    seen = [count(), time.monotonic()]
-
-    def still() -> int | None:
-        now = count()
-        if now != seen[0]:
-            seen[:] = [now, time.monotonic()]
-            return None
-        return now if time.monotonic() - seen[1] > 0.5 else None
-
-    return wait_for(still, what="the fetch thread waiting for room")
+def _holds_at(count: Callable[[], int], bound: int) -> None:
+    """The count reaches ``bound`` and goes no further within a second (the thread waits for room)."""
+    wait_for(lambda: count() >= bound, what=f"{bound} pages fetched")
+    with pytest.raises(AssertionError, match="timed out"):
+        wait_for(lambda: count() > bound, timeout=1.0, what="a page past the bound")
 
 
 def test_pages_run_ahead_by_a_bounded_count(sales_spec: Callable[..., IngestJob], tmp_path: Path,
@@ -40,12 +33,12 @@ def test_pages_run_ahead_by_a_bounded_count(sales_spec: Callable[..., IngestJob]
         prefetch = start_fetching(spec, make_ctx(tmp_path))
         try:
             # until the transform side is up: STARTUP_PAGES queued, one more fetched and held
-            assert _settled(lambda: prefetch.pages) == STARTUP_PAGES + 1
+            _holds_at(lambda: prefetch.pages, STARTUP_PAGES + 1)
             prefetch.consuming()
             taken = [prefetch.get() for _ in range(STARTUP_PAGES)]
             assert all(kind == "page" and isinstance(item, ArrowPage) and item.rows == 50 for kind, item in taken)
             # then at most PREFETCH_PAGES ahead
-            assert _settled(lambda: prefetch.pages) == STARTUP_PAGES + PREFETCH_PAGES + 1
+            _holds_at(lambda: prefetch.pages, STARTUP_PAGES + PREFETCH_PAGES + 1)
             kinds = []
             while not kinds or kinds[-1] == "page":
                 kinds.append(prefetch.get()[0])
