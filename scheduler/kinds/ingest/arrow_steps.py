@@ -43,7 +43,6 @@ from scheduler.kinds.ingest.results import BatchResult, reject_frame, reject_row
 
 _PLAIN_INT = r"^-?[0-9]{1,15}$"  # what int() and pandas read alike, exactly (below 2**53)
 _PLAIN_NUMBER = r"^-?[0-9]{1,15}(\.[0-9]{1,15})?$"  # ... and float() and pandas, correctly rounded
-_ISO_UTC = r"^(19|20|21)[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 _ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _EXACT = 2**53
 _MEMO_SIZE = 10_000  # distinct timestamp texts remembered from the pandas parser
@@ -81,10 +80,9 @@ _ISO_MARKS = {4: ord("-"), 7: ord("-"), 10: ord("T"), 13: ord(":"), 16: ord(":")
 
 
 def _iso_utc_exact(text: pa.Array, parsed: pa.Array) -> np.ndarray:
-    """Rows whose text is ``YYYY-MM-DDTHH:MM:SSZ`` (years 1900-2199, what :data:`_ISO_UTC`
-    matches) and whose ``parsed`` time has the day and second written: the strptime kernel rolls an
-    invalid day or second over (Feb 30 -> Mar 2, :60 -> :00), pandas rejects them.  Checked on
-    the fixed-width bytes with numpy."""
+    """Rows whose text is ``YYYY-MM-DDTHH:MM:SSZ`` (years 1900-2199) and whose ``parsed`` time has
+    the day and second written: the strptime kernel rolls an invalid day or second over (Feb 30
+    -> Mar 2, :60 -> :00), pandas rejects them.  Checked on the fixed-width bytes with numpy."""
     n = len(text)
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + n + 1]
     lengths = np.diff(offsets)

@@ -97,6 +97,11 @@ class PageReader:
     renamed: set[str] = field(default_factory=set)
 
     @property
+    def _key(self) -> str:
+        """The top-level column of the records (a list body is wrapped under :data:`_WRAPPED`)."""
+        return _WRAPPED if self.records is None else self.records
+
+    @property
     def usable(self) -> bool:
         """Records at the top level only (a dotted path is left to the reference path)."""
         return self.records is None or "." not in self.records
@@ -126,7 +131,7 @@ class PageReader:
                 return None
             if table.num_rows != 1 or (self.records is None and table.column_names != [_WRAPPED]):
                 return None  # several JSON values, or a list body that was no JSON: the reference path's error
-            if _nested_lists(table.schema, self.records or _WRAPPED):
+            if _nested_lists(table.schema, self._key):
                 return None  # lists other than the records': Arrow misreads some (apache/arrow#51305)
             if _has_floats(table.schema) and (_LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO)
                                               or _MINUS_ZERO.search(content)):
@@ -184,14 +189,13 @@ class PageReader:
         if found is None or found.group(2) == found.group(3):
             return False
         steps = found.group(1).split("/")
-        key = _WRAPPED if self.records is None else self.records
-        if len(steps) != 4 or steps[1] != key or steps[2] != "[]" or not steps[3] or steps[3] in self.renamed:
+        if len(steps) != 4 or steps[1] != self._key or steps[2] != "[]" or not steps[3] or steps[3] in self.renamed:
             return False
         self.renamed.add(steps[3])
         return True
 
     def _page(self, content: bytes, table: pa.Table) -> ArrowPage | None:
-        key = _WRAPPED if self.records is None else self.records
+        key = self._key
         if key not in table.column_names:
             return None
         records = table.column(key).chunk(0) if table.column(key).num_chunks else None
@@ -273,7 +277,7 @@ def _has_floats(schema: Iterable[pa.Field]) -> bool:
             return True
         if pa.types.is_struct(kind) and _has_floats(kind):
             return True
-        if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _has_floats([kind.value_field]):
+        if _is_list(kind) and _has_floats([kind.value_field]):
             return True
     return False
 
@@ -297,7 +301,7 @@ def _nested_lists(schema: pa.Schema, records: str) -> bool:
     """Whether any list sits anywhere but as the records' own list (of objects)."""
     for fld in schema:
         kind = fld.type
-        if fld.name == records and (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        if fld.name == records and _is_list(kind):
             kind = kind.value_type
         if _has_list(kind):
             return True
@@ -305,7 +309,7 @@ def _nested_lists(schema: pa.Schema, records: str) -> bool:
 
 
 def _has_list(kind: pa.DataType) -> bool:
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+    if _is_list(kind):
         return True
     return pa.types.is_struct(kind) and any(_has_list(f.type) for f in kind)
 
@@ -318,7 +322,7 @@ def _strings_named(fields: Iterable[pa.Field], arrays: Iterable[Any], name: str)
         if isinstance(array, pa.ChunkedArray):  # a one-row table: one chunk (no copy)
             array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
         kind = fld.type
-        if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        if _is_list(kind):
             array, kind = array.flatten(), kind.value_type
             fld = pa.field(fld.name, kind)
         if fld.name == name and pa.types.is_string(kind):
@@ -329,12 +333,12 @@ def _strings_named(fields: Iterable[pa.Field], arrays: Iterable[Any], name: str)
 
 
 def _suffixed(kind: pa.DataType) -> bool:
-    """Whether a nested field (inside an object or a list) carries the rename suffix."""
-    if pa.types.is_struct(kind):
-        return any(SUFFIX in f.name or _suffixed(f.type) for f in kind)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _suffixed(kind.value_type)
-    return False
+    """Whether a field nested in an object carries the rename suffix (records hold no lists here)."""
+    return pa.types.is_struct(kind) and any(SUFFIX in f.name or _suffixed(f.type) for f in kind)
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_list(kind) or pa.types.is_large_list(kind))
 
 
 def _is_time(kind: pa.DataType) -> bool:
@@ -342,35 +346,19 @@ def _is_time(kind: pa.DataType) -> bool:
 
 
 def _timestamp_names(schema: Iterable[pa.Field]) -> Iterable[str]:
-    """Names of the object fields (at any depth outside lists) read as times."""
+    """Names of the object fields (at any depth) read as times."""
     for fld in schema:
         if _is_time(fld.type):
             yield fld.name
         elif pa.types.is_struct(fld.type):
             yield from _timestamp_names(fld.type)
-        elif pa.types.is_list(fld.type) or pa.types.is_large_list(fld.type):
-            yield from _timestamp_names(
-                f for f in _struct_fields(fld.type.value_type))
-
-
-def _struct_fields(kind: pa.DataType) -> list[pa.Field]:
-    return list(kind) if pa.types.is_struct(kind) else []
-
-
-def _timestamp_in_list(kind: pa.DataType, in_list: bool = False) -> bool:
-    """Whether a list holds times directly (not as an object's field, which a rewrite reaches)."""
-    if _is_time(kind):
-        return in_list
-    if pa.types.is_struct(kind):
-        return any(_timestamp_in_list(f.type) for f in kind)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _timestamp_in_list(kind.value_type, True)
-    return False
+        elif _is_list(fld.type) and pa.types.is_struct(fld.type.value_type):  # the records' own list
+            yield from _timestamp_names(fld.type.value_type)
 
 
 def _unprefix(array: pa.Array, name: str, prefixed: set[str]) -> pa.Array | None:
     """``array`` with the prefix cut from the strings of every prefixed field in it (at any struct
-    depth); None when a value lacks the prefix or a prefixed field sits inside a list."""
+    depth; pages with lists in their records are declined before); None when a value lacks the prefix."""
     kind = array.type
     if pa.types.is_string(kind) and name in prefixed | {n + SUFFIX for n in prefixed}:
         present = array.drop_null()
@@ -389,8 +377,6 @@ def _unprefix(array: pa.Array, name: str, prefixed: set[str]) -> pa.Array | None
         if not changed:
             return array
         return pa.StructArray.from_arrays(children, fields=list(kind), mask=array.is_null())
-    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _mentions(kind, prefixed):
-        return None
     return array
 
 
@@ -399,17 +385,9 @@ def _children(array: pa.StructArray) -> list[pa.Array]:
     return [array.field(i) for i in range(array.type.num_fields)]
 
 
-def _mentions(kind: pa.DataType, names: set[str]) -> bool:
-    if pa.types.is_struct(kind):
-        return any(f.name in names or _mentions(f.type, names) for f in kind)
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _mentions(kind.value_type, names)
-    return False
-
-
 def _restore_body(value: Any, prefixed: set[str], renamed: set[str]) -> Any:
-    """The body's Python values with rewrites undone; None when one cannot be (a value without
-    the prefix)."""
+    """The body's Python values with rewrites undone (a body with lists is declined before); None
+    when one cannot be (a value without the prefix)."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -426,7 +404,4 @@ def _restore_body(value: Any, prefixed: set[str], renamed: set[str]) -> Any:
                 return None
             out[name] = item
         return out
-    if isinstance(value, list):
-        items = [_restore_body(v, prefixed, renamed) for v in value]
-        return None if any(i is None and v is not None for i, v in zip(items, value, strict=True)) else items
     return value
