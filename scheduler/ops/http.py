@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -33,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from scheduler import clock
 from scheduler.daemon_view import IDLE_TICK
 from scheduler.errors import ConfigError
+from scheduler.httpserve import QuietHandler, threading_server
 from scheduler.ops.metrics import OpsMetrics
 from scheduler.redaction import redact_all
 
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 PING_TIMEOUT = 2.0
 MAX_BODY = 64 * 1024
-IDLE_TIMEOUT = 30.0  # seconds a connection may sit idle or trickle a request before it is closed
 
 
 def requested_date(query: str, body: bytes) -> date | None:
@@ -142,16 +141,13 @@ class OpsServer:
 
     def start(self) -> tuple[str, int]:
         host, port = parse_listen(self.listen)
-        server_cls = type("OpsHTTPServer", (ThreadingHTTPServer,), {
-            "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET,
-            "daemon_threads": True, "allow_reuse_address": True,
-        })
         try:
-            server = server_cls((host, port), _handler_for(self))
+            server = threading_server(host, port, _handler_for(self), "OpsHTTPServer")
         except OSError as exc:
             raise ConfigError(f"http.listen: cannot listen on {self.listen}: {exc.strerror or exc}") from None
         self._server = server
-        self.address = server.server_address[:2]
+        bound_host, bound_port = server.server_address[:2]
+        self.address = (str(bound_host), bound_port)  # an IP address as text, for AF_INET and AF_INET6
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},
                          name="ops-http", daemon=True).start()
         beat = self.stale_after / 3
@@ -230,14 +226,7 @@ class OpsServer:
 
 
 def _handler_for(ops: OpsServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "scheduler"
-        timeout = IDLE_TIMEOUT
-        sys_version = ""
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # requests are logged by _log, without headers
-
+    class Handler(QuietHandler):
         def _log(self, status: int) -> None:
             ops.daemon.log.debug("http request", method=self.command, path=urlsplit(self.path).path, status=status)
 

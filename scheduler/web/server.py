@@ -3,15 +3,13 @@ daemon's endpoint and ``scheduler web`` alike), and the HTTP server of ``schedul
 
 from __future__ import annotations
 
-import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler.httpserve import QuietHandler, threading_server
 from scheduler.web.app import WebApp
 from scheduler.web.wire import Response, checked, read_request, write_response
-
-IDLE_TIMEOUT = 30.0  # seconds a connection may sit idle or trickle a request before it is closed
 
 
 def serve(handler: BaseHTTPRequestHandler, app: WebApp, log: Any) -> None:
@@ -30,22 +28,10 @@ def make_server(host: str, port: int, app: WebApp, log: Any) -> ThreadingHTTPSer
     """A threading HTTP server bound to ``(host, port)`` serving only the console (``OSError``
     when it cannot bind)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "scheduler"
-        timeout = IDLE_TIMEOUT
-        sys_version = ""
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # requests are logged without headers, by serve()
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             serve(self, app, log)
 
         do_HEAD = do_POST = do_GET
 
-    server_cls = type("WebHTTPServer", (ThreadingHTTPServer,), {
-        "address_family": socket.AF_INET6 if ":" in host else socket.AF_INET,
-        "daemon_threads": True, "allow_reuse_address": True,
-    })
-    server: ThreadingHTTPServer = server_cls((host, port), Handler)
-    return server
+    return threading_server(host, port, Handler, "WebHTTPServer")
