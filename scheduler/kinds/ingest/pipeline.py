@@ -65,8 +65,9 @@ def run(spec: IngestJob, ctx: RunContext, prefetch: Prefetch | None = None) -> d
     ``bytes_fetched``, ``duration``, ``partitions``, ``rejects_partitions`` and, for incremental
     jobs, ``watermark``.  ``prefetch``, made by :func:`start_fetching` and already fetching, is
     closed here whatever happens; without one, fetching starts here."""
-    log = run_log(ctx)
-    redact = source_redactor(spec.source)
+    # the fetch thread's logger and masker, when it is already fetching: one of each per run
+    log = prefetch.log if prefetch is not None else run_log(ctx)
+    redact = prefetch.redact if prefetch is not None else source_redactor(spec.source)
     try:
         with _frozen_heap():
             if prefetch is None:

@@ -67,7 +67,7 @@ class Prefetch:
         # Runs execute in a worker process of their own.  The system allocator hands freed batch
         # buffers back at once; Arrow's default mimalloc pool caches them (about +20 MB of RSS here).
         pa.set_memory_pool(pa.system_memory_pool())
-        self.spec, self.ctx = spec, ctx
+        self.spec, self.ctx, self.log, self.redact = spec, ctx, log, redact
         self.params = {**spec.params, **ctx.params}
         self.fetcher = Fetcher(spec.source, redact, log)
         self.pages = 0
