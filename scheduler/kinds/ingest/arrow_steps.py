@@ -36,6 +36,7 @@ from scheduler.kinds.ingest.columns import (
     UTC_US,
     Batch,
     Column,
+    text_buffers,
 )
 from scheduler.kinds.ingest.expr import parse_expression
 from scheduler.kinds.ingest.parsing import NUMBER_JUNK, parse_numbers, parse_timestamps
@@ -83,8 +84,7 @@ def _iso_utc_exact(text: pa.Array, parsed: pa.Array) -> np.ndarray:
     """Rows whose text is ``YYYY-MM-DDTHH:MM:SSZ`` (years 1900-2199) and whose ``parsed`` time has
     the day and second written: the strptime kernel rolls an invalid day or second over (Feb 30
     -> Mar 2, :60 -> :00), pandas rejects them.  Checked on the fixed-width bytes with numpy."""
-    n = len(text)
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + n + 1]
+    offsets, data = text_buffers(text)
     lengths = np.diff(offsets)
     plain: np.ndarray = lengths == 20
     if text.null_count:
@@ -92,7 +92,6 @@ def _iso_utc_exact(text: pa.Array, parsed: pa.Array) -> np.ndarray:
     rows = np.flatnonzero(plain)
     if not len(rows):
         return plain
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)
     chars = data[offsets[rows][:, None] + np.arange(20)]  # one row of 20 bytes per candidate
     digits = chars[:, _ISO_DIGITS]
     ok = ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)

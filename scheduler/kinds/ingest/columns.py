@@ -45,6 +45,16 @@ class RecordsError(JobFailed):
     """The page records are not JSON objects."""
 
 
+def text_buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's raw parts, without copying: the ``len + 1`` offsets of its rows (int64,
+    the array's own slice) and its UTF-8 data bytes (row ``i`` is ``data[offsets[i]:offsets[i + 1]]``)."""
+    n, buffers = len(text), text.buffers()
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(buffers[1], dtype=width)[text.offset:text.offset + n + 1].astype(np.int64, copy=False)
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.empty(0, dtype=np.uint8)
+    return offsets, data
+
+
 class Column:
     """One column: an Arrow array (or a list of mixed Python values) and its pandas dtype.
 

@@ -20,6 +20,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from scheduler.kinds.ingest.columns import text_buffers
+
 _SEED = np.uint64(0x243F6A8885A308D3)
 _NULL = np.uint64(0x13198A2E03707344)  # the digest of a missing key part
 _COMBINE = np.uint64(0x9E3779B97F4A7C15)
@@ -73,12 +75,7 @@ def text_digests(text: pa.Array) -> np.ndarray:
     """A 64-bit hash of each string's UTF-8 bytes (and length), null as a constant of its own:
     eight bytes at a time, each word folded in through :func:`_mix`."""
     n = len(text)
-    if pa.types.is_large_string(text.type):
-        offsets = np.frombuffer(text.buffers()[1], dtype=np.int64)[text.offset:text.offset + n + 1]
-    else:
-        offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset:text.offset + n + 1].astype(np.int64)
-    buffer = text.buffers()[2]
-    data = np.frombuffer(buffer, dtype=np.uint8) if buffer is not None else np.empty(0, dtype=np.uint8)
+    offsets, data = text_buffers(text)
     data = np.concatenate([data[: offsets[-1] if n else 0], np.zeros(8, dtype=np.uint8)])
     starts, lengths = offsets[:-1], np.diff(offsets)
     with np.errstate(over="ignore"):
