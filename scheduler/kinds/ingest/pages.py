@@ -224,8 +224,9 @@ class PageReader:
     def _columns(self, records: pa.StructArray) -> dict[str, pa.Array | Split] | None:
         fields = records.flatten()
         out: dict[str, pa.Array | Split] = {}
+        read_as = self.prefixed | {n + SUFFIX for n in self.prefixed}  # a renamed text half is read so
         for fld, array in zip(records.type, fields, strict=True):
-            array = _unprefix(array, fld.name, self.prefixed)
+            array = _unprefix(array, fld.name, read_as)
             if array is None:
                 return None
             name = fld.name
@@ -357,10 +358,11 @@ def _timestamp_names(schema: Iterable[pa.Field]) -> Iterable[str]:
 
 
 def _unprefix(array: pa.Array, name: str, prefixed: set[str]) -> pa.Array | None:
-    """``array`` with the prefix cut from the strings of every prefixed field in it (at any struct
-    depth; pages with lists in their records are declined before); None when a value lacks the prefix."""
+    """``array`` with the prefix cut from the strings of every field in it named in ``prefixed``
+    (at any struct depth; pages with lists in their records are declined before); None when a
+    value lacks the prefix."""
     kind = array.type
-    if pa.types.is_string(kind) and name in prefixed | {n + SUFFIX for n in prefixed}:
+    if pa.types.is_string(kind) and name in prefixed:
         present = array.drop_null()
         if len(present) and not pc.all(pc.starts_with(present, PREFIX)).as_py():
             return None
