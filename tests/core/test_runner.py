@@ -214,6 +214,28 @@ def test_python_job_gets_context_and_returns_metrics(make_runner, tmp_path):
     assert store.watermark("py") == "2026-11-05"
 
 
+def test_a_worker_ends_like_an_interpreter_threads_and_atexit_included(make_runner, tmp_path):
+    """The worker leaves without tearing down its modules, but as an interpreter would: a job's
+    non-daemon thread finishes and its ``atexit`` handlers run before the run is over."""
+    thread_mark, exit_mark = tmp_path / "thread.txt", tmp_path / "atexit.txt"
+    (tmp_path / "mod_exit.py").write_text(
+        "import atexit, threading\n"
+        "def job(ctx):\n"
+        "    go = threading.Event()\n"
+        f"    threading.Thread(target=lambda: (go.wait(), open({str(thread_mark)!r}, 'w').write('done'))).start()\n"
+        f"    atexit.register(lambda: open({str(exit_mark)!r}, 'w').write('ran'))\n"
+        "    threading.Timer(0.05, go.set).start()\n"
+        "    return {'rows_written': 1}\n")
+    runner, store = make_runner(f"""
+        jobs:
+          py: {{kind: python, function: "mod_exit:job", cwd: {tmp_path}}}
+    """)
+    result = runner.execute(RunRequest("py", SLOT))
+    assert result.status == "success", result.error
+    assert thread_mark.read_text() == "done" and exit_mark.read_text() == "ran"
+    assert store.get_run(result.run_id).rows == 1
+
+
 def test_python_job_exception_fails_with_reason_and_keeps_watermark(make_runner, tmp_path):
     (tmp_path / "mod_fail.py").write_text("def job(ctx):\n    raise ValueError('boom at ' + ctx.job)\n")
     runner, store = make_runner(f"""

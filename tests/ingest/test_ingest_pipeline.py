@@ -51,6 +51,38 @@ def test_sales_run_cleans_and_rejects(sales_api: tuple[SalesServer, str], sales_
     assert result["pages"] == 6 and result["bytes"] > 0 and result["duration"] > 0
 
 
+def test_only_columns_of_few_values_are_dictionary_encoded(sales_api: tuple[SalesServer, str],
+                                                          sales_spec: Callable[..., IngestJob], tmp_path: Path,
+                                                          make_ctx: Ctx) -> None:
+    _, url = sales_api
+    execute(sales_spec(url), make_ctx(tmp_path))
+    path = tmp_path / "sales" / PART / "part-00000.parquet"
+    group = pq.ParquetFile(path).metadata.row_group(0)
+    encoded = {group.column(i).path_in_schema: group.column(i).has_dictionary_page for i in range(group.num_columns)}
+    assert encoded["currency"] and encoded["customer_segment"] and encoded["quantity"]
+    assert not encoded["order_id"] and not encoded["sold_at"] and not encoded["revenue"]
+    table = pq.read_table(path)  # read back as the plain types of the schema, whatever the encoding
+    assert str(table.schema.field("currency").type) == "string" and table.column("order_id").null_count == 0
+
+
+@pytest.mark.parametrize(("values", "dictionary"), [
+    (["a", "b"] * 50, True),              # two values in 100 rows
+    ([f"id-{i}" for i in range(100)], False),  # all distinct
+    ([i % 50 for i in range(100)], True),  # one value per two rows: still worth a dictionary
+    ([i % 51 for i in range(100)], False),
+    ([None] * 100, True),
+    ([], True),
+])
+def test_dictionary_columns_by_distinct_values(values: list[Any], dictionary: bool) -> None:
+    import pyarrow as pa
+
+    from scheduler.kinds.ingest.sink import dictionary_columns
+
+    assert dictionary_columns(pa.table({"c": pa.array(values, type=pa.string() if not values or
+                                                     not isinstance(values[0], int) else pa.int64())})) == (
+        ["c"] if dictionary else [])
+
+
 def test_same_date_twice_is_identical(sales_api: tuple[SalesServer, str], sales_spec: Callable[..., IngestJob],
                                       tmp_path: Path, make_ctx: Ctx) -> None:
     _, url = sales_api
