@@ -1,6 +1,6 @@
 """``python -m scheduler`` is the ``scheduler`` console script."""
 
-from scheduler.cli import main
+from scheduler.cli import script
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    script()

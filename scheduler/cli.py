@@ -16,10 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from scheduler import __version__
 from scheduler.app import commands
 from scheduler.errors import ConfigError, SchedulerError
+from scheduler.leaving import leave
 
 
 def _common(parser: argparse.ArgumentParser, top: bool) -> None:
@@ -160,7 +162,18 @@ def main(argv: Sequence[str] | None = None, prog: str = "scheduler") -> int:
 
 
 def run_job_main(argv: Sequence[str] | None = None) -> int:
-    """The ``run-job`` console script: ``run-job NAME [--date D] [--param k=v]``."""
+    """``run-job NAME [--date D] [--param k=v]``: ``scheduler run-job``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     return main(["run-job", *argv], prog="scheduler")
+
+
+def script() -> NoReturn:
+    """The ``scheduler`` console script (and ``python -m scheduler``): :func:`main`, then a quick
+    exit (:func:`~scheduler.leaving.leave`) instead of tearing down every imported module."""
+    leave(main())
+
+
+def run_job_script() -> NoReturn:
+    """The ``run-job`` console script."""
+    leave(run_job_main())
 

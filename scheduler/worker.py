@@ -25,6 +25,7 @@ from typing import Any
 from scheduler.errors import JobFailed, SchedulerError
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.registry import Kind, Registry, current, resolve
+from scheduler.leaving import leave
 from scheduler.logs import configure, get_logger
 from scheduler.stopping import Stopped, raise_on_sigterm, settle
 
@@ -90,30 +91,7 @@ def main() -> int:
     return 0
 
 
-def _leave(code: int) -> None:
-    """End the process as the interpreter would (non-daemon threads joined, ``atexit`` run,
-    streams flushed), without tearing down every module: a run that imported pandas and pyarrow
-    spends a noticeable part of its wall time on that teardown, which frees nothing the end of
-    the process does not."""
-    import atexit
-    import os
-    import threading
-
-    try:
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread() and not thread.daemon:
-                thread.join()
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:  # noqa: BLE001 - a closed or broken stream: nothing more to say
-                pass
-    finally:
-        os._exit(code & 0xFF)
-
-
 if __name__ == "__main__":
     if isinstance(sys.stdout, io.TextIOWrapper):  # always, unless the launcher replaced it
         sys.stdout.reconfigure(line_buffering=True)
-    _leave(main())
+    leave(main())

@@ -33,9 +33,10 @@ run, to ``fork()`` a fresh child for each run.  What must hold:
   relays each stream's lines exactly as with a subprocess.  The child applies the run's environment
   (``os.environ`` replaced, so ``putenv`` reaches C code and subprocesses), cwd and
   ``PYTHONPATH`` (``sys.path`` rebuilt as a fresh ``python -m`` would build it), closes every
-  other descriptor, runs the worker and leaves with ``os._exit``, so its memory returns to the
-  system when the run ends and nothing it imported or set is seen by the next run (each child
-  is forked from the unchanged server).  Interpreter start-up settings (hash seed, ``PYTHON*``
+  other descriptor, runs the worker and leaves with ``os._exit``
+  (:func:`scheduler.leaving.leave`), so its memory returns to the system when the run ends and
+  nothing it imported or set is seen by the next run (each child is forked from the unchanged
+  server).  Interpreter start-up settings (hash seed, ``PYTHON*``
   variables other than ``PYTHONPATH``) are the server's.
 * **Exit statuses.**  Job processes are the server's children, not the daemon's: the server
   reaps them (``waitpid(-1)`` is correct there: every child of the server is a run) and reports

@@ -31,6 +31,8 @@ import threading
 import traceback
 from typing import Any
 
+from scheduler.leaving import leave
+
 MAX_MESSAGE = 1 << 20  # a spawn request carries the run's environment; a megabyte is plenty
 WORKER_MODULE = "scheduler.worker"
 
@@ -203,22 +205,7 @@ def _child(request: dict[str, Any], stdio: tuple[int, int, int], ready_w: int, b
             pass
         code = 1 if code == 70 else code
     finally:
-        _exit(code)
-
-
-def _exit(code: int) -> None:
-    """Leave the child as an interpreter would (atexit, flushed streams), then ``_exit``."""
-    try:
-        import atexit
-
-        atexit._run_exitfuncs()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:  # noqa: BLE001
-                pass
-    finally:
-        os._exit(code & 0xFF if code >= 0 else 1)
+        leave(code)
 
 
 def _fresh_stdio() -> None:

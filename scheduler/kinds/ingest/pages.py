@@ -88,6 +88,17 @@ class ArrowPage:
 
 
 @dataclass
+class _SchemaFacts:
+    """What the checks of a page read from its schema alone; a run's pages mostly share one schema,
+    so these are worked out once per schema, not per page."""
+
+    nested_lists: bool
+    has_floats: bool
+    time_names: tuple[str, ...]
+    string_paths: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)  # by name, filled on demand
+
+
+@dataclass
 class PageReader:
     """Reads the pages of one run; ``records`` is the top-level key of the records (None: the body
     is the list of records).  Keeps what it learnt about the run's fields between pages."""
@@ -95,6 +106,7 @@ class PageReader:
     records: str | None
     prefixed: set[str] = field(default_factory=set)
     renamed: set[str] = field(default_factory=set)
+    _known: tuple[pa.Schema, _SchemaFacts] | None = field(default=None, repr=False)
 
     @property
     def _key(self) -> str:
@@ -131,32 +143,44 @@ class PageReader:
                 return None
             if table.num_rows != 1 or (self.records is None and table.column_names != [_WRAPPED]):
                 return None  # several JSON values, or a list body that was no JSON: the reference path's error
-            if _nested_lists(table.schema, self._key):
+            facts = self._facts(table.schema)
+            if facts.nested_lists:
                 return None  # lists other than the records': Arrow misreads some (apache/arrow#51305)
-            if _has_floats(table.schema) and (_LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO)
-                                              or _MINUS_ZERO.search(content)):
+            if facts.has_floats and (_LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO)
+                                     or _MINUS_ZERO.search(content)):
                 return None  # a float column that may hold a rounded big integer, or -0 read as -0.0
             # a renamed field's text half read as times: the rename and the prefix go together
             stamps = {n[: -len(SUFFIX)] if n.endswith(SUFFIX) and n[: -len(SUFFIX)] in self.renamed else n
-                      for n in _timestamp_names(table.schema)}
+                      for n in facts.time_names}
             if stamps & self.prefixed or any(SUFFIX in name for name in stamps):
                 return None  # a value the rewrite did not reach (a key written another way)
             if stamps:
                 self.prefixed |= stamps
                 continue
-            if not self._rewrites_took(table, reached):
+            if not self._rewrites_took(table, reached, facts):
                 return None
             return self._page(content, table)
         return None
 
-    def _rewrites_took(self, table: pa.Table, reached: dict[str, int]) -> bool:
+    def _facts(self, schema: pa.Schema) -> _SchemaFacts:
+        """The schema's facts, kept for the next page with an equal schema."""
+        if self._known is not None and self._known[0].equals(schema):
+            return self._known[1]
+        facts = _SchemaFacts(_nested_lists(schema, self._key), _has_floats(schema), tuple(_timestamp_names(schema)))
+        self._known = (schema, facts)
+        return facts
+
+    def _rewrites_took(self, table: pa.Table, reached: dict[str, int], facts: _SchemaFacts) -> bool:
         """Whether each rewrite reached exactly the values read under its name: as many string
         values under the (renamed) name as the pattern was rewritten in the page.  A key that
         merely ends like the pattern (``"a\\"t":"``), one written with escapes or other spacing, or
         a real key named like a renamed one makes the counts differ."""
         for name, count in reached.items():
             read_name = name + SUFFIX if name in self.renamed else name
-            if count != _strings_named(table.schema, table.columns, read_name):
+            paths = facts.string_paths.get(read_name)
+            if paths is None:
+                paths = facts.string_paths[read_name] = _string_paths(table.schema, read_name)
+            if count != sum(_strings_at(table, path) for path in paths):
                 return False
         return True
 
@@ -315,22 +339,31 @@ def _has_list(kind: pa.DataType) -> bool:
     return pa.types.is_struct(kind) and any(_has_list(f.type) for f in kind)
 
 
-def _strings_named(fields: Iterable[pa.Field], arrays: Iterable[Any], name: str) -> int:
-    """Non-null string values of the fields called ``name``, at any depth of objects (lists are
-    declined before this is asked), the records' list included."""
-    count = 0
-    for fld, array in zip(fields, arrays, strict=True):
-        if isinstance(array, pa.ChunkedArray):  # a one-row table: one chunk (no copy)
-            array = array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
-        kind = fld.type
-        if _is_list(kind):
-            array, kind = array.flatten(), kind.value_type
-            fld = pa.field(fld.name, kind)
+def _string_paths(fields: Iterable[pa.Field], name: str, at: tuple[int, ...] = ()) -> list[tuple[int, ...]]:
+    """Where the string fields called ``name`` are, at any depth of objects (lists are declined
+    before this is asked), the records' list included: each as the field positions from the top."""
+    paths: list[tuple[int, ...]] = []
+    for position, fld in enumerate(fields):
+        kind = fld.type.value_type if _is_list(fld.type) else fld.type
         if fld.name == name and pa.types.is_string(kind):
-            count += len(array) - array.null_count
+            paths.append((*at, position))
         if pa.types.is_struct(kind):
-            count += _strings_named(list(kind), _children(array), name)
-    return count
+            paths += _string_paths(list(kind), name, (*at, position))
+    return paths
+
+
+def _strings_at(table: pa.Table, path: tuple[int, ...]) -> int:
+    """Non-null values of the field at ``path`` (from :func:`_string_paths`), a list's values
+    counted one by one."""
+    column = table.column(path[0])
+    array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # a one-row table
+    for position in path[1:]:
+        if _is_list(array.type):
+            array = array.flatten()
+        array = array.field(position)  # the child as stored, parent nulls not merged in
+    if _is_list(array.type):
+        array = array.flatten()
+    return int(len(array) - array.null_count)
 
 
 def _suffixed(kind: pa.DataType) -> bool:
