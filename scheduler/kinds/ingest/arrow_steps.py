@@ -92,20 +92,27 @@ def _iso_utc_exact(text: pa.Array, parsed: pa.Array) -> np.ndarray:
     rows = np.flatnonzero(plain)
     if not len(rows):
         return plain
-    chars = data[offsets[rows][:, None] + np.arange(20)]  # one row of 20 bytes per candidate
+    if len(rows) == len(text) and offsets[-1] - offsets[0] == 20 * len(rows):
+        chars = data[offsets[0]:offsets[-1]].reshape(-1, 20)  # every row plain: one block, no copy
+    else:
+        chars = data[offsets[rows][:, None] + np.arange(20)]  # one row of 20 bytes per candidate
     digits = chars[:, _ISO_DIGITS]
     ok = ((digits >= ord("0")) & (digits <= ord("9"))).all(axis=1)
     for at, mark in _ISO_MARKS.items():
         ok &= chars[:, at] == mark
-    value = chars.astype(np.int64) - ord("0")
-    century = value[:, 0] * 10 + value[:, 1]
+
+    def number(first: int) -> np.ndarray:  # the two digits at ``first`` as a number
+        pair: np.ndarray = (chars[:, first].astype(np.int16) - ord("0")) * 10 + (chars[:, first + 1] - ord("0"))
+        return pair
+
+    century = number(0)
     ok &= (century >= 19) & (century <= 21)
-    day = value[:, 8] * 10 + value[:, 9]
-    second = value[:, 17] * 10 + value[:, 18]
-    taken = parsed.take(pa.array(rows, type=pa.int64()))
-    read_day = pc.day(taken).to_numpy(zero_copy_only=False)
-    read_second = pc.second(taken).to_numpy(zero_copy_only=False)
-    valid = ~_mask(taken.is_null())
+    day = number(8)
+    second = number(17)
+    # the whole column's fields (cheap kernels), then the candidates' rows of them
+    read_day = pc.day(parsed).to_numpy(zero_copy_only=False)[rows]
+    read_second = pc.second(parsed).to_numpy(zero_copy_only=False)[rows]
+    valid = ~_mask(parsed.is_null())[rows]
     ok &= valid & (np.nan_to_num(read_day.astype(np.float64), nan=-1) == day)
     ok &= np.nan_to_num(read_second.astype(np.float64), nan=-1) == second
     plain[rows] = ok
