@@ -94,3 +94,18 @@ def test_a_forked_child_never_writes_what_its_parent_buffered(tmp_path: Path) ->
     """, str(mine), str(theirs))
     assert proc.returncode == 0, proc.stderr
     assert mine.read_text() == "parent" and theirs.read_text() == "child"
+
+
+def test_a_named_temporary_file_left_open_is_deleted(tmp_path: Path) -> None:
+    """As its finaliser does at a normal exit."""
+    proc = _leave_with("""
+        import sys, tempfile
+        from scheduler.leaving import leave
+
+        kept = tempfile.NamedTemporaryFile("w", dir=sys.argv[1], delete=False)
+        kept.write("kept")
+        scratch = tempfile.NamedTemporaryFile(dir=sys.argv[1])
+        leave(0)
+    """, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.read_text() for p in tmp_path.iterdir()] == ["kept"]
