@@ -31,7 +31,7 @@ import threading
 import traceback
 from typing import Any
 
-from scheduler.leaving import leave
+from scheduler.leaving import inherit_files, leave
 
 MAX_MESSAGE = 1 << 20  # a spawn request carries the run's environment; a megabyte is plenty
 WORKER_MODULE = "scheduler.worker"
@@ -182,6 +182,7 @@ def _child(request: dict[str, Any], stdio: tuple[int, int, int], ready_w: int, b
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
         os.closerange(3, _max_fd())
+        inherit_files()  # the server's file objects: their buffers and descriptors are not the run's
         _fresh_stdio()
         env = {str(k): str(v) for k, v in request["env"].items()}
         os.environ.clear()

@@ -393,3 +393,29 @@ def test_a_preload_that_starts_a_thread_means_fresh_interpreters(forked, tmp_pat
     assert result.status == "success", result.error
     assert int(out.read_text()) == os.getpid()  # a fresh interpreter, started by us
     assert server.pid is None and server.starts == 0
+
+
+def test_a_forked_run_ends_like_an_interpreter_open_files_and_thread_pools_included(forked, tmp_path):
+    """As with a fresh interpreter: a file object the job never closed is flushed and the work it
+    queued on a thread pool is done before the run is over (and the pool does not hang the child)."""
+    kept, queued = tmp_path / "kept.txt", tmp_path / "queued.txt"
+    code = module(tmp_path / "code", "leftover", f"""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+        out = open({str(kept)!r}, "w")  # never closed
+        pool = ThreadPoolExecutor(max_workers=1)
+        gate = threading.Event()
+        threading._register_atexit(gate.set)  # opens once the child begins to exit
+        def job(ctx):
+            out.write("kept")
+            pool.submit(gate.wait)
+            pool.submit(lambda: open({str(queued)!r}, "w").write("queued"))
+            return {{"rows_written": 1}}
+    """)
+    runner, _ = forked(f"""
+        jobs:
+          leftover: {{kind: python, function: "leftover:job", cwd: {code}, timeout: 60s}}
+    """)
+    result = run(runner, "leftover")
+    assert result.status == "success", result.error
+    assert kept.read_text() == "kept" and queued.read_text() == "queued"

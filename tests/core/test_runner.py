@@ -298,3 +298,30 @@ def test_last_lines_of_a_failure_hold_both_streams(make_runner):
     result = runner.execute(RunRequest("broken", SLOT))
     assert result.status == "failed"
     assert sorted(store.get_run(result.run_id).metrics["last_lines"]) == ["no such table", "starting"]
+
+
+def test_a_worker_ends_like_an_interpreter_open_files_and_thread_pools_included(make_runner, tmp_path):
+    """What a job leaves to the end of its process is done as a normal exit does it: a file object
+    it never closed is flushed, and work queued on a ``ThreadPoolExecutor`` it did not wait for
+    finishes (``concurrent.futures`` joins its threads at exit)."""
+    kept, queued = tmp_path / "kept.txt", tmp_path / "queued.txt"
+    (tmp_path / "mod_open.py").write_text(
+        "import threading\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        f"out = open({str(kept)!r}, 'w')  # a module-level handle, never closed\n"
+        "pool = ThreadPoolExecutor(max_workers=1)\n"
+        "gate = threading.Event()\n"
+        "threading._register_atexit(gate.set)  # opens once the interpreter begins to exit\n"
+        "def job(ctx):\n"
+        "    out.write('kept')\n"
+        "    pool.submit(gate.wait)\n"
+        f"    pool.submit(lambda: open({str(queued)!r}, 'w').write('queued'))\n"
+        "    return {'rows_written': 1}\n")
+    runner, store = make_runner(f"""
+        jobs:
+          py: {{kind: python, function: "mod_open:job", cwd: {tmp_path}, timeout: 60s}}
+    """)
+    result = runner.execute(RunRequest("py", SLOT))
+    assert result.status == "success", result.error
+    assert kept.read_text() == "kept"
+    assert queued.read_text() == "queued"

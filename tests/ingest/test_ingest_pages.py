@@ -200,6 +200,28 @@ def test_random_pages_match_or_are_declined(seed: int) -> None:
     check(pages, sep=rng.choice(["_", None]), fast=False)
 
 
+
+@pytest.mark.parametrize("seed", range(200))
+def test_pages_switching_between_two_shapes_match_or_are_declined(seed: int) -> None:
+    """The reader works its schema checks out once per schema: pages of one run that go back and
+    forth between two record shapes (so between schemas, each seen again after the other) read as
+    the reference path does, records under a key or the body a list."""
+    rng = random.Random(seed)
+    styles = ["same", "mixed", "numeric", "text", "object", "any"]
+    shapes = []
+    for _ in range(2):
+        fields = {name: rng.choices(styles, weights=[3, 2, 3, 3, 2, 1])[0] for name in rng.sample("pqrstuvw", 5)}
+        shapes.append((fields, {name: _value(rng) for name in fields}))
+    key = rng.choice(["data", None])
+    pages = []
+    for _ in range(rng.randint(2, 6)):
+        fields, constants = shapes[rng.randrange(2)]
+        records = [{name: _field_value(rng, fields[name], constants[name])
+                    for name in rng.sample(list(fields), rng.randint(0, len(fields)))}
+                   for _ in range(rng.randint(0, 8))]
+        pages.append(body(records, key=key, total_pages=3) if key is not None else body(records, key=None))
+    check(pages, key=key, sep=rng.choice(["_", None]), fast=False)
+
 def test_the_reader_learns_a_field_once() -> None:
     pages = [body([{"q": 1, "t": "2026-11-05"}, {"q": "2", "t": "2026-11-06"}]) for _ in range(3)]
     reader = check(pages)
