@@ -36,33 +36,35 @@ def parse_json(body: bytes) -> Any:
 
 
 @dataclass(frozen=True)
-class Page:
-    """One fetched page: parsed JSON ``body``, response ``headers``, final ``url`` (unredacted)."""
+class _Fetched:
+    """What every fetched page carries: its final ``url`` (unredacted), ``status``, response
+    ``headers``, parsed ``Link`` header and ``nbytes``, the body's length as received."""
 
     url: str
     status: int
     headers: Mapping[str, str]
     links: Mapping[str, Mapping[str, str]]
-    body: Any
     nbytes: int
 
 
 @dataclass(frozen=True)
-class RawPage:
-    """One fetched page before parsing: ``content`` is the response body as received (decoded
-    from its ``Content-Encoding``), ``nbytes`` its length; the other fields are :class:`Page`'s."""
+class Page(_Fetched):
+    """One fetched page with its parsed JSON ``body``."""
 
-    url: str
-    status: int
-    headers: Mapping[str, str]
-    links: Mapping[str, Mapping[str, str]]
+    body: Any
+
+
+@dataclass(frozen=True)
+class RawPage(_Fetched):
+    """One fetched page before parsing: ``content`` is the response body as received (decoded
+    from its ``Content-Encoding``)."""
+
     content: bytes
-    nbytes: int
 
     def page(self, body: Any) -> Page:
         """This page with its parsed ``body``."""
-        return Page(url=self.url, status=self.status, headers=self.headers, links=self.links, body=body,
-                    nbytes=self.nbytes)
+        return Page(url=self.url, status=self.status, headers=self.headers, links=self.links, nbytes=self.nbytes,
+                    body=body)
 
 
 def header_links(value: str | None) -> dict[str, dict[str, str]]:
