@@ -335,6 +335,9 @@ def test_the_daemon_replaces_a_killed_server_and_records_the_lost_run(scheduler_
         assert len(servers) == 2 and servers[1] != first
         seen = json.loads(facts.read_text())
         assert seen["ppid"] == servers[1] and seen["pgid"] == seen["pid"] != daemon.pid
+        # the run wrote its facts before it returned: it is recorded once its process has ended
+        wait_for(lambda: [e for e in events("run finished") if e.get("status") == "success"], timeout=30,
+                 what="the run after the server died to be recorded")
         store = StateStore.open(data / ".scheduler" / "state.db")
         try:
             statuses = {r.status for r in store.history("tick", 100)}
