@@ -9,8 +9,9 @@ request and is itself the bottleneck: its floor is slow, and ratios to it flatte
 
 The package and the shipped hooks are byte-compiled first (untimed), as an install leaves them.
 Each leg runs in a child process (``--repeat N``: N times, the legs interleaved, each figure the
-median of its N runs); we record its wall time, the peak RSS of its whole process
-tree (psutil, polled every 20 ms) and CPU seconds (user+sys, ``RUSAGE_CHILDREN``: every waited-for
+median of its N runs); we record its wall time, the peak RSS and the peak PSS of its whole
+process tree (polled every 20 ms: RSS counts a shared page in every process that maps it, PSS
+shares it out, so the PSS sum is what the tree holds) and CPU seconds (user+sys, ``RUSAGE_CHILDREN``: every waited-for
 descendant, the worker included), with the 1-minute load average at its end (other work on the
 machine skews wall-clock ratios, CPU seconds much less):
 
@@ -36,7 +37,7 @@ Usage (README snippet)::
     python bench/ingest_bench.py --records 1000000 --legs floor,ours --repeat 3   # medians of 3, interleaved
 
 Goals at 1,000,000 records: ours within 1.5x the floor's CPU seconds and 1.2x its wall time, peak
-RSS <= 250 MB and flat from 200,000 to 1,000,000 records; at 200,000 records, start-up included,
+memory <= 250 MB and flat from 200,000 to 1,000,000 records; at 200,000 records, start-up included,
 within 2x the floor's wall time.
 """
 
@@ -115,16 +116,32 @@ NAIVE = textwrap.dedent("""
 """)
 
 
+def _pss(pid: int) -> int:
+    """The process's proportional set size in bytes (0 once it has ended)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
-    """Run ``argv``; wall seconds and peak RSS (MB) summed over the process and its descendants."""
+    """Run ``argv``; wall seconds, and peak RSS and PSS (MB) summed over the process and its
+    descendants.  RSS counts a page shared by two processes (a library, or what a forked child
+    shares with its parent) once in each; PSS splits it between them, so its sum is the memory
+    the tree holds."""
     started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak = 0
+    peak = peak_pss = 0
     handle = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
-            tree = [handle, *handle.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            tree = [p for p in (handle, *handle.children(recursive=True)) if p.is_running()]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+            peak_pss = max(peak_pss, sum(_pss(p.pid) for p in tree))
         except psutil.Error:
             pass
         time.sleep(0.02)
@@ -135,7 +152,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every waited-for descendant, worker included
     cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     return {"seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2), "peak_rss_mb": round(peak / 2**20, 1),
-            "load_avg_1m": round(os.getloadavg()[0], 2)}
+            "peak_pss_mb": round(peak_pss / 2**20, 1), "load_avg_1m": round(os.getloadavg()[0], 2)}
 
 
 def start_api(server: str, records: int, per_page: int) -> tuple[subprocess.Popen[str], str]:
@@ -242,13 +259,14 @@ def main(argv: list[str] | None = None) -> int:
     floor_cpu = results.get("floor", {}).get("cpu_seconds")
     print(f"records={args.records} per_page={args.per_page} pages={pages} server={args.server} cpus={os.cpu_count()} "
           f"config={'cold' if args.cold_config else 'cached'} repeat={args.repeat} (medians)")
-    print(f"{'leg':<6} {'seconds':>8} {'x floor':>8} {'cpu s':>8} {'x floor':>8} {'peak RSS MB':>12} {'load 1m':>8}")
+    print(f"{'leg':<6} {'seconds':>8} {'x floor':>8} {'cpu s':>8} {'x floor':>8} {'peak RSS MB':>12} "
+          f"{'peak PSS MB':>12} {'load 1m':>8}")
     for leg, r in results.items():
         r["x_floor"] = round(r["seconds"] / floor, 2) if floor else None  # type: ignore[assignment]
         r["cpu_x_floor"] = round(r["cpu_seconds"] / floor_cpu, 2) if floor_cpu else None  # type: ignore[assignment]
         ratio, cpu_ratio = (f"{r[k]:.2f}" if r[k] is not None else "-" for k in ("x_floor", "cpu_x_floor"))
         print(f"{leg:<6} {r['seconds']:>8.2f} {ratio:>8} {r['cpu_seconds']:>8.2f} {cpu_ratio:>8} "
-              f"{r['peak_rss_mb']:>12.1f} {r['load_avg_1m']:>8.2f}")
+              f"{r['peak_rss_mb']:>12.1f} {r['peak_pss_mb']:>12.1f} {r['load_avg_1m']:>8.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"records": args.records, "per_page": args.per_page, "server": args.server,

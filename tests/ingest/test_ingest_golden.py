@@ -12,9 +12,14 @@ from pathlib import Path
 import pytest
 from ingest_golden import CASES, load, run_case, sales_records
 
+from scheduler.kinds.ingest import prefetch
 
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["fetch-thread", "fetch-process"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_published_tables_match_the_golden_run(case: str, tmp_path: Path) -> None:
+def test_published_tables_match_the_golden_run(case: str, in_process: bool, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefetch, "may_fork", lambda: in_process)  # the pages cross a pipe, or stay in process
     expected = load(case)
     got = run_case(case, tmp_path, sales_records())
     assert got["counts"] == expected["counts"]

@@ -168,7 +168,7 @@ class _Run:
                 self.rejects.abort()
         result: dict[str, Any] = {
             "pages": prefetch.pages, **self.counts, "bytes_fetched": prefetch.bytes_fetched,
-            "requests": prefetch.fetcher.requests, "bytes": self.out.bytes + self.rejects.bytes,
+            "requests": prefetch.requests, "bytes": self.out.bytes + self.rejects.bytes,
             "duration": round(time.monotonic() - started, 3),
             "partitions": [str(p.relative_to(root)) for p in published_out],
             "rejects_partitions": [str(p.relative_to(root)) for p in published_rejects],

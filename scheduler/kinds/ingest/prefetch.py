@@ -1,26 +1,37 @@
-"""The fetch side of an ingest run: a thread that fetches pages, reads them and queues them.
+"""The fetch side of an ingest run: fetches pages, reads them and hands them over, in a process of
+its own where the run owns its process, else in a thread.
 
 It starts before the transform side of the run is imported (this module imports no pandas), so a
 run that starts a fresh interpreter fetches and parses its first pages while pandas loads.
 
+Where: a forked child (:mod:`~scheduler.kinds.ingest.forked`) when the caller runs in the main
+thread of a process with no other Python thread (a worker, a fork server's child: forking is
+safe there, and the fetch side then has a core and an interpreter lock of its own); a thread
+otherwise (a run called inside a process that has threads, as tests do).  Both run the same
+loop (:meth:`Prefetch._produce`) and hand over the same items.
+
 Invariants:
-- The queue holds at most :data:`STARTUP_PAGES` pages until :meth:`Prefetch.consuming` is called,
-  then at most :data:`PREFETCH_PAGES`: memory stays bounded by a few pages.
+- At most :data:`STARTUP_PAGES` pages wait until :meth:`Prefetch.consuming` is called, then at
+  most :data:`PREFETCH_PAGES` in a thread, :data:`CHILD_AHEAD_PAGES` plus the pipe's own buffer
+  in a child: memory stays bounded by a few pages.
 - Items are ``("page", ArrowPage | list of records)``, then exactly one of ``("end", None)`` or
-  ``("error", exc)``; nothing follows them.
-- :meth:`Prefetch.close` stops the thread (it never blocks on a full queue past a stop) and
-  closes the HTTP connections.
+  ``("error", exc)``; nothing follows them.  A child that ends early gives an ``("error", ...)``
+  naming how it ended.
+- :meth:`Prefetch.close` stops the fetching (a thread never blocks on a full queue past a stop; a
+  child is killed if still running, and reaped) and closes the HTTP connections.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
 
 from scheduler.kinds.base import RunContext
+from scheduler.kinds.ingest import forked
 from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
 from scheduler.kinds.ingest.pages import ArrowPage, PageReader
 from scheduler.kinds.ingest.paginate import Paginator, Request, extract_records
@@ -30,6 +41,9 @@ from scheduler.redaction import Redactor
 
 PREFETCH_PAGES = 4
 STARTUP_PAGES = 32  # pages fetched ahead while the transform side is still starting
+# a child runs ahead further: the transform side takes pages a batch at a time, and a child that
+# could not fetch on while a batch is transformed would take turns with it instead of overlapping
+CHILD_AHEAD_PAGES = 16
 
 
 def page_reader(source: Source) -> PageReader | None:
@@ -55,13 +69,21 @@ def run_log(ctx: RunContext) -> Any:
     return structlog.get_logger().bind(job=ctx.job, run_id=ctx.run_id)
 
 
-def start_fetching(spec: IngestJob, ctx: RunContext) -> Prefetch:
-    """A started :class:`Prefetch` for one run of ``spec``."""
-    return Prefetch(spec, ctx, run_log(ctx), source_redactor(spec.source)).start()
+def start_fetching(spec: IngestJob, ctx: RunContext, in_process: bool | None = None) -> Prefetch:
+    """A started :class:`Prefetch` for one run of ``spec``; ``in_process`` None chooses (see above)."""
+    if in_process is None:
+        in_process = may_fork()
+    return Prefetch(spec, ctx, run_log(ctx), source_redactor(spec.source)).start(in_process)
+
+
+def may_fork() -> bool:
+    """Whether forking is safe here: the main thread, no other Python thread (none holds a lock the
+    child would inherit held)."""
+    return threading.current_thread() is threading.main_thread() and threading.active_count() == 1
 
 
 class Prefetch:
-    """Fetches the pages of one run in a thread of its own; the fetch deadline starts here."""
+    """Fetches the pages of one run in a process or a thread of its own; the fetch deadline starts here."""
 
     def __init__(self, spec: IngestJob, ctx: RunContext, log: Any, redact: Redactor) -> None:
         # Runs execute in a worker process of their own.  The system allocator hands freed batch
@@ -72,22 +94,38 @@ class Prefetch:
         self.fetcher = Fetcher(spec.source, redact, log)
         self.pages = 0
         self.bytes_fetched = 0
+        self._requests = 0
+        self._child: forked.Child | None = None
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._room = threading.Condition()
         self._limit = STARTUP_PAGES
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, name=f"ingest-fetch-{ctx.job}", daemon=True)
+        self._thread = threading.Thread(target=self._produce, args=(self._put,), name=f"ingest-fetch-{ctx.job}",
+                                        daemon=True)
 
-    def start(self) -> Prefetch:
-        self._thread.start()
+    def start(self, in_process: bool) -> Prefetch:
+        """Start fetching: in a forked child when ``in_process``, else in a thread."""
+        if in_process:
+            self._child = forked.fork(self._serve, STARTUP_PAGES, CHILD_AHEAD_PAGES)
+        else:
+            self._thread.start()
         return self
+
+    @property
+    def requests(self) -> int:
+        """HTTP requests made so far (the child's count as of the last item handed over)."""
+        return self._requests if self._child is not None else self.fetcher.requests
 
     def consuming(self) -> None:
         """The transform side is up: from now on keep only :data:`PREFETCH_PAGES` pages ahead."""
+        if self._child is not None:
+            self._child.consuming()
         with self._room:
             self._limit = PREFETCH_PAGES
 
     def get(self) -> tuple[str, Any]:
+        if self._child is not None:
+            return self._receive(self._child)
         item = self._queue.get()
         with self._room:
             self._room.notify()
@@ -95,11 +133,35 @@ class Prefetch:
 
     def close(self) -> None:
         self._stop.set()
+        if self._child is not None:
+            self._child.end()
         with self._room:
             self._room.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self.fetcher.close()
+
+    def _receive(self, child: forked.Child) -> tuple[str, Any]:
+        try:
+            kind, payload, self.pages, self.bytes_fetched, self._requests = child.inbox.get()
+        except EOFError:
+            return "error", FetchError(f"the fetch process ended early ({child.exit_reason()})")
+        if kind == "error":
+            payload = payload.exception()
+        return kind, payload
+
+    # --- the fetch process ------------------------------------------------------------------------
+
+    def _serve(self, outbox: forked.Outbox) -> None:
+        """The child's work: the fetch loop, each item sent with the counts as they stand."""
+
+        def send(item: tuple[str, Any]) -> None:
+            kind, payload = item
+            if kind == "error":
+                payload = forked.CrossedError.of(payload)
+            outbox.send((kind, payload, self.pages, self.bytes_fetched, self.fetcher.requests))
+
+        self._produce(send)
 
     # --- the fetch thread ---------------------------------------------------------------------------
 
@@ -120,7 +182,7 @@ class Prefetch:
         return Paginator(src.pagination, url, query, int(override) if override else None), {
             k: self._template(v) for k, v in src.headers.items()}
 
-    def _produce(self) -> None:
+    def _produce(self, put: Callable[[tuple[str, Any]], None]) -> None:
         max_pages = int(self.params.get("max_pages", self.spec.source.max_pages))
         reader = page_reader(self.spec.source)
         fetcher = self.fetcher
@@ -142,10 +204,10 @@ class Prefetch:
                 request = paginator.next(page, rows)
                 self.pages += 1
                 self.bytes_fetched += page.nbytes
-                self._put(("page", item))
-            self._put(("end", None))
+                put(("page", item))
+            put(("end", None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            self._put(("error", exc))
+            put(("error", exc))
 
     def _put(self, item: tuple[str, Any]) -> None:
         with self._room:
