@@ -4,7 +4,8 @@ Modules, one job each: ``spec`` (the frozen config model), ``http`` (the fetcher
 redirects, retries, deadline, redaction), ``pacing`` (the rate limit, urllib3's ``Retry`` held
 to the deadline, the watchdog that ends a body read at it), ``cookies`` (what the source sets,
 sent back), ``responses`` (what a fetch returns: raw bytes or parsed JSON), ``paginate`` (which
-request comes next), ``prefetch`` (the fetch thread), ``pages`` (a page's records read straight
+request comes next), ``prefetch`` (the fetch side: a forked child or a thread), ``forked``
+(that child and the pipe to it), ``pages`` (a page's records read straight
 into Arrow columns), ``page_batch`` (the pages of a batch as one batch), ``expr`` (safe column
 expressions), ``columns`` (a batch of records as Arrow columns, with the pandas view hooks and
 rejects see), ``arrow_steps`` (the cleaning steps as ``pyarrow.compute`` kernels), ``transform``

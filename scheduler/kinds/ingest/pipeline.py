@@ -1,4 +1,4 @@
-"""One ingest run: a fetch thread (:mod:`~scheduler.kinds.ingest.prefetch`) feeds pages to batch
+"""One ingest run: a fetch process or thread (:mod:`~scheduler.kinds.ingest.prefetch`) feeds pages to batch
 transforms that stream into Parquet row groups.
 
 Invariants:
