@@ -20,7 +20,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.ingest import execute
+from scheduler.kinds.ingest import execute, prefetch
 from scheduler.kinds.ingest.pipeline import IngestFailed
 from scheduler.kinds.ingest.spec import IngestJob
 
@@ -138,8 +138,11 @@ def test_connection_cut_mid_body_is_retried(raw_server: Callable[..., Any], tmp_
     assert len(calls) == 2
 
 
+@pytest.mark.parametrize("in_process", [False, True], ids=["fetch-thread", "fetch-process"])
 def test_trickling_server_is_ended_by_the_deadline(raw_server: Callable[..., Any], tmp_path: Path,
-                                                   make_ctx: Ctx) -> None:
+                                                   make_ctx: Ctx, in_process: bool,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(prefetch, "may_fork", lambda: in_process)  # the timer runs where the body is read
     def trickle(conn: socket.socket, _: bytes) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
         for _ in range(60):  # one byte a second: each read is well inside the read timeout

@@ -159,23 +159,34 @@ class Child:
     def end(self) -> None:
         """Reap the child, killing it first if it still runs; close the pipes.  Idempotent."""
         if self.status is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid == 0:
-                os.kill(self.pid, signal.SIGKILL)
-                _, status = os.waitpid(self.pid, 0)
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid == 0:
+                    os.kill(self.pid, signal.SIGKILL)
+                    _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:  # reaped by someone else (SIGCHLD ignored by an embedding process)
+                status = 0
+            finally:
+                self._close_pipes()
             self.status = status
-            self.inbox.close()
-            os.close(self.control)
 
     def exit_reason(self) -> str:
         """How the child ended, for an error when its pipe closed early (reaps it)."""
         if self.status is None:
-            _, self.status = os.waitpid(self.pid, 0)
-            self.inbox.close()
-            os.close(self.control)
+            try:
+                _, self.status = os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                self.status = 0
+            finally:
+                self._close_pipes()
         if os.WIFSIGNALED(self.status):
             return f"killed by {signal.Signals(os.WTERMSIG(self.status)).name}"
         return f"exit status {os.WEXITSTATUS(self.status)}"
+
+    def _close_pipes(self) -> None:
+        self.inbox.close()
+        with contextlib.suppress(OSError):
+            os.close(self.control)
 
 
 def fork(work: Callable[[Outbox], None], ahead: int, steady: int) -> Child:

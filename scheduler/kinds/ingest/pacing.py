@@ -93,24 +93,30 @@ class PacedRetry(Retry):
 class Watchdog:
     """Cuts off the body being read when ``deadline`` (a ``time.monotonic()`` reading) passes.
 
-    One timer thread (a daemon) per watchdog, until :meth:`cancel` ends it.  The reader registers
-    the response (:meth:`watch`), checks :attr:`fired` and the deadline, reads in one blocking
-    call, unregisters (``watch(None)``) and checks :attr:`fired` again: a timer that fires before
-    the registration is caught by the reader's first check, one that fires after it shuts the
-    socket down (``HTTPResponse.shutdown``), which ends the read with an error or a short body.
+    One timer thread (a daemon) per watchdog, started by the first :meth:`watch` (so a fetcher
+    made before a fork starts its timer in the process that reads: threads do not cross a fork),
+    until :meth:`cancel` ends it.  The reader registers the response (:meth:`watch`), checks
+    :attr:`fired` and the deadline, reads in one blocking call, unregisters (``watch(None)``) and
+    checks :attr:`fired` again: a timer that fires before the registration is caught by the
+    reader's first check, one that fires after it shuts the socket down
+    (``HTTPResponse.shutdown``), which ends the read with an error or a short body.
     """
 
     def __init__(self, deadline: float) -> None:
         self.fired = False
+        self._deadline = deadline
         self._lock = threading.Lock()
         self._watched: BaseHTTPResponse | None = None
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.name, self._timer.daemon = "ingest-deadline", True
-        self._timer.start()
+        self._timer: threading.Timer | None = None
+        self._cancelled = False
 
     def watch(self, response: BaseHTTPResponse | None) -> None:
         with self._lock:
             self._watched = response
+            if self._timer is None and not self._cancelled:
+                self._timer = threading.Timer(max(0.0, self._deadline - time.monotonic()), self._fire)
+                self._timer.name, self._timer.daemon = "ingest-deadline", True
+                self._timer.start()
 
     def _fire(self) -> None:
         with self._lock:
@@ -122,7 +128,12 @@ class Watchdog:
                     pass  # already released or closed: no read left to end
 
     def cancel(self) -> None:
-        """Stop the timer; its thread has ended when this returns."""
-        self._timer.cancel()
-        if self._timer is not threading.current_thread():
-            self._timer.join(5.0)
+        """Stop the timer (none starts after this); its thread has ended when this returns."""
+        with self._lock:
+            self._cancelled = True
+            timer = self._timer
+        if timer is None:
+            return
+        timer.cancel()
+        if timer is not threading.current_thread():
+            timer.join(5.0)

@@ -2,7 +2,7 @@
 transforms that stream into Parquet row groups.
 
 Invariants:
-- Memory is bounded by the page queue (a few pages, see ``prefetch``), one batch of ``batch_rows``
+- Memory is bounded by the pages fetched ahead (a fixed number, see ``prefetch``), one batch of ``batch_rows``
   records, one buffered row group per partition, and 8 bytes per distinct dedupe/unique key.
 - Nothing is published unless every page was fetched, every batch transformed, and every check
   passed; on any failure the temp files are removed and the previous partition stays as it was.

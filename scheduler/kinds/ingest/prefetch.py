@@ -14,7 +14,7 @@ Invariants:
 - Until :meth:`Prefetch.consuming` is called at most :data:`STARTUP_PAGES` pages wait in a
   thread's queue (:data:`CHILD_STARTUP_PAGES` in a child), then at most :data:`PREFETCH_PAGES`
   (:data:`CHILD_AHEAD_PAGES`, plus the pipe's own buffer, in a child): memory stays bounded by
-  a few pages.
+  a fixed number of pages.
 - Items are ``("page", ArrowPage | list of records)``, then exactly one of ``("end", None)`` or
   ``("error", exc)``; nothing follows them.  A child that ends early gives an ``("error", ...)``
   naming how it ended.
@@ -75,8 +75,6 @@ def run_log(ctx: RunContext) -> Any:
 
 def start_fetching(spec: IngestJob, ctx: RunContext, in_process: bool | None = None) -> Prefetch:
     """A started :class:`Prefetch` for one run of ``spec``; ``in_process`` None chooses (see above)."""
-    if in_process is None:
-        in_process = may_fork()
     return Prefetch(spec, ctx, run_log(ctx), source_redactor(spec.source)).start(in_process)
 
 
@@ -107,8 +105,11 @@ class Prefetch:
         self._thread = threading.Thread(target=self._produce, args=(self._put,), name=f"ingest-fetch-{ctx.job}",
                                         daemon=True)
 
-    def start(self, in_process: bool) -> Prefetch:
-        """Start fetching: in a forked child when ``in_process``, else in a thread."""
+    def start(self, in_process: bool | None = None) -> Prefetch:
+        """Start fetching: in a forked child when ``in_process``, else in a thread; None forks
+        when :func:`may_fork` says so now, right before the fork."""
+        if in_process is None:
+            in_process = may_fork()
         if in_process:
             self._child = forked.fork(self._serve, CHILD_STARTUP_PAGES, CHILD_AHEAD_PAGES)
         else:
