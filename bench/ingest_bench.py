@@ -116,18 +116,6 @@ NAIVE = textwrap.dedent("""
 """)
 
 
-def _pss(pid: int) -> int:
-    """The process's proportional set size in bytes (0 once it has ended)."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as rollup:
-            for line in rollup:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
     """Run ``argv``; wall seconds, and peak RSS and PSS (MB) summed over the process and its
     descendants.  RSS counts a page shared by two processes (a library, or what a forked child
@@ -141,7 +129,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
         try:
             tree = [p for p in (handle, *handle.children(recursive=True)) if p.is_running()]
             peak = max(peak, sum(p.memory_info().rss for p in tree))
-            peak_pss = max(peak_pss, sum(_pss(p.pid) for p in tree))
+            peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in tree))  # smaps_rollup
         except psutil.Error:
             pass
         time.sleep(0.02)

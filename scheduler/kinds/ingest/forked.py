@@ -159,29 +159,26 @@ class Child:
     def end(self) -> None:
         """Reap the child, killing it first if it still runs; close the pipes.  Idempotent."""
         if self.status is None:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid == 0:
-                    os.kill(self.pid, signal.SIGKILL)
-                    _, status = os.waitpid(self.pid, 0)
-            except ChildProcessError:  # reaped by someone else (SIGCHLD ignored by an embedding process)
-                status = 0
-            finally:
-                self._close_pipes()
-            self.status = status
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)  # one that has exited (unreaped) keeps its own status
+            self._reap()
 
     def exit_reason(self) -> str:
         """How the child ended, for an error when its pipe closed early (reaps it)."""
         if self.status is None:
-            try:
-                _, self.status = os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                self.status = 0
-            finally:
-                self._close_pipes()
+            self._reap()
+        assert self.status is not None
         if os.WIFSIGNALED(self.status):
             return f"killed by {signal.Signals(os.WTERMSIG(self.status)).name}"
         return f"exit status {os.WEXITSTATUS(self.status)}"
+
+    def _reap(self) -> None:
+        try:
+            _, self.status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped by someone else (SIGCHLD ignored by an embedding process)
+            self.status = 0
+        finally:
+            self._close_pipes()
 
     def _close_pipes(self) -> None:
         self.inbox.close()
@@ -193,9 +190,7 @@ def fork(work: Callable[[Outbox], None], ahead: int, steady: int) -> Child:
     """Fork a child that runs ``work(outbox)`` and leaves; the parent gets the child's handle.
 
     Call it from the thread that lives as long as the run: the child dies when that thread ends."""
-    for stream in (sys.stdout, sys.stderr):  # nothing buffered now may be written twice
-        with contextlib.suppress(Exception):
-            stream.flush()
+    _flush_stdio()  # nothing buffered now may be written twice
     read, write = os.pipe()
     control_read, control_write = os.pipe()
     with contextlib.suppress(OSError):
@@ -222,10 +217,14 @@ def _child(work: Callable[[Outbox], None], outbox: Outbox, parent: int) -> NoRet
     except BaseException:  # noqa: BLE001 - the parent reads the pipe's early end and says so
         code = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
+        _flush_stdio()
         os._exit(code)
+
+
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child
