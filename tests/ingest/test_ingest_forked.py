@@ -57,6 +57,29 @@ def test_messages_cross_whole_and_in_order() -> None:
     os.close(control)
 
 
+def test_a_page_crosses_with_its_bytes_and_columns_out_of_band_and_aligned() -> None:
+    outbox, inbox, control = _pipes(ahead=1000, steady=1000)
+    content = b'{"data": [' + b",".join(b'{"n": %d}' % i for i in range(50_000)) + b"]}"
+    columns = {f"c{i}": pa.array([i, None, i * 3], type=pa.int64()) for i in range(700)}  # > IOV_MAX parts
+    columns["text"] = pa.array(["a", None, "ccc"])
+    page = ArrowPage(content, 3, columns, {"page": 1}, "data")
+    received: list[Any] = []
+    reader = threading.Thread(target=lambda: received.append(inbox.get()))
+    reader.start()
+    outbox.send(("page", page, 1))
+    outbox.close()
+    reader.join(timeout=30)
+    (kind, got, pages), = received
+    assert (kind, pages, got.rows, got.body, got.records_path) == ("page", 1, 3, {"page": 1}, "data")
+    assert type(got.content) is bytes and got.content == content
+    assert list(got.columns) == list(columns)
+    assert all(got.columns[name].equals(array) for name, array in columns.items())
+    values = got.columns["c5"].buffers()[1]
+    assert values.address % 8 == 0  # int64 values at their natural alignment
+    inbox.close()
+    os.close(control)
+
+
 def test_the_sender_holds_at_most_ahead_messages_then_the_steady_count() -> None:
     outbox, inbox, control = _pipes(ahead=3, steady=1)
     big = b"x" * 2_000_000  # more than the pipe holds: every message after the first waits in the outbox

@@ -2,9 +2,11 @@
 
 In a thread, fetching and reading pages shares the interpreter lock with the transform side, and
 every socket read hands the lock back and forth.  A forked child that fetches and reads pages
-runs on the other core with a lock of its own; only the finished pages cross, pickled (Arrow
-columns travel as their buffers).  See :mod:`~scheduler.kinds.ingest.prefetch` for when it is
-used.
+runs on the other core with a lock of its own; only the finished pages cross, pickled with
+protocol 5: the pickle holds the structure, and the large buffers (Arrow columns' buffers, a
+page's bytes) are written after it straight from where they lie (``os.writev``) and unpickled
+from slices of the one buffer the parent reads a message into, so neither side copies them in
+Python.  See :mod:`~scheduler.kinds.ingest.prefetch` for when it is used.
 
 What must hold:
 - The child never outlives the run: it dies with the thread that forked it (``PR_SET_PDEATHSIG``),
@@ -13,6 +15,9 @@ What must hold:
 - Memory stays bounded: the child holds at most ``ahead`` pages it could not yet hand over,
   beyond what the pipe itself buffers; ``ahead`` drops from the start-up allowance to the steady
   one once the parent says it consumes (a byte on the control pipe).
+- A message is framed as: its pickle's size and the number of out-of-band buffers (:data:`_HEADER`),
+  each buffer's size, then the pickle and the buffers, each padded to :data:`_ALIGN` bytes (so a
+  column's buffer arrives aligned for its values).
 - Every message is ``(kind, payload, pages, bytes_fetched, requests)``.  An error crosses as
   :class:`CrossedError`: the exception itself when it survives pickling, else its type name and
   text, and in both cases the child's traceback, so the parent reports it as a thread-side error
@@ -36,7 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-_HEADER = struct.Struct("<Q")
+_HEADER = struct.Struct("<QI")  # the pickle's size, the number of out-of-band buffers
+_SIZE = struct.Struct("<Q")
+_ALIGN = 64
+_ZEROS = memoryview(bytes(_ALIGN))
+_IOV_MAX = 1024  # buffers one writev may take (Linux)
 _PIPE_BYTES = 1 << 20  # the pipe's own buffer: a few pages of 1,000 records
 _F_SETPIPE_SZ = 1031
 _PR_SET_PDEATHSIG = 1
@@ -79,11 +88,10 @@ class Outbox:
         os.set_blocking(fd, False)
         os.set_blocking(control, False)
         self._fd, self._control, self._ahead, self._steady = fd, control, ahead, steady
-        self._pending: deque[memoryview] = deque()
+        self._pending: deque[list[memoryview]] = deque()  # each message's parts still to write
 
     def send(self, message: tuple[Any, ...]) -> None:
-        data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        self._pending.append(memoryview(_HEADER.pack(len(data)) + data))
+        self._pending.append(frame(message))
         self._flush(block=False)
         while len(self._pending) > self._ahead:
             self._flush(block=True)
@@ -100,20 +108,47 @@ class Outbox:
                 if os.read(self._control, 1):
                     self._ahead = self._steady
         while self._pending:
-            head = self._pending[0]
+            parts = self._pending[0]
             try:
-                written = os.write(self._fd, head)
+                written = os.writev(self._fd, parts[:_IOV_MAX])
             except BlockingIOError:
                 if not block:
                     return
                 select.select([], [self._fd], [])
                 continue
-            if written == len(head):
+            _advance(parts, written)
+            if not parts:
                 self._pending.popleft()
-            else:
-                self._pending[0] = head[written:]
             if block:
                 return  # one message (or part of one) handed over: the caller checks again
+
+
+def frame(message: tuple[Any, ...]) -> list[memoryview]:
+    """``message`` as the parts to write: header, sizes and pickle, then each out-of-band buffer
+    (a view of the object that holds it, not a copy), with the padding that aligns the next."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    views = [b.raw() for b in buffers]
+    head = _HEADER.pack(len(data), len(views)) + b"".join(_SIZE.pack(v.nbytes) for v in views)
+    parts = [memoryview(head), memoryview(data), _ZEROS[:_padding(len(data))]]
+    for view in views:
+        parts += (view, _ZEROS[:_padding(view.nbytes)])
+    return parts
+
+
+def _padding(size: int) -> int:
+    return -size % _ALIGN
+
+
+def _advance(parts: list[memoryview], written: int) -> None:
+    """Drop the ``written`` bytes from the front of ``parts``."""
+    done = 0
+    while done < len(parts) and written >= parts[done].nbytes:
+        written -= parts[done].nbytes
+        done += 1
+    del parts[:done]
+    if written:
+        parts[0] = parts[0][written:]
 
 
 class Inbox:
@@ -123,9 +158,18 @@ class Inbox:
         self._file = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
 
     def get(self) -> tuple[Any, ...]:
-        """The next message; EOFError when the child closed its end or ended."""
-        (size,) = _HEADER.unpack(self._read(_HEADER.size))
-        message: tuple[Any, ...] = pickle.loads(self._read(size))  # noqa: S301 - our own child's bytes
+        """The next message; EOFError when the child closed its end or ended.  Its buffers are
+        slices of the one bytearray the message is read into."""
+        size, count = _HEADER.unpack(self._read(_HEADER.size))
+        table = self._read(_SIZE.size * count) if count else b""
+        sizes = [n for (n,) in _SIZE.iter_unpack(table)]
+        start = size + _padding(size)
+        body = memoryview(self._read(start + sum(n + _padding(n) for n in sizes)))
+        buffers = []
+        for n in sizes:
+            buffers.append(body[start:start + n])
+            start += n + _padding(n)
+        message: tuple[Any, ...] = pickle.loads(body[:size], buffers=buffers)  # noqa: S301 - our own child's bytes
         return message
 
     def _read(self, size: int) -> bytearray:

@@ -37,6 +37,7 @@ so a run pays a second read only when it meets a new field.
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -84,6 +85,16 @@ class ArrowPage:
         """The records as the reference path reads them (for a batch :func:`pages_to_batch` declines)."""
         body = parse_json(self.content)
         return body if self.records_path is None else list(body[self.records_path])
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the bytes as a pickle buffer: pickled with protocol 5 and a buffer callback (the fetch
+        # process's pipe) they cross out of band, as the columns' Arrow buffers do
+        return _arrow_page, (pickle.PickleBuffer(self.content), self.rows, self.columns, self.body, self.records_path)
+
+
+def _arrow_page(content: Any, rows: int, columns: dict[str, pa.Array | Split], body: Any,
+                records_path: str | None) -> ArrowPage:
+    return ArrowPage(bytes(content), rows, columns, body, records_path)
 
 
 @dataclass
