@@ -10,10 +10,12 @@ request and is itself the bottleneck: its floor is slow, and ratios to it flatte
 The package and the shipped hooks are byte-compiled first (untimed), as an install leaves them.
 Each leg runs in a child process (``--repeat N``: N times, the legs interleaved, each figure the
 median of its N runs); we record its wall time, the peak RSS and the peak PSS of its whole
-process tree (polled every 20 ms: RSS counts a shared page in every process that maps it, PSS
-shares it out, so the PSS sum is what the tree holds) and CPU seconds (user+sys, ``RUSAGE_CHILDREN``: every waited-for
-descendant, the worker included), with the 1-minute load average at its end (other work on the
-machine skews wall-clock ratios, CPU seconds much less):
+process tree and CPU seconds (user+sys, ``RUSAGE_CHILDREN``: every waited-for descendant, the
+worker included), with the 1-minute load average at its end (other work on the machine skews
+wall-clock ratios, CPU seconds much less).  RSS counts a shared page in every process that maps
+it, PSS shares it out, so the PSS sum is what the tree holds.  Memory is polled every 100 ms: a
+poll reads /proc and each process's smaps_rollup, CPU taken from the cores the measured run
+uses, and a run's memory is flat, so its peak lasts longer than that:
 
 - ``floor``: fetch every page with a requests ``Session`` and parse its JSON, nothing else;
 - ``naive``: requests + pandas, every page kept in memory, ``json_normalize``, the same
@@ -60,6 +62,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY = "2026-11-05"
+POLL_SECONDS = 0.1  # the memory poll: often enough for a flat peak, cheap beside the run
 
 FLOOR = textwrap.dedent("""
     import json, sys, requests
@@ -132,7 +135,7 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
             peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in tree))  # smaps_rollup
         except psutil.Error:
             pass
-        time.sleep(0.02)
+        time.sleep(POLL_SECONDS)
     seconds = time.perf_counter() - started
     out, err = proc.communicate()
     if proc.returncode != 0:
