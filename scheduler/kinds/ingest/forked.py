@@ -82,17 +82,25 @@ class CrossedError:
 
 
 class Outbox:
-    """The child's end: sends messages without blocking while fewer than ``ahead`` wait."""
+    """The child's end: sends messages without blocking while fewer than ``ahead`` wait.
+
+    A message the pipe takes at once is written straight from its buffers; one that must wait is
+    first joined into one block, so the page it came from (its columns' buffers, its bytes) is
+    freed now and only that block is held (holding pages of many buffers fragments the heap)."""
 
     def __init__(self, fd: int, control: int, ahead: int, steady: int) -> None:
         os.set_blocking(fd, False)
         os.set_blocking(control, False)
         self._fd, self._control, self._ahead, self._steady = fd, control, ahead, steady
-        self._pending: deque[list[memoryview]] = deque()  # each message's parts still to write
+        self._pending: deque[memoryview] = deque()
 
     def send(self, message: tuple[Any, ...]) -> None:
-        self._pending.append(frame(message))
-        self._flush(block=False)
+        parts = frame(message)
+        self._flush(block=False)  # what waits goes first
+        if not self._pending:
+            self._write_some(parts)
+        if parts:
+            self._pending.append(memoryview(b"".join(parts)))
         while len(self._pending) > self._ahead:
             self._flush(block=True)
 
@@ -102,23 +110,33 @@ class Outbox:
             self._flush(block=True)
         os.close(self._fd)
 
+    def _write_some(self, parts: list[memoryview]) -> None:
+        """Write what the pipe takes now of ``parts``, dropping it from their front."""
+        while parts:
+            try:
+                written = os.writev(self._fd, parts[:_IOV_MAX])
+            except BlockingIOError:
+                return
+            _advance(parts, written)
+
     def _flush(self, block: bool) -> None:
         if self._ahead != self._steady:
             with contextlib.suppress(BlockingIOError):
                 if os.read(self._control, 1):
                     self._ahead = self._steady
         while self._pending:
-            parts = self._pending[0]
+            head = self._pending[0]
             try:
-                written = os.writev(self._fd, parts[:_IOV_MAX])
+                written = os.write(self._fd, head)
             except BlockingIOError:
                 if not block:
                     return
                 select.select([], [self._fd], [])
                 continue
-            _advance(parts, written)
-            if not parts:
+            if written == len(head):
                 self._pending.popleft()
+            else:
+                self._pending[0] = head[written:]
             if block:
                 return  # one message (or part of one) handed over: the caller checks again
 
