@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -126,18 +127,30 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> dict[str, flo
     the tree holds."""
     started, usage = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output: list[str] = []
+    ended: list[float] = []
+    done = threading.Event()
+
+    def wait() -> None:  # the leg's end, timed when it happens, not at the next poll
+        output.extend(proc.communicate())
+        ended.append(time.perf_counter())
+        done.set()
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
     peak = peak_pss = 0
     handle = psutil.Process(proc.pid)
-    while proc.poll() is None:
+    while not done.is_set():
         try:
             tree = [p for p in (handle, *handle.children(recursive=True)) if p.is_running()]
             peak = max(peak, sum(p.memory_info().rss for p in tree))
             peak_pss = max(peak_pss, sum(p.memory_full_info().pss for p in tree))  # smaps_rollup
         except psutil.Error:
             pass
-        time.sleep(POLL_SECONDS)
-    seconds = time.perf_counter() - started
-    out, err = proc.communicate()
+        done.wait(POLL_SECONDS)
+    waiter.join()
+    seconds = ended[0] - started
+    out, err = output
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed with exit code {proc.returncode}:\n{err[-3000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)  # every waited-for descendant, worker included

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -21,7 +22,7 @@ import pytest
 from polling import wait_for
 
 from scheduler.kinds.base import RunContext
-from scheduler.kinds.ingest import execute, prefetch
+from scheduler.kinds.ingest import execute, forked, prefetch
 from scheduler.kinds.ingest.forked import CrossedError, Inbox, Outbox
 from scheduler.kinds.ingest.pacing import FetchError
 from scheduler.kinds.ingest.pages import ArrowPage
@@ -57,12 +58,31 @@ def test_messages_cross_whole_and_in_order() -> None:
     os.close(control)
 
 
-def test_a_page_crosses_with_its_bytes_and_columns_out_of_band_and_aligned() -> None:
-    outbox, inbox, control = _pipes(ahead=1000, steady=1000)
+def _page(columns: int, records: int = 3) -> ArrowPage:
     content = b'{"data": [' + b",".join(b'{"n": %d}' % i for i in range(50_000)) + b"]}"
-    columns = {f"c{i}": pa.array([i, None, i * 3], type=pa.int64()) for i in range(700)}  # > IOV_MAX parts
-    columns["text"] = pa.array(["a", None, "ccc"])
-    page = ArrowPage(content, 3, columns, {"page": 1}, "data")
+    arrays = {f"c{i}": pa.array([i if r % 2 else None for r in range(records)], type=pa.int64())
+              for i in range(columns)}
+    arrays["text"] = pa.array(["a" * r for r in range(records)])
+    arrays["empty"] = pa.array([None] * records, type=pa.string())  # zero-length data buffer
+    return ArrowPage(content, records, arrays, {"page": 1}, "data")
+
+
+def _same_page(got: ArrowPage, sent: ArrowPage) -> bool:
+    return bool(type(got.content) is bytes and got.content == sent.content and got.rows == sent.rows
+                and got.body == sent.body and got.records_path == sent.records_path
+                and list(got.columns) == list(sent.columns)
+                and all(got.columns[n].equals(a) for n, a in sent.columns.items()))
+
+
+def test_a_page_crosses_with_its_columns_out_of_band_and_aligned() -> None:
+    page = _page(columns=40, records=1000)
+    parts = forked.frame(("page", page, 1))
+    size, count = forked._HEADER.unpack_from(parts[0])
+    column_buffers = [b for a in page.columns.values() for b in a.buffers() if b is not None]
+    assert count == len(column_buffers)  # every Arrow buffer out of band, the page bytes in the pickle
+    assert len(page.content) < size < len(page.content) + 20_000
+    assert sum(p.nbytes for p in parts[2:]) % 64 == 0  # each buffer padded to the next 64 bytes
+    outbox, inbox, control = _pipes(ahead=1000, steady=1000)
     received: list[Any] = []
     reader = threading.Thread(target=lambda: received.append(inbox.get()))
     reader.start()
@@ -70,12 +90,43 @@ def test_a_page_crosses_with_its_bytes_and_columns_out_of_band_and_aligned() -> 
     outbox.close()
     reader.join(timeout=30)
     (kind, got, pages), = received
-    assert (kind, pages, got.rows, got.body, got.records_path) == ("page", 1, 3, {"page": 1}, "data")
-    assert type(got.content) is bytes and got.content == content
-    assert list(got.columns) == list(columns)
-    assert all(got.columns[name].equals(array) for name, array in columns.items())
-    values = got.columns["c5"].buffers()[1]
-    assert values.address % 8 == 0  # int64 values at their natural alignment
+    assert (kind, pages) == ("page", 1) and _same_page(got, page)
+    addresses = [b.address for a in got.columns.values() for b in a.buffers() if b is not None and b.size]
+    assert addresses and all(address % 16 == 0 for address in addresses)
+    inbox.close()
+    os.close(control)
+
+
+def test_messages_cross_whole_when_the_pipe_takes_a_few_bytes_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # short writes anywhere: inside a buffer, inside padding, at part boundaries, and a refusal now
+    # and then; messages of more parts than one writev takes (1,024)
+    sizes = iter([1, 7, 0, 63, 64, 65, 4096, 3, 100_000] * 10_000)
+    real_write = os.write
+
+    def stingy_write(fd: int, data: Any) -> int:
+        allowed = next(sizes)
+        if not allowed:
+            raise BlockingIOError
+        return real_write(fd, bytes(memoryview(data)[:allowed]))
+
+    def stingy_writev(fd: int, parts: list[memoryview]) -> int:
+        return stingy_write(fd, b"".join(parts))
+
+    monkeypatch.setattr(forked.os, "write", stingy_write)
+    monkeypatch.setattr(forked.os, "writev", stingy_writev)
+    outbox, inbox, control = _pipes(ahead=2, steady=2)
+    pages = [_page(columns=n) for n in (0, 1, 600, 5)]  # 600 columns: over 1,800 parts
+    received: list[Any] = []
+    reader = threading.Thread(target=lambda: received.extend(inbox.get() for _ in pages))
+    reader.start()
+    for index, page in enumerate(pages):
+        outbox.send(("page", page, index))
+    outbox.close()
+    reader.join(timeout=60)
+    assert [m[2] for m in received] == list(range(len(pages)))
+    assert all(_same_page(m[1], page) for m, page in zip(received, pages, strict=True))
+    with pytest.raises(EOFError):
+        inbox.get()
     inbox.close()
     os.close(control)
 
@@ -255,3 +306,23 @@ def test_a_process_with_no_other_thread_forks_and_one_with_threads_does_not() ->
     finally:
         done.set()
         thread.join()
+
+
+def test_the_fetch_side_reads_pages_without_importing_pyarrow_compute() -> None:
+    # the worker forks the fetch process before the transform side's imports: what the fetch side
+    # needs to read pages (here with a field mixing numbers and strings) is all it imports; a field
+    # whose text Arrow would read as times (rewritten, then cut) imports the kernels on first use
+    script = (
+        "import sys, json\n"
+        "import scheduler.kinds.ingest.prefetch\n"
+        "from scheduler.kinds.ingest.pages import PageReader, Split\n"
+        "reader = PageReader('data')\n"
+        "rows = [{'id': i, 'q': i if i % 3 else str(i), 'sku': f'SKU-{i}', 'c': {'e': 'x'}}"
+        " for i in range(50)]\n"
+        "pages = [reader.read(json.dumps({'data': rows, 'page': n}).encode()) for n in range(3)]\n"
+        "assert all(p is not None and isinstance(p.columns['q'], Split) for p in pages), pages\n"
+        "print('pyarrow.compute' in sys.modules, 'pandas' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]

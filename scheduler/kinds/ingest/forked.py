@@ -3,10 +3,10 @@
 In a thread, fetching and reading pages shares the interpreter lock with the transform side, and
 every socket read hands the lock back and forth.  A forked child that fetches and reads pages
 runs on the other core with a lock of its own; only the finished pages cross, pickled with
-protocol 5: the pickle holds the structure, and the large buffers (Arrow columns' buffers, a
-page's bytes) are written after it straight from where they lie (``os.writev``) and unpickled
-from slices of the one buffer the parent reads a message into, so neither side copies them in
-Python.  See :mod:`~scheduler.kinds.ingest.prefetch` for when it is used.
+protocol 5: the pickle holds the structure and the page's bytes, and the columns' Arrow buffers
+travel out of band after it, written with ``os.writev`` from where they lie when the pipe takes
+the message at once, and unpickled as slices of the one buffer the parent reads them into.
+See :mod:`~scheduler.kinds.ingest.prefetch` for when it is used.
 
 What must hold:
 - The child never outlives the run: it dies with the thread that forked it (``PR_SET_PDEATHSIG``),
@@ -16,8 +16,10 @@ What must hold:
   beyond what the pipe itself buffers; ``ahead`` drops from the start-up allowance to the steady
   one once the parent says it consumes (a byte on the control pipe).
 - A message is framed as: its pickle's size and the number of out-of-band buffers (:data:`_HEADER`),
-  each buffer's size, then the pickle and the buffers, each padded to :data:`_ALIGN` bytes (so a
-  column's buffer arrives aligned for its values).
+  each buffer's size, the pickle, then the buffers, each padded to :data:`_ALIGN` bytes.  The
+  parent reads the pickle into a buffer of its own (freed once loaded) and the out-of-band
+  buffers into one more, where each starts a multiple of 64 bytes in: 16-byte aligned in memory,
+  enough for any Arrow value.
 - Every message is ``(kind, payload, pages, bytes_fetched, requests)``.  An error crosses as
   :class:`CrossedError`: the exception itself when it survives pickling, else its type name and
   text, and in both cases the child's traceback, so the parent reports it as a thread-side error
@@ -143,12 +145,12 @@ class Outbox:
 
 def frame(message: tuple[Any, ...]) -> list[memoryview]:
     """``message`` as the parts to write: header, sizes and pickle, then each out-of-band buffer
-    (a view of the object that holds it, not a copy), with the padding that aligns the next."""
+    (a view of the object that holds it, not a copy) and the padding that aligns the next."""
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
     views = [b.raw() for b in buffers]
     head = _HEADER.pack(len(data), len(views)) + b"".join(_SIZE.pack(v.nbytes) for v in views)
-    parts = [memoryview(head), memoryview(data), _ZEROS[:_padding(len(data))]]
+    parts = [memoryview(head), memoryview(data)]
     for view in views:
         parts += (view, _ZEROS[:_padding(view.nbytes)])
     return parts
@@ -176,18 +178,18 @@ class Inbox:
         self._file = open(fd, "rb", buffering=0)  # noqa: SIM115 - closed by close()
 
     def get(self) -> tuple[Any, ...]:
-        """The next message; EOFError when the child closed its end or ended.  Its buffers are
-        slices of the one bytearray the message is read into."""
+        """The next message; EOFError when the child closed its end or ended.  Its out-of-band
+        buffers are slices of one bytearray (what holds a column holds that buffer, not the
+        pickle and its page bytes)."""
         size, count = _HEADER.unpack(self._read(_HEADER.size))
-        table = self._read(_SIZE.size * count) if count else b""
-        sizes = [n for (n,) in _SIZE.iter_unpack(table)]
-        start = size + _padding(size)
-        body = memoryview(self._read(start + sum(n + _padding(n) for n in sizes)))
-        buffers = []
+        sizes = [n for (n,) in _SIZE.iter_unpack(self._read(_SIZE.size * count))] if count else []
+        data = self._read(size)
+        body = memoryview(self._read(sum(n + _padding(n) for n in sizes)))
+        buffers, start = [], 0
         for n in sizes:
             buffers.append(body[start:start + n])
             start += n + _padding(n)
-        message: tuple[Any, ...] = pickle.loads(body[:size], buffers=buffers)  # noqa: S301 - our own child's bytes
+        message: tuple[Any, ...] = pickle.loads(data, buffers=buffers)  # noqa: S301 - our own child's bytes
         return message
 
     def _read(self, size: int) -> bytearray:

@@ -37,7 +37,6 @@ so a run pays a second read only when it meets a new field.
 
 from __future__ import annotations
 
-import pickle
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,7 +44,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from scheduler.kinds.ingest.responses import parse_json
@@ -85,16 +83,6 @@ class ArrowPage:
         """The records as the reference path reads them (for a batch :func:`pages_to_batch` declines)."""
         body = parse_json(self.content)
         return body if self.records_path is None else list(body[self.records_path])
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # the bytes as a pickle buffer: pickled with protocol 5 and a buffer callback (the fetch
-        # process's pipe) they cross out of band, as the columns' Arrow buffers do
-        return _arrow_page, (pickle.PickleBuffer(self.content), self.rows, self.columns, self.body, self.records_path)
-
-
-def _arrow_page(content: Any, rows: int, columns: dict[str, pa.Array | Split], body: Any,
-                records_path: str | None) -> ArrowPage:
-    return ArrowPage(bytes(content), rows, columns, body, records_path)
 
 
 @dataclass
@@ -239,7 +227,7 @@ class PageReader:
         records = table.column(key).chunk(0) if table.column(key).num_chunks else None
         if records is None or records.null_count or not pa.types.is_list(records.type):
             return None
-        values = records.flatten()
+        values = _list_values(records)
         if pa.types.is_null(values.type) and len(values) == 0:
             columns: dict[str, pa.Array | Split] = {}
         elif pa.types.is_struct(values.type) and values.null_count == 0:
@@ -291,7 +279,7 @@ class PageReader:
             if isinstance(value, Split):
                 if not (pa.types.is_int64(value.numbers.type) or pa.types.is_null(value.numbers.type)):
                     return None  # floats beside strings: 3 and 3.0 are told apart only in Python
-                if pc.any(pc.and_(value.numbers.is_valid(), value.texts.is_valid())).as_py():
+                if (_validity(value.numbers) & _validity(value.texts)).any():
                     return None  # a record holding both halves: a repeated key, whose last value Python keeps
                 if value.numbers.null_count == len(value.numbers) == value.texts.null_count:
                     out[name] = pa.nulls(len(value.texts))  # only nulls: the reference reads a null column
@@ -379,10 +367,10 @@ def _strings_at(table: pa.Table, path: tuple[int, ...]) -> int:
     array = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()  # a one-row table
     for position in path[1:]:
         if _is_list(array.type):
-            array = array.flatten()
+            array = _list_values(array)
         array = array.field(position)  # the child as stored, parent nulls not merged in
     if _is_list(array.type):
-        array = array.flatten()
+        array = _list_values(array)
     return int(len(array) - array.null_count)
 
 
@@ -416,6 +404,8 @@ def _unprefix(array: pa.Array, name: str, prefixed: set[str]) -> pa.Array | None
     value lacks the prefix."""
     kind = array.type
     if pa.types.is_string(kind) and name in prefixed:
+        import pyarrow.compute as pc  # only pages with such a field: a fetch process starts 40 ms sooner
+
         present = array.drop_null()
         if len(present) and not pc.all(pc.starts_with(present, PREFIX)).as_py():
             return None
@@ -433,6 +423,28 @@ def _unprefix(array: pa.Array, name: str, prefixed: set[str]) -> pa.Array | None
             return array
         return pa.StructArray.from_arrays(children, fields=list(kind), mask=array.is_null())
     return array
+
+
+def _list_values(array: pa.ListArray | pa.LargeListArray) -> pa.Array:
+    """``array.flatten()``: its lists' values in order, without the kernel (which imports
+    ``pyarrow.compute``) unless a list is null (its slot may still hold values)."""
+    if array.null_count:
+        return array.flatten()
+    offsets = array.offsets
+    start, end = offsets[0].as_py(), offsets[-1].as_py()
+    return array.values.slice(start, end - start)
+
+
+def _validity(array: pa.Array) -> np.ndarray:
+    """Whether each row of ``array`` holds a value, read from its validity bitmap (no compute
+    kernel: the fetch process reads pages without importing ``pyarrow.compute``)."""
+    if pa.types.is_null(array.type):
+        return np.zeros(len(array), dtype=bool)
+    bitmap = array.buffers()[0]
+    if bitmap is None:
+        return np.ones(len(array), dtype=bool)
+    bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8), bitorder="little")
+    return bits[array.offset:array.offset + len(array)].astype(bool)
 
 
 def _children(array: pa.StructArray) -> list[pa.Array]:
