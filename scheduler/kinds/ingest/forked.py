@@ -94,7 +94,7 @@ class Outbox:
         os.set_blocking(fd, False)
         os.set_blocking(control, False)
         self._fd, self._control, self._ahead, self._steady = fd, control, ahead, steady
-        self._pending: deque[memoryview] = deque()
+        self._pending: deque[list[memoryview]] = deque()  # messages waiting, each joined into one block
 
     def send(self, message: tuple[Any, ...]) -> None:
         parts = frame(message)
@@ -102,7 +102,7 @@ class Outbox:
         if not self._pending:
             self._write_some(parts)
         if parts:
-            self._pending.append(memoryview(b"".join(parts)))
+            self._pending.append([memoryview(b"".join(parts))])
         while len(self._pending) > self._ahead:
             self._flush(block=True)
 
@@ -122,25 +122,23 @@ class Outbox:
             _advance(parts, written)
 
     def _flush(self, block: bool) -> None:
+        """Write waiting messages while the pipe takes them; ``block``: wait for room until the
+        oldest one is handed over, then return (the caller checks again)."""
         if self._ahead != self._steady:
             with contextlib.suppress(BlockingIOError):
                 if os.read(self._control, 1):
                     self._ahead = self._steady
         while self._pending:
-            head = self._pending[0]
-            try:
-                written = os.write(self._fd, head)
-            except BlockingIOError:
+            parts = self._pending[0]
+            self._write_some(parts)
+            if parts:  # the pipe is full
                 if not block:
                     return
                 select.select([], [self._fd], [])
                 continue
-            if written == len(head):
-                self._pending.popleft()
-            else:
-                self._pending[0] = head[written:]
+            self._pending.popleft()
             if block:
-                return  # one message (or part of one) handed over: the caller checks again
+                return
 
 
 def frame(message: tuple[Any, ...]) -> list[memoryview]:
