@@ -6,8 +6,10 @@ the batch writer, and nesting deep enough to crash Arrow's reader."""
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from test_ingest_pages import check
 from scheduler.kinds.ingest import execute
 from scheduler.kinds.ingest.columns import Batch, from_records
 from scheduler.kinds.ingest.keys import digests, text_digests
-from scheduler.kinds.ingest.pages import PageReader
+from scheduler.kinds.ingest.pages import PageReader, _depth_limit, _too_deep
 from scheduler.kinds.ingest.pipeline import IngestFailed
 from scheduler.kinds.ingest.responses import parse_json
 from scheduler.kinds.ingest.sink import batch_table, to_table
@@ -237,3 +239,49 @@ def test_a_body_timestamp_named_like_a_renamed_field(page: bytes) -> None:
 
 def test_lists_that_start_with_null_on_two_pages() -> None:
     check([b'{"data":[{"t":[null,false]}]}', b'{"data":[{"t":[null,false]}]}'], fast=False)
+
+
+def _objects(depth: int) -> bytes:
+    return b'{"data":[{"a":' + b'{"b":' * depth + b"1" + b"}" * depth + b"}]}"
+
+
+@pytest.mark.parametrize(("content", "limit", "deep"), [
+    (_nested(10), 256, False),
+    (_nested(300), 256, True),
+    (_nested(300), 4096, False),
+    (_objects(4093), 4096, False),  # the body, the records' list and a record: 3 levels, 4,093 more
+    (_objects(4094), 4096, True),
+    (b'{"data":[' + b",".join([b'{"c":{"d":[1]}}'] * 2000) + b"]}", 256, False),  # 6,001 opening brackets, 4 deep
+    (b'{"data":[{"s":"' + b"[" * 300 + b'"}]}', 256, True),  # brackets in strings count too: decline too often
+])
+def test_nesting_is_measured_on_the_bytes(content: bytes, limit: int, deep: bool) -> None:
+    assert _too_deep(content, limit) is deep
+
+
+def test_a_thread_reads_less_deep_pages_than_a_main_thread() -> None:
+    limits: list[int] = []
+    thread = threading.Thread(target=lambda: limits.append(_depth_limit()))
+    thread.start()
+    thread.join()
+    assert limits == [256]
+    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    big = soft == resource.RLIM_INFINITY or soft >= 8 << 20
+    assert _depth_limit() == (4096 if big else 256)
+
+
+@pytest.mark.parametrize("depth", [3000, 20000])
+def test_deep_nesting_in_a_main_thread_does_not_crash_the_reader(depth: int) -> None:
+    """A main thread (the fetch process's) reads 3,000 levels with Arrow and declines 20,000."""
+    code = ("import resource\n"
+            "from scheduler.kinds.ingest.pages import PageReader\n"
+            "hard = resource.getrlimit(resource.RLIMIT_STACK)[1]\n"
+            "big = 8 << 20 if hard == resource.RLIM_INFINITY else min(8 << 20, hard)\n"
+            "resource.setrlimit(resource.RLIMIT_STACK, (big, hard))\n"
+            f"page = b'{{\"data\":[{{\"a\":' + b'[' * {depth} + b']' * {depth} + b'}}]}}'\n"
+            "try:\n"
+            "    PageReader('data').read(page)\n"
+            "except RecursionError:\n"
+            "    pass\n"
+            "print('read')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == b"read", done.stderr.decode()[-500:]

@@ -23,7 +23,8 @@ What the reader does differently, and how each is met:
   with a float column and a run of 16 or more digits, or an integer ``-0``, is declined.
 - A list that starts with null is misread (apache/arrow#51305): pages with any list but the
   records' own are declined.  Very deep nesting overflows the reader's stack: pages whose
-  brackets may nest deeper than 256 are declined before reading.
+  brackets may nest deeper than the calling thread's stack holds (256 in a thread, 4,096 in a
+  main thread with a stack of 8 MB or more) are declined before reading.
 - A key given twice in one object, several JSON values in one body, and other oddities: any
   reader error declines the page, and the reference path reads it or names the error.
 
@@ -38,6 +39,8 @@ so a run pays a second read only when it meets a new field.
 from __future__ import annotations
 
 import re
+import resource
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,7 +121,7 @@ class PageReader:
 
     def read(self, content: bytes) -> ArrowPage | None:
         """The page as Arrow columns, or None where only the reference path reads it exactly."""
-        if not self.usable or len(content) + 16 > _MAX_BLOCK or _too_deep(content):
+        if not self.usable or len(content) + 16 > _MAX_BLOCK or _too_deep(content, _depth_limit()):
             return None
         try:
             return self._read(content)
@@ -316,18 +319,35 @@ def _has_floats(schema: Iterable[pa.Field]) -> bool:
 
 
 _MINUS_ZERO = re.compile(rb"[:\[,]\s*-0(?![.0-9eE])")
-_DEPTH_LIMIT = 256  # brackets open at once, counted on the bytes: deeper pages take the reference path
+# Brackets open at once, counted on the bytes: deeper pages take the reference path.  Arrow's
+# reader takes up to about 500 bytes of stack a level (it overflows a 1 MB stack between 2,000 and
+# 4,000 levels): a thread's stack may be small, a main thread's is the process's stack limit.
+_DEPTH_LIMIT = 256
+_MAIN_DEPTH_LIMIT = 4096  # at most 2 MB of a main thread's stack of 8 MB or more
+_MAIN_STACK = 8 << 20
 _BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_OPEN_OBJECT, _OPEN_LIST = ord("{"), ord("[")
 
 
-def _too_deep(content: bytes) -> bool:
-    """Whether the page may nest deeper than :data:`_DEPTH_LIMIT` (Arrow's reader overflows the
-    stack on very deep nesting).  Brackets inside strings count too, so this may say yes too often."""
-    brackets = np.frombuffer(content.translate(None, _BRACKETS), dtype=np.uint8)
-    if len(brackets) < _DEPTH_LIMIT:
+def _depth_limit() -> int:
+    """The nesting the calling thread's stack holds with room to spare."""
+    if threading.current_thread() is not threading.main_thread():
+        return _DEPTH_LIMIT
+    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    return _MAIN_DEPTH_LIMIT if soft == resource.RLIM_INFINITY or soft >= _MAIN_STACK else _DEPTH_LIMIT
+
+
+def _too_deep(content: bytes, limit: int) -> bool:
+    """Whether the page may nest deeper than ``limit`` (Arrow's reader overflows the stack on very
+    deep nesting).  Brackets inside strings count too, so this may say yes too often.  A page with
+    no more opening brackets than ``limit`` cannot nest deeper (counted at a quarter of the cost of
+    following the depth)."""
+    raw = np.frombuffer(content, dtype=np.uint8)
+    if np.count_nonzero(raw == _OPEN_OBJECT) + np.count_nonzero(raw == _OPEN_LIST) <= limit:
         return False
-    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
-    return bool(np.cumsum(steps).max() > _DEPTH_LIMIT)
+    brackets = np.frombuffer(content.translate(None, _BRACKETS), dtype=np.uint8)
+    steps = np.where((brackets == _OPEN_LIST) | (brackets == _OPEN_OBJECT), 1, -1)
+    return bool(np.cumsum(steps).max() > limit)
 
 
 def _nested_lists(schema: pa.Schema, records: str) -> bool:
