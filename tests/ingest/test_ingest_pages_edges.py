@@ -107,6 +107,22 @@ def test_a_key_digest_does_not_depend_on_the_other_keys() -> None:
     assert ints[0] == beside_a_long_int[0]
 
 
+@pytest.mark.parametrize("keys", [
+    ["ORD-0001", "ORD-0002", "ORD-0001"],  # one length: read as the rows of a matrix
+    ["é€x", "abcde"],  # one length in bytes, not in characters
+    ["a" * 8, "b" * 8],  # a whole word
+    ["a" * 17, "b" * 17],  # three words, the last one byte
+    ["", ""],
+    [None, ""],  # a null is as long as the empty string
+    ["k"],
+])
+def test_keys_of_one_length_digest_as_beside_a_longer_key(keys: list[str | None]) -> None:
+    beside = text_digests(pa.array([*keys, "x" * 40]))[:-1]
+    assert (text_digests(pa.array(keys, pa.string())) == beside).all()
+    sliced = pa.array(["zz", *keys], pa.string()).slice(1)  # data that starts past the buffer's start
+    assert (text_digests(sliced) == beside).all()
+
+
 def _items(httpserver: HTTPServer, rows: list[dict[str, Any]]) -> None:
     """``rows`` served 100 a page (``?page=N``), then an empty page."""
     httpserver.clear()
