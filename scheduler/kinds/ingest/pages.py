@@ -74,9 +74,10 @@ class Split:
 @dataclass
 class ArrowPage:
     """One page read by Arrow: its ``rows`` records as columns in order of first appearance, the
-    body without its records (as the reference parser gives it, for pagination), and the bytes."""
+    body without its records (as the reference parser gives it, for pagination), and the bytes
+    (None where they stay in the fetch process: see :mod:`~scheduler.kinds.ingest.page_bytes`)."""
 
-    content: bytes
+    content: bytes | None
     rows: int
     columns: dict[str, pa.Array | Split]
     body: Any
@@ -84,8 +85,16 @@ class ArrowPage:
 
     def python_records(self) -> list[Any]:
         """The records as the reference path reads them (for a batch :func:`pages_to_batch` declines)."""
+        if self.content is None:
+            raise RuntimeError("a page's bytes stayed in the fetch process, but its batch needs them")
         body = parse_json(self.content)
         return body if self.records_path is None else list(body[self.records_path])
+
+    def kinds(self) -> tuple[tuple[str, Any], ...]:
+        """Each column's name and Arrow type (a split field's two types): pages of equal kinds
+        always combine into one batch, since :func:`pages_to_batch` declines only where types differ."""
+        return tuple((name, (column.numbers.type, column.texts.type) if isinstance(column, Split) else column.type)
+                     for name, column in self.columns.items())
 
 
 @dataclass

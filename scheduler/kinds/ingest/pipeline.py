@@ -33,6 +33,7 @@ from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.http import FetchError, source_redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
+from scheduler.kinds.ingest.page_bytes import closes_batch
 from scheduler.kinds.ingest.pages import ArrowPage
 from scheduler.kinds.ingest.prefetch import Prefetch, run_log, start_fetching
 from scheduler.kinds.ingest.results import TransformError, reject_frame
@@ -193,7 +194,7 @@ class _Run:
                 if size:
                     batch.append(payload)
                     rows += size
-            if batch and (rows >= limit or kind == "end"):
+            if batch and (closes_batch(rows, limit) or kind == "end"):  # the fetch process follows this cut
                 self._batch(batch, rows, batch_no)
                 batch, rows, batch_no = [], 0, batch_no + 1
             if kind == "end":

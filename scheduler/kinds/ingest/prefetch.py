@@ -17,7 +17,9 @@ Invariants:
   a fixed number of pages.
 - Items are ``("page", ArrowPage | list of records)``, then exactly one of ``("end", None)`` or
   ``("error", exc)``; nothing follows them.  A child that ends early gives an ``("error", ...)``
-  naming how it ended.
+  naming how it ended.  From a child, an Arrow page comes without its bytes where its batch
+  does not need them, and with them (restored by the time the batch's last page is handed over)
+  where it does (:mod:`~scheduler.kinds.ingest.page_bytes`).
 - :meth:`Prefetch.close` stops the fetching (a thread never blocks on a full queue past a stop; a
   child is killed if still running, and reaped) and closes the HTTP connections.
 """
@@ -34,6 +36,7 @@ import pyarrow as pa
 from scheduler.kinds.base import RunContext
 from scheduler.kinds.ingest import forked
 from scheduler.kinds.ingest.http import Fetcher, FetchError, source_redactor
+from scheduler.kinds.ingest.page_bytes import HeldBytes, ReturnedBytes
 from scheduler.kinds.ingest.pages import ArrowPage, PageReader
 from scheduler.kinds.ingest.paginate import Paginator, Request, extract_records
 from scheduler.kinds.ingest.spec import IngestJob
@@ -99,6 +102,7 @@ class Prefetch:
         self.bytes_fetched = 0
         self._requests = 0
         self._child: forked.Child | None = None
+        self._returned = ReturnedBytes()
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._room = threading.Condition()
         self._limit = STARTUP_PAGES
@@ -148,24 +152,35 @@ class Prefetch:
         self.fetcher.close()
 
     def _receive(self, child: forked.Child) -> tuple[str, Any]:
-        try:
-            kind, payload, self.pages, self.bytes_fetched, self._requests = child.inbox.get()
-        except EOFError:
-            return "error", FetchError(f"the fetch process ended early ({child.exit_reason()})")
-        if kind == "error":
+        while True:
+            try:
+                kind, payload, self.pages, self.bytes_fetched, self._requests = child.inbox.get()
+            except EOFError:
+                return "error", FetchError(f"the fetch process ended early ({child.exit_reason()})")
+            if kind != "bytes":
+                break
+            self._returned.restore(payload)
+        if kind == "page":
+            self._returned.received(self.pages, payload)
+        elif kind == "error":
             payload = payload.exception()
         return kind, payload
 
     # --- the fetch process ------------------------------------------------------------------------
 
     def _serve(self, outbox: forked.Outbox) -> None:
-        """The child's work: the fetch loop, each item sent with the counts as they stand."""
+        """The child's work: the fetch loop, each item sent with the counts as they stand; a page's
+        bytes only where its batch needs them (:mod:`~scheduler.kinds.ingest.page_bytes`)."""
+        held = HeldBytes(self.spec.sink.batch_rows)
 
         def send(item: tuple[str, Any]) -> None:
             kind, payload = item
+            counts = (self.pages, self.bytes_fetched, self.fetcher.requests)
             if kind == "error":
                 payload = forked.CrossedError.of(payload)
-            outbox.send((kind, payload, self.pages, self.bytes_fetched, self.fetcher.requests))
+            elif kind == "page" and (back := held.page(self.pages, payload)):
+                outbox.send(("bytes", back, *counts))
+            outbox.send((kind, payload, *counts))
 
         self._produce(send)
 
