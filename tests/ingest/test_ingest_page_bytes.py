@@ -119,13 +119,15 @@ def _job(url: str) -> IngestJob:
 def test_a_run_in_a_fetch_process_reads_a_mixed_batch_as_in_a_thread(
         httpserver: HTTPServer, tmp_path: Path, make_ctx: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches of three pages: floats then strings (Arrow cannot combine them), a declined page (a
-    list field), then plain pages; both ways publish the same rows, and the mixed batches were read
-    from the pages' bytes."""
+    list field) then plain pages, plain pages, pages that each mix numbers and strings.  Both ways
+    publish the same rows; the first two batches were read from their pages' bytes, and the pages
+    of the last two crossed without them."""
     floats = [{"id": i, "v": i + 0.5} for i in range(100)]
     texts = [{"id": 100 + i, "v": f"t{i}"} for i in range(100)]
     lists = [{"id": 200 + i, "v": "l", "tags": [i]} for i in range(100)]
     plain = [[{"id": 100 * p + i, "v": f"p{p}-{i}"} for i in range(100)] for p in range(3, 9)]
-    pages = [floats, texts, plain[0], lists, plain[1], plain[2], *plain[3:]]
+    mixed = [[{"id": 100 * p + i, "v": i if i % 2 else str(i)} for i in range(100)] for p in range(9, 12)]
+    pages = [floats, texts, plain[0], lists, plain[1], plain[2], *plain[3:], *mixed]
     read_as_records: list[int] = []
     python_records = ArrowPage.python_records
 
@@ -133,16 +135,27 @@ def test_a_run_in_a_fetch_process_reads_a_mixed_batch_as_in_a_thread(
         read_as_records.append(page.rows)
         return python_records(page)
 
+    without_bytes: list[int] = []
+    received = ReturnedBytes.received
+
+    def seen(self: ReturnedBytes, number: int, item: Any) -> None:
+        if isinstance(item, ArrowPage) and item.content is None and item.rows:  # not the empty last page
+            without_bytes.append(number)
+        received(self, number, item)
+
     monkeypatch.setattr(ArrowPage, "python_records", counted)
+    monkeypatch.setattr(ReturnedBytes, "received", seen)
     tables = {}
     for in_process in (False, True):
         _serve(httpserver, pages)
         monkeypatch.setattr(prefetch, "may_fork", lambda fork=in_process: fork)
         data = tmp_path / str(in_process)
         result = execute(_job(httpserver.url_for("")), make_ctx(data))
-        assert result["rows_fetched"] == 900 and result["rows_rejected"] == 0
+        assert result["rows_fetched"] == 1200 and result["rows_rejected"] == 0
         tables[in_process] = pq.read_table(data / "items" / "date=2026-11-05")
         httpserver.clear()
     assert tables[True].equals(tables[False])
     assert tables[True].column("v").to_pylist()[:101] == [str(i + 0.5) for i in range(100)] + ["t0"]
+    assert tables[True].column("v").to_pylist()[-2:] == ["98", "99"]
     assert read_as_records == [100, 100, 100, 100, 100] * 2  # both mixed batches' Arrow pages, each way
+    assert without_bytes == [1, 7, 8, 9, 10, 11, 12]  # page 1's came back when page 2 broke the batch

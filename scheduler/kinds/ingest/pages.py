@@ -22,7 +22,9 @@ What the reader does differently, and how each is met:
   are rounded into a float column (the reference path keeps them as Python ints): a page read
   with a float column and a run of 16 or more digits, or an integer ``-0``, is declined.
 - A list that starts with null is misread (apache/arrow#51305): pages with any list but the
-  records' own are declined.  Very deep nesting overflows the reader's stack: pages whose
+  records' own are declined.  Objects nested in objects more than 64 levels deep (counting the
+  body and the records' list) are declined too: a page's columns cross a pipe pickled, and
+  pickling recurses per level.  Very deep nesting overflows the reader's stack: pages whose
   brackets may nest deeper than the calling thread's stack holds (256 in a thread, 4,096 in a
   main thread with a stack of 8 MB or more) are declined before reading.
 - A key given twice in one object, several JSON values in one body, and other oddities: any
@@ -102,6 +104,7 @@ class _SchemaFacts:
     """What the checks of a page read from its schema alone; a run's pages mostly share one schema,
     so these are worked out once per schema, not per page."""
 
+    too_nested: bool
     nested_lists: bool
     has_floats: bool
     time_names: tuple[str, ...]
@@ -154,6 +157,8 @@ class PageReader:
             if table.num_rows != 1 or (self.records is None and table.column_names != [_WRAPPED]):
                 return None  # several JSON values, or a list body that was no JSON: the reference path's error
             facts = self._facts(table.schema)
+            if facts.too_nested:
+                return None  # objects in objects beyond what a page's columns can be pickled with
             if facts.nested_lists:
                 return None  # lists other than the records': Arrow misreads some (apache/arrow#51305)
             if facts.has_floats and (_LONG_DIGIT_RUN in content.translate(_DIGITS_TO_ZERO)
@@ -176,7 +181,11 @@ class PageReader:
         """The schema's facts, kept for the next page with an equal schema."""
         if self._known is not None and self._known[0].equals(schema):
             return self._known[1]
-        facts = _SchemaFacts(_nested_lists(schema, self._key), _has_floats(schema), tuple(_timestamp_names(schema)))
+        if _type_depth(schema) > _MAX_TYPE_DEPTH:  # the other facts' walks recurse: none are needed
+            facts = _SchemaFacts(True, False, False, ())
+        else:
+            facts = _SchemaFacts(False, _nested_lists(schema, self._key), _has_floats(schema),
+                                 tuple(_timestamp_names(schema)))
         self._known = (schema, facts)
         return facts
 
@@ -357,6 +366,26 @@ def _too_deep(content: bytes, limit: int) -> bool:
     brackets = np.frombuffer(content.translate(None, _BRACKETS), dtype=np.uint8)
     steps = np.where((brackets == _OPEN_LIST) | (brackets == _OPEN_OBJECT), 1, -1)
     return bool(np.cumsum(steps).max() > limit)
+
+
+# Types nested in types (the body, the records' list, objects in objects): a page's columns cross
+# the fetch process's pipe pickled, and pickling an Arrow array recurses per level (about 165
+# levels fit Python's recursion limit), so deeper pages take the reference path in either mode.
+_MAX_TYPE_DEPTH = 64
+
+
+def _type_depth(schema: pa.Schema) -> int:
+    """How deep the schema's types nest (a top-level scalar field is 1), walked without recursion."""
+    deepest = 0
+    waiting: list[tuple[pa.DataType, int]] = [(fld.type, 1) for fld in schema]
+    while waiting:
+        kind, depth = waiting.pop()
+        deepest = max(deepest, depth)
+        if _is_list(kind):
+            waiting.append((kind.value_type, depth + 1))
+        elif pa.types.is_struct(kind):
+            waiting += [(fld.type, depth + 1) for fld in kind]
+    return deepest
 
 
 def _nested_lists(schema: pa.Schema, records: str) -> bool:

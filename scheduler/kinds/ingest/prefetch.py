@@ -178,8 +178,9 @@ class Prefetch:
             counts = (self.pages, self.bytes_fetched, self.fetcher.requests)
             if kind == "error":
                 payload = forked.CrossedError.of(payload)
-            elif kind == "page" and (back := held.page(self.pages, payload)):
-                outbox.send(("bytes", back, *counts))
+            elif kind == "page":
+                for page_bytes in held.page(self.pages, payload):  # one message each: no burst of a batch's bytes
+                    outbox.send(("bytes", [page_bytes], *counts))
             outbox.send((kind, payload, *counts))
 
         self._produce(send)
