@@ -14,7 +14,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from scheduler.kinds.ingest import execute, prefetch
-from scheduler.kinds.ingest.page_bytes import HeldBytes, ReturnedBytes, closes_batch
+from scheduler.kinds.ingest.page_bytes import HeldBytes, ReturnedBytes, closes_batch, page_rows
 from scheduler.kinds.ingest.pages import ArrowPage, Split
 from scheduler.kinds.ingest.spec import IngestJob
 
@@ -46,7 +46,7 @@ def _cross(pages: list[ArrowPage | list[Any]], batch_rows: int) -> list[list[Arr
         if back:
             returned.restore(back)
         returned.received(number, page)
-        size = page.rows if isinstance(page, ArrowPage) else len(page)
+        size = page_rows(page)
         if size:
             batch.append(page)
             rows += size

@@ -6,11 +6,11 @@ where its batch must be read the reference way
 :meth:`~scheduler.kinds.ingest.pages.ArrowPage.python_records`): when a page of the batch came as
 Python records (the reader declined it), or when the batch's pages differ in column kinds (only
 then can :func:`~scheduler.kinds.ingest.page_batch.pages_to_batch` decline).  The fetch process
-follows the batches as the transform side cuts them (:func:`closes_batch`, the one rule both
-use), sends a page without its bytes while its batch is all Arrow pages of one kind, and holds
-those bytes until the batch is complete.  The first page that breaks the rule sends the held
-bytes ahead of itself, and the rest of that batch crosses with its bytes, so a batch that needs
-the reference path has every page's bytes before its last page arrives.
+follows the batches as the transform side cuts them (:func:`page_rows` and :func:`closes_batch`,
+the rules both use), sends a page without its bytes while its batch is all Arrow pages of one
+kind, and holds those bytes until the batch is complete.  The first page that breaks the rule
+sends the held bytes ahead of itself, and the rest of that batch crosses with its bytes, so a
+batch that needs the reference path has every page's bytes before its last page arrives.
 
 Invariant: a batch whose pages are not all Arrow pages of equal :meth:`ArrowPage.kinds` holds
 the bytes of each of its pages once the transform side has taken its last page.  Memory: the
@@ -25,8 +25,13 @@ from typing import Any
 from scheduler.kinds.ingest.pages import ArrowPage
 
 
+def page_rows(item: ArrowPage | list[Any]) -> int:
+    """The records a page adds to its batch (a page of none joins no batch)."""
+    return item.rows if isinstance(item, ArrowPage) else len(item)
+
+
 def closes_batch(rows: int, batch_rows: int) -> bool:
-    """Whether a batch of ``rows`` records is complete (pages of no records join none)."""
+    """Whether a batch of ``rows`` records is complete."""
     return rows >= batch_rows
 
 
@@ -44,7 +49,7 @@ class HeldBytes:
     def page(self, number: int, item: ArrowPage | list[Any]) -> list[tuple[int, bytes]]:
         """Before page ``number`` is sent: its bytes are dropped from ``item`` where its batch
         does not need them; returns the bytes of earlier pages to send ahead of it (by number)."""
-        rows = item.rows if isinstance(item, ArrowPage) else len(item)
+        rows = page_rows(item)
         if not rows:  # a page of no records joins no batch
             if isinstance(item, ArrowPage):
                 item.content = None

@@ -33,7 +33,7 @@ from scheduler.kinds.ingest.checks import CheckFailed, RunStats
 from scheduler.kinds.ingest.columns import Batch
 from scheduler.kinds.ingest.http import FetchError, source_redactor
 from scheduler.kinds.ingest.keys import KeySet, WinnerIndex, digests
-from scheduler.kinds.ingest.page_bytes import closes_batch
+from scheduler.kinds.ingest.page_bytes import closes_batch, page_rows
 from scheduler.kinds.ingest.pages import ArrowPage
 from scheduler.kinds.ingest.prefetch import Prefetch, run_log, start_fetching
 from scheduler.kinds.ingest.results import TransformError, reject_frame
@@ -190,11 +190,11 @@ class _Run:
             if kind == "error":
                 raise payload
             if kind == "page":
-                size = payload.rows if isinstance(payload, ArrowPage) else len(payload)
+                size = page_rows(payload)
                 if size:
                     batch.append(payload)
                     rows += size
-            if batch and (closes_batch(rows, limit) or kind == "end"):  # the fetch process follows this cut
+            if batch and (closes_batch(rows, limit) or kind == "end"):  # the fetch process follows these rules
                 self._batch(batch, rows, batch_no)
                 batch, rows, batch_no = [], 0, batch_no + 1
             if kind == "end":
