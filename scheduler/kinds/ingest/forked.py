@@ -3,8 +3,9 @@
 In a thread, fetching and reading pages shares the interpreter lock with the transform side, and
 every socket read hands the lock back and forth.  A forked child that fetches and reads pages
 runs on the other core with a lock of its own; only the finished pages cross, pickled with
-protocol 5: the pickle holds the structure and the page's bytes, and the columns' Arrow buffers
-travel out of band after it, written with ``os.writev`` from where they lie when the pipe takes
+protocol 5: the pickle holds the structure and the page's bytes where they cross
+(:mod:`~scheduler.kinds.ingest.page_bytes`), and the columns' Arrow buffers travel out of band
+after it, written with ``os.writev`` from where they lie when the pipe takes
 the message at once, and unpickled as slices of the one buffer the parent reads them into.
 See :mod:`~scheduler.kinds.ingest.prefetch` for when it is used.
 
@@ -178,7 +179,7 @@ class Inbox:
     def get(self) -> tuple[Any, ...]:
         """The next message; EOFError when the child closed its end or ended.  Its out-of-band
         buffers are slices of one bytearray (what holds a column holds that buffer, not the
-        pickle and its page bytes)."""
+        pickle and any page bytes in it)."""
         size, count = _HEADER.unpack(self._read(_HEADER.size))
         sizes = [n for (n,) in _SIZE.iter_unpack(self._read(_SIZE.size * count))] if count else []
         data = self._read(size)
