@@ -20,6 +20,11 @@ uses, and a run's memory is flat, so its peak lasts longer than that:
 - ``floor``: fetch every page with a requests ``Session`` and parse its JSON, nothing else;
 - ``naive``: requests + pandas, every page kept in memory, ``json_normalize``, the same
   cleaning, one ``to_parquet``;
+- ``arrow``: the same cleaning written by hand with the best tools, in one process, as a lower
+  bound for ours: urllib3, Arrow's JSON reader with the schema given, compute kernels, the
+  package's key set for the dedupe, the shipped pandas hook, one ``ParquetWriter`` with the sink's
+  settings.  It checks nothing it is not told to, keeps no rejects and reads only pages shaped
+  like the sample API's; on those it writes the rows and values ours writes;
 - ``ours``: ``python -m scheduler run-job daily_sales --date D --config CFG --data-dir DIR`` with
   ``SALES_API_URL`` set; CFG is ``config/jobs.yaml`` without the job's ``rate_limit`` (the
   limiter would be measured, not the code).  An untimed ``scheduler validate`` of CFG with the
@@ -37,6 +42,7 @@ Usage (README snippet)::
     python bench/ingest_bench.py --records 1000000         # the full run
     python bench/ingest_bench.py --records 1000000 --legs floor,ours --json results.json
     python bench/ingest_bench.py --records 1000000 --legs floor,ours --repeat 3   # medians of 3, interleaved
+    python bench/ingest_bench.py --records 1000000 --legs floor,arrow,ours --repeat 3   # with the lower bound
 
 Goals at 1,000,000 records: ours within 1.5x the floor's CPU seconds and 1.2x its wall time, peak
 memory <= 250 MB and flat from 200,000 to 1,000,000 records; at 200,000 records, start-up included,
@@ -117,6 +123,82 @@ NAIVE = textwrap.dedent("""
     df["revenue"] = df["quantity"] * df["unit_price"]
     df.to_parquet(out, compression="zstd", index=False)
     print(len(df))
+""")
+
+
+# The same cleaning as daily_sales written by hand with the best tools, as a lower bound: urllib3
+# (cheaper per request than requests), Arrow's JSON reader with the schema given, compute kernels,
+# the package's own key set for the dedupe (the cheapest we have), the shipped pandas hook, one
+# ParquetWriter with the sink's settings and row groups.  It checks nothing it is not told to, keeps
+# no rejects (it drops them), and reads only pages shaped like the sample API's: an unparsable
+# value is a null.  On the sample API's pages it writes the rows and values ours writes.
+ARROW = textwrap.dedent("""
+    import functools, sys, urllib3, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj, pyarrow.parquet as pq
+    from jobs.sales import clean
+    from scheduler.kinds.ingest.keys import KeySet, text_digests
+    url, pages, per_page, day, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+    QTY_TEXT = "quantity_text"  # "quantity": "3" beside "quantity": 3 would stop the reader: renamed in the bytes
+    record = pa.struct([("order_id", pa.string()), ("sold_at", pa.string()), ("store_id", pa.int64()),
+                        ("sku", pa.string()), ("quantity", pa.int64()), (QTY_TEXT, pa.string()),
+                        ("unit_price", pa.string()), ("currency", pa.string()),
+                        ("customer", pa.struct([("email", pa.string()), ("segment", pa.string())]))])
+    read = pj.ReadOptions(use_threads=False, block_size=1 << 24)
+    parse = pj.ParseOptions(explicit_schema=pa.schema([("data", pa.list_(record))]),
+                            unexpected_field_behavior="ignore")
+    schema = pa.schema([("order_id", pa.string()), ("sold_at", pa.timestamp("us", tz="UTC")),
+                        ("store_id", pa.int64()), ("sku", pa.string()), ("quantity", pa.int64()),
+                        ("unit_price", pa.float64()), ("currency", pa.string()), ("customer_email", pa.string()),
+                        ("customer_segment", pa.string()), ("revenue", pa.float64())])
+    writer = pq.ParquetWriter(out, schema, compression="zstd", write_statistics=True,
+                              use_dictionary=["store_id", "sku", "quantity", "currency", "customer_segment"])
+    seen, held, waiting, written = KeySet(), [], [], 0
+
+    def clean_batch(pages):
+        r = pa.concat_arrays([p.column("data").chunk(0).flatten() for p in pages]).flatten()
+        get = dict(zip(record.names, r))
+        customer = get["customer"].flatten()
+        price = pc.replace_substring_regex(get["unit_price"], r"[^0-9.\\-]", "")
+        price = pc.cast(pc.if_else(pc.match_substring_regex(price, r"^-?[0-9]+(\\.[0-9]+)?$"), price, None),
+                        pa.float64())
+        table = pa.table({
+            "order_id": get["order_id"],
+            "sold_at": pc.strptime(get["sold_at"], format="%Y-%m-%dT%H:%M:%SZ", unit="us",
+                                   error_is_null=True).cast(schema.field("sold_at").type),
+            "store_id": get["store_id"],
+            "sku": pc.utf8_trim_whitespace(pc.utf8_lower(get["sku"])),
+            "quantity": pc.coalesce(get["quantity"], pc.cast(get[QTY_TEXT], pa.int64())),
+            "unit_price": price,
+            "currency": pc.utf8_trim_whitespace(get["currency"]),
+            "customer_email": pc.utf8_trim_whitespace(pc.utf8_lower(customer[0])),
+            "customer_segment": customer[1],
+        })
+        read = [pc.is_valid(table[name]) for name in ("order_id", "sold_at", "sku", "quantity", "unit_price")]
+        table = table.filter(functools.reduce(pc.and_, read))  # what ours rejects, dropped before the dedupe
+        table = table.filter(seen.first_seen(text_digests(table.column("order_id").combine_chunks())))
+        table = table.append_column("revenue", pc.multiply(pc.cast(table["quantity"], pa.float64()),
+                                                           table["unit_price"]))
+        frame, _rejects = clean(table.to_pandas())
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        in_range = pc.and_(pc.greater_equal(table["unit_price"], 0),
+                           pc.and_(pc.greater_equal(table["quantity"], -1000), pc.less_equal(table["quantity"], 1000)))
+        return table.filter(pc.fill_null(in_range, False))
+
+    http = urllib3.PoolManager()
+    for page in range(1, pages + 1):
+        query = {"date": day, "page": str(page), "per_page": str(per_page)}
+        resp = http.request("GET", url + "/v1/sales", fields=query, timeout=60)
+        assert resp.status == 200, resp.status
+        body = resp.data.replace(b'"quantity":"', b'"' + QTY_TEXT.encode() + b'":"')
+        held.append(pj.read_json(pa.BufferReader(body), read_options=read, parse_options=parse))
+        if len(held) == 10 or page == pages:
+            waiting.append(clean_batch(held))
+            held = []
+            if sum(t.num_rows for t in waiting) >= 50_000 or page == pages:
+                table = pa.concat_tables(waiting)
+                writer.write_table(table, row_group_size=50_000)
+                written, waiting = written + table.num_rows, []
+    writer.close()
+    print(written)
 """)
 
 
@@ -205,6 +287,19 @@ def compile_bytecode() -> None:
                    check=True, capture_output=True)
 
 
+def check_lower_bound(arrow_file: Path, partition: Path) -> None:
+    """The arrow leg is a lower bound only while it does ours' work: it must have written the
+    rows and values ours wrote (in any order); stops the benchmark when it has not."""
+    import pyarrow.parquet as pq
+
+    ours = pq.ParquetFile(next(partition.glob("*.parquet"))).read().sort_by("order_id")
+    arrow = pq.ParquetFile(arrow_file).read().sort_by("order_id")
+    if not arrow.equals(ours):
+        raise SystemExit(f"the arrow leg wrote other rows than ours ({arrow.num_rows} against {ours.num_rows}): "
+                         "it is no lower bound for these pages")
+    print(f"arrow leg: the same {ours.num_rows} rows and values as ours", file=sys.stderr)
+
+
 def median_run(runs: list[dict[str, float]]) -> dict[str, float]:
     """Each figure's median over the runs (the load average too)."""
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -214,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--per-page", type=int, default=1_000)
-    parser.add_argument("--legs", default="floor,naive,ours,dlt", help="comma-separated subset of floor,naive,ours,dlt")
+    parser.add_argument("--legs", default="floor,naive,arrow,ours,dlt",
+                        help="comma-separated subset of floor,naive,arrow,ours,dlt")
     parser.add_argument("--server", choices=("memory", "sample"), default="memory",
                         help="memory: pages pre-rendered, served from memory (default); sample: the sample API")
     parser.add_argument("--dlt-python", default=None, help="interpreter with dlt installed, for the dlt leg")
@@ -249,12 +345,17 @@ def main(argv: list[str] | None = None) -> int:
                 if "naive" in legs:
                     runs.setdefault("naive", []).append(
                         measure([sys.executable, "-c", NAIVE, *common, str(work / "naive.parquet")]))
+                if "arrow" in legs:
+                    runs.setdefault("arrow", []).append(
+                        measure([sys.executable, "-c", ARROW, *common, str(work / "arrow.parquet")], env))
                 if "ours" in legs:
                     runs.setdefault("ours", []).append(measure(
                         [sys.executable, "-m", "scheduler", "run-job", "daily_sales", "--date", DAY, "--config",
                          str(config), "--data-dir", str(work / "data"), "--log-level", "warning"], env))
                 if dlt is not None:
                     runs.setdefault("dlt", []).append(measure([dlt, "-c", DLT, *common, str(work / "dlt")]))
+            if "arrow" in legs and "ours" in legs:
+                check_lower_bound(work / "arrow.parquet", work / "data" / "sales" / f"date={DAY}")
     finally:
         api.terminate()
         api.wait(timeout=10)
