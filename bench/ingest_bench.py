@@ -172,8 +172,8 @@ ARROW = textwrap.dedent("""
             "customer_email": pc.utf8_trim_whitespace(pc.utf8_lower(customer[0])),
             "customer_segment": customer[1],
         })
-        read = [pc.is_valid(table[name]) for name in ("order_id", "sold_at", "sku", "quantity", "unit_price")]
-        table = table.filter(functools.reduce(pc.and_, read))  # what ours rejects, dropped before the dedupe
+        present = [pc.is_valid(table[name]) for name in ("order_id", "sold_at", "sku", "quantity", "unit_price")]
+        table = table.filter(functools.reduce(pc.and_, present))  # what ours rejects, dropped before the dedupe
         table = table.filter(seen.first_seen(text_digests(table.column("order_id").combine_chunks())))
         table = table.append_column("revenue", pc.multiply(pc.cast(table["quantity"], pa.float64()),
                                                            table["unit_price"]))
