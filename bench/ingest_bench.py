@@ -137,6 +137,7 @@ ARROW = textwrap.dedent("""
     import functools, sys, urllib3, pyarrow as pa, pyarrow.compute as pc, pyarrow.json as pj, pyarrow.parquet as pq
     from jobs.sales import clean
     from scheduler.kinds.ingest.keys import KeySet, text_digests
+    from scheduler.kinds.ingest.sink import dictionary_columns
     url, pages, per_page, day, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
     QTY_TEXT = "quantity_text"  # "quantity": "3" beside "quantity": 3 would stop the reader: renamed in the bytes
     record = pa.struct([("order_id", pa.string()), ("sold_at", pa.string()), ("store_id", pa.int64()),
@@ -149,9 +150,7 @@ ARROW = textwrap.dedent("""
                         ("store_id", pa.int64()), ("sku", pa.string()), ("quantity", pa.int64()),
                         ("unit_price", pa.float64()), ("currency", pa.string()), ("customer_email", pa.string()),
                         ("customer_segment", pa.string()), ("revenue", pa.float64())])
-    writer = pq.ParquetWriter(out, schema, compression="zstd", write_statistics=True,
-                              use_dictionary=["store_id", "sku", "quantity", "currency", "customer_segment"])
-    seen, held, waiting, written = KeySet(), [], [], 0
+    seen, held, waiting, written, writer = KeySet(), [], [], 0, None
 
     def clean_batch(pages):
         r = pa.concat_arrays([p.column("data").chunk(0).flatten() for p in pages]).flatten()
@@ -195,10 +194,14 @@ ARROW = textwrap.dedent("""
         if len(held) == 10 or page == pages:
             waiting.append(clean_batch(held))
             held = []
-            if sum(t.num_rows for t in waiting) >= 50_000 or page == pages:
-                table = pa.concat_tables(waiting)
-                writer.write_table(table, row_group_size=50_000)
-                written, waiting = written + table.num_rows, []
+            table = pa.concat_tables(waiting)
+            full = table.num_rows if page == pages else table.num_rows // 50_000 * 50_000
+            if full or page == pages:  # full row groups, the rest kept for the next, as the sink writes them
+                if writer is None:  # the sink's dictionary columns, chosen from its first rows
+                    writer = pq.ParquetWriter(out, schema, compression="zstd", write_statistics=True,
+                                              use_dictionary=dictionary_columns(table))
+                writer.write_table(table.slice(0, full), row_group_size=50_000)
+                written, waiting = written + full, [table.slice(full)]
     writer.close()
     print(written)
 """)
